@@ -1,0 +1,2 @@
+//! fcexec: runs jobs inside Firecracker microVMs and reports their results.
+#![warn(missing_docs)]

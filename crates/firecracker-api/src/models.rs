@@ -1,0 +1,1 @@
+//! Placeholder: typed models of Firecracker's API.

@@ -1,0 +1,119 @@
+//! Test support shared by fcexec's crates.
+//!
+//! Tests that need the real Firecracker VMM call [`require_vmm`] (or the
+//! [`require_vmm!`] macro) first. When `firecracker`, `jailer` or a usable
+//! `/dev/kvm` is missing the test returns early and counts as skipped; when the
+//! test binary exits it prints one plain line saying how many of its tests were
+//! skipped and why. Set `FCEXEC_REQUIRE_VMM=1` to turn a skip into a failure.
+//!
+//! ```no_run
+//! #[test]
+//! fn boots() {
+//!     let vmm = testkit::require_vmm!();
+//!     assert!(vmm.firecracker.exists());
+//! }
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+
+/// The real binaries a test may use.
+#[derive(Debug, Clone)]
+pub struct Vmm {
+    /// Path of the `firecracker` binary.
+    pub firecracker: PathBuf,
+    /// Path of the `jailer` binary.
+    pub jailer: PathBuf,
+}
+
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+static REASON: Mutex<String> = Mutex::new(String::new());
+static AT_EXIT: Once = Once::new();
+
+/// Finds a binary through the environment variable `var`, else through `PATH`.
+pub fn find_binary(var: &str, name: &str) -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os(var) {
+        let path = PathBuf::from(path);
+        return is_executable(&path).then_some(path);
+    }
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// True when `/dev/kvm` can be opened for reading and writing.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Returns the real binaries, or records a skip (with its reason) and returns `None`.
+pub fn require_vmm(test: &str) -> Option<Vmm> {
+    let firecracker = find_binary("FIRECRACKER_BIN", "firecracker");
+    let jailer = find_binary("JAILER_BIN", "jailer");
+    let reason = match (&firecracker, &jailer, kvm_usable()) {
+        (Some(f), Some(j), true) => {
+            return Some(Vmm {
+                firecracker: f.clone(),
+                jailer: j.clone(),
+            })
+        }
+        (None, _, _) => "firecracker not found (install the v1.16.1 release on PATH or set FIRECRACKER_BIN)",
+        (_, None, _) => "jailer not found (install the v1.16.1 release on PATH or set JAILER_BIN)",
+        (_, _, false) => "/dev/kvm is missing or not readable and writable",
+    };
+    if std::env::var_os("FCEXEC_REQUIRE_VMM").is_some_and(|v| v == "1") {
+        panic!("{test}: {reason}, and FCEXEC_REQUIRE_VMM=1 forbids skipping");
+    }
+    SKIPPED.fetch_add(1, Ordering::SeqCst);
+    if let Ok(mut r) = REASON.lock() {
+        *r = reason.to_string();
+    }
+    AT_EXIT.call_once(|| {
+        // SAFETY: `report_skips` is an `extern "C"` function without arguments
+        // that only reads atomics and writes to stderr.
+        unsafe {
+            libc::atexit(report_skips);
+        }
+    });
+    None
+}
+
+extern "C" fn report_skips() {
+    let n = SKIPPED.load(Ordering::SeqCst);
+    let reason = REASON.lock().map(|r| r.clone()).unwrap_or_default();
+    let bin = std::env::args().next().unwrap_or_default();
+    let bin = Path::new(&bin)
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Written straight to stderr so that the test harness does not capture it.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {n} real-VMM test(s) in {bin}: {reason}"
+    );
+}
+
+/// Returns the real binaries, or returns early from the calling test.
+#[macro_export]
+macro_rules! require_vmm {
+    () => {
+        match $crate::require_vmm(module_path!()) {
+            Some(vmm) => vmm,
+            None => return,
+        }
+    };
+}

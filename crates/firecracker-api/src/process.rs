@@ -1,0 +1,628 @@
+//! VMM process control: spawn `firecracker` (directly or through the
+//! jailer), wait for its API, stop it with escalation, reap it, and remove
+//! the sockets it leaves behind.
+//!
+//! The guest's serial console is the VMM's stdout; we point it at a file the
+//! caller names, so output is stored as it arrives and survives the caller's
+//! restart. Firecracker's own log goes to a second file (`--log-path`), so the
+//! two never mix.
+//!
+//! Stopping escalates in three steps, each with its own deadline: Ctrl+Alt+Del
+//! through the API (the guest may shut down cleanly), SIGTERM, SIGKILL. Every
+//! path ends with the child reaped and the API socket removed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use crate::attach::Pidfd;
+
+use crate::client::Client;
+use crate::exit::{exit_from_log, log_tail, VmmExit};
+use crate::jailer::{Jail, JailerOptions};
+use crate::models::{InstanceActionInfo, InstanceActionType};
+use crate::watch::{self, WatchError};
+
+/// The longest Unix socket path the kernel accepts (`sun_path` less its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Where the jailed VMM's API socket lives, as the VMM sees it.
+const JAILED_SOCKET: &str = "/run/firecracker.socket";
+/// Where the jailed VMM's log lives, as the VMM sees it.
+const JAILED_LOG: &str = "/firecracker.log";
+
+/// How to start one VMM.
+#[derive(Debug, Clone)]
+pub struct SpawnOptions {
+    /// The `firecracker` binary.
+    pub firecracker: PathBuf,
+    /// Instance id (`--id`): 1 to 64 characters from A-Z, a-z, 0-9, `_`, `-`.
+    pub id: String,
+    /// The API socket (host path). `None` runs with `--no-api`, which needs
+    /// `config_file`. Ignored under the jailer, whose socket is inside the chroot.
+    pub api_socket: Option<PathBuf>,
+    /// A configuration file (`--config-file`) that boots the VM at once.
+    pub config_file: Option<PathBuf>,
+    /// The file that receives the guest's serial output (the VMM's stdout). Appended to.
+    pub serial_output: PathBuf,
+    /// Firecracker's own log file (`--log-path`). Ignored under the jailer.
+    pub log_path: PathBuf,
+    /// Other sockets the VMM creates (a vsock's `uds_path`), removed at cleanup.
+    pub extra_sockets: Vec<PathBuf>,
+    /// Run through the jailer with these options.
+    pub jailer: Option<JailerOptions>,
+}
+
+/// The deadlines of [`Vmm::stop`]'s three steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopPolicy {
+    /// Time the guest gets after Ctrl+Alt+Del; `None` skips this step.
+    pub ctrl_alt_del: Option<Duration>,
+    /// Time the VMM gets after SIGTERM.
+    pub sigterm: Duration,
+    /// Time the kernel gets to deliver SIGKILL and let us reap.
+    pub sigkill: Duration,
+}
+
+impl Default for StopPolicy {
+    fn default() -> Self {
+        StopPolicy {
+            ctrl_alt_del: Some(Duration::from_millis(500)),
+            sigterm: Duration::from_millis(500),
+            sigkill: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The step of [`Vmm::stop`] that ended the VMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopStep {
+    /// It had already exited, or exited before any signal.
+    AlreadyExited,
+    /// The guest shut down after Ctrl+Alt+Del.
+    CtrlAltDel,
+    /// SIGTERM ended it.
+    Sigterm,
+    /// SIGKILL ended it.
+    Sigkill,
+}
+
+/// Why a VMM could not be started, reached or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    /// The socket path is longer than a Unix socket address can hold.
+    #[error("socket path {path} is {len} bytes long, the kernel allows at most {MAX_SOCKET_PATH}; use a shorter state directory")]
+    SocketPathTooLong {
+        /// The path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// A live VMM already listens on the socket.
+    #[error("socket {0} is in use by a running VMM; stop it or pick another path")]
+    SocketInUse(PathBuf),
+    /// `--no-api` without a config file cannot boot anything.
+    #[error("a VMM without an API socket needs a config file")]
+    NoApiNoConfig,
+    /// A file or directory the VMM needs could not be prepared.
+    #[error("cannot prepare {path}: {source}")]
+    Prepare {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The binary could not be started.
+    #[error("cannot start {binary}: {source}; install the Firecracker v1.16 release and put it on PATH, or set FIRECRACKER_BIN / JAILER_BIN")]
+    Spawn {
+        /// The binary.
+        binary: PathBuf,
+        /// The spawn error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM exited before its API was ready.
+    #[error("the VMM {exit} before its API socket was ready; its log ends with: {log_tail}")]
+    ExitedEarly {
+        /// How it ended.
+        exit: VmmExit,
+        /// The last lines of its log.
+        log_tail: String,
+    },
+    /// The API socket did not appear in time.
+    #[error("the VMM's API socket {socket} did not appear within {deadline:?}")]
+    NotReady {
+        /// The socket.
+        socket: PathBuf,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// Waiting for the socket failed.
+    #[error(transparent)]
+    Watch(#[from] WatchError),
+    /// Waiting for the process failed.
+    #[error("cannot wait for VMM process {pid}: {source}")]
+    Wait {
+        /// Its pid.
+        pid: u32,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM did not die even after SIGKILL.
+    #[error("VMM process {pid} is still running {waited:?} after SIGKILL")]
+    Unkillable {
+        /// Its pid.
+        pid: u32,
+        /// How long we waited.
+        waited: Duration,
+    },
+}
+
+/// One running (or exited, not yet cleaned up) firecracker process.
+#[derive(Debug)]
+pub struct Vmm {
+    /// How we learn that it ended.
+    handle: Handle,
+    /// Its pid, kept after the child handle is gone.
+    pid: u32,
+    /// Instance id.
+    id: String,
+    /// The API socket on the host, if any.
+    api_socket: Option<PathBuf>,
+    /// Firecracker's log on the host.
+    log_path: PathBuf,
+    /// The jail, when run through the jailer.
+    jail: Option<Jail>,
+    /// Name of the firecracker binary (names the jailer's directories).
+    exec_name: String,
+    /// Sockets removed at cleanup.
+    sockets: Vec<PathBuf>,
+    /// How it ended, once known.
+    exit: Option<VmmExit>,
+}
+
+impl Vmm {
+    /// Starts a VMM. Returns as soon as the process runs; call
+    /// [`Vmm::wait_ready`] before using the API.
+    pub async fn spawn(options: SpawnOptions) -> Result<Vmm, VmmError> {
+        crate::client::check_id("instance id", &options.id).map_err(|e| VmmError::Prepare {
+            path: options.id.clone().into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+        })?;
+        let exec_name = options
+            .firecracker
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "firecracker".into());
+        let jail = options
+            .jailer
+            .as_ref()
+            .map(|j| Jail::new(j, &options.firecracker, &options.id));
+        let (api_socket, log_path) = match &jail {
+            Some(jail) => (
+                Some(jail.host_path(Path::new(JAILED_SOCKET))),
+                jail.host_path(Path::new(JAILED_LOG)),
+            ),
+            None => (options.api_socket.clone(), options.log_path.clone()),
+        };
+        if api_socket.is_none() && options.config_file.is_none() {
+            return Err(VmmError::NoApiNoConfig);
+        }
+        let mut sockets = options.extra_sockets.clone();
+        if let Some(socket) = &api_socket {
+            check_socket_path(socket)?;
+            sockets.push(socket.clone());
+        }
+        for socket in &sockets {
+            remove_stale_socket(socket).await?;
+        }
+        let serial = File::options()
+            .create(true)
+            .append(true)
+            .open(&options.serial_output)
+            .map_err(prepare(&options.serial_output))?;
+
+        let mut command = match (&options.jailer, &jail) {
+            (Some(opts), Some(jail)) => {
+                jail.prepare().map_err(prepare(jail.root()))?;
+                let mut c = Command::new(&opts.jailer);
+                c.args(jail.args(opts, &options.firecracker, &options.id));
+                c.arg("--");
+                c.args(["--api-sock", JAILED_SOCKET, "--log-path", JAILED_LOG]);
+                if let Some(config) = &options.config_file {
+                    let inside = jail
+                        .stage(config, "vm-config.json")
+                        .map_err(prepare(config))?;
+                    c.arg("--config-file").arg(inside);
+                }
+                c
+            }
+            _ => {
+                let mut c = Command::new(&options.firecracker);
+                c.arg("--id").arg(&options.id);
+                match &api_socket {
+                    Some(socket) => c.arg("--api-sock").arg(socket),
+                    None => c.arg("--no-api"),
+                };
+                if let Some(config) = &options.config_file {
+                    c.arg("--config-file").arg(config);
+                }
+                File::options()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .map_err(prepare(&log_path))?;
+                c.arg("--log-path").arg(&log_path);
+                c
+            }
+        };
+        command
+            .stdin(Stdio::null())
+            .stdout(serial)
+            .stderr(Stdio::null())
+            // Its own process group: a Ctrl-C meant for the caller does not reach it.
+            .process_group(0);
+        let binary = options
+            .jailer
+            .as_ref()
+            .map_or(&options.firecracker, |j| &j.jailer);
+        let child = command.spawn().map_err(|source| VmmError::Spawn {
+            binary: binary.clone(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or_default();
+        tracing::debug!(pid, id = %options.id, jailed = jail.is_some(), "spawned firecracker");
+        Ok(Vmm {
+            handle: Handle::Child(child),
+            pid,
+            id: options.id,
+            api_socket,
+            log_path,
+            jail,
+            exec_name,
+            sockets,
+            exit: None,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The instance id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The jail, when run through the jailer.
+    pub fn jail(&self) -> Option<&Jail> {
+        self.jail.as_ref()
+    }
+
+    /// Firecracker's log file on the host.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The API socket on the host, if the VMM has one.
+    pub fn api_socket(&self) -> Option<&Path> {
+        self.api_socket.as_deref()
+    }
+
+    /// A client of this VMM's API, if it has one.
+    pub fn client(&self) -> Option<Client> {
+        self.api_socket.as_ref().map(Client::new)
+    }
+
+    /// How the VMM ended, if it has and we have seen it.
+    pub fn exit(&self) -> Option<VmmExit> {
+        self.exit
+    }
+
+    /// Waits until the API socket accepts requests, the VMM exits, or the deadline passes.
+    pub async fn wait_ready(&mut self, deadline: Duration) -> Result<(), VmmError> {
+        let Some(socket) = self.api_socket.clone() else {
+            return Err(VmmError::NoApiNoConfig);
+        };
+        let ready = async {
+            watch::until_exists(&socket).await?;
+            // The socket file appears at bind(); listen() follows at once.
+            let client = Client::new(&socket);
+            let mut pause = Duration::from_micros(200);
+            loop {
+                match client.send::<()>(hyper::Method::GET, "/", None).await {
+                    Err(e) if e.is_not_running() => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(20));
+                    }
+                    _ => return Ok::<(), VmmError>(()),
+                }
+            }
+        };
+        let ready = tokio::time::timeout(deadline, ready);
+        let outcome = {
+            let exited = self.wait();
+            tokio::pin!(exited);
+            tokio::select! {
+                ready = ready => Ok(ready),
+                exit = &mut exited => Err(exit),
+            }
+        };
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(VmmError::NotReady { socket, deadline }),
+            Err(exit) => Err(VmmError::ExitedEarly {
+                exit: exit?,
+                log_tail: log_tail(&self.log_path, 3),
+            }),
+        }
+    }
+
+    /// Waits for the VMM to exit and reaps it. Cancel-safe.
+    pub async fn wait(&mut self) -> Result<VmmExit, VmmError> {
+        if let Some(exit) = self.exit {
+            return Ok(exit);
+        }
+        let pid = self.pid;
+        let exit = match &mut self.handle {
+            Handle::Child(child) => child
+                .wait()
+                .await
+                .map(VmmExit::from)
+                .map_err(|source| VmmError::Wait { pid, source })?,
+            Handle::Pidfd(pidfd) => {
+                pidfd
+                    .exited()
+                    .await
+                    .map_err(|source| VmmError::Wait { pid, source })?;
+                exit_from_log(&self.log_path).unwrap_or(VmmExit::Unknown)
+            }
+            Handle::Detached => {
+                return Err(VmmError::Wait {
+                    pid,
+                    source: std::io::Error::other("the VMM was detached"),
+                })
+            }
+        };
+        self.exit = Some(exit);
+        Ok(exit)
+    }
+
+    /// Stops the VMM: Ctrl+Alt+Del, then SIGTERM, then SIGKILL, each with the
+    /// policy's deadline; reaps it and removes its sockets.
+    pub async fn stop(&mut self, policy: StopPolicy) -> Result<(VmmExit, StopStep), VmmError> {
+        if let Some(exit) = self.exit {
+            self.cleanup();
+            return Ok((exit, StopStep::AlreadyExited));
+        }
+        if let (Some(grace), Some(client)) = (policy.ctrl_alt_del, self.client()) {
+            let action = InstanceActionInfo {
+                action_type: InstanceActionType::SendCtrlAltDel,
+            };
+            let sent = client
+                .with_timeout(grace)
+                .call_empty(hyper::Method::PUT, "/actions", Some(&action))
+                .await;
+            if sent.is_ok() {
+                if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
+                    self.cleanup();
+                    return Ok((exit?, StopStep::CtrlAltDel));
+                }
+            }
+        }
+        for (signal, grace, step) in [
+            (libc::SIGTERM, policy.sigterm, StopStep::Sigterm),
+            (libc::SIGKILL, policy.sigkill, StopStep::Sigkill),
+        ] {
+            self.signal(signal);
+            if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
+                self.cleanup();
+                return Ok((exit?, step));
+            }
+        }
+        Err(VmmError::Unkillable {
+            pid: self.pid,
+            waited: policy.sigkill,
+        })
+    }
+
+    /// Sends a signal to the VMM unless it is known to have exited.
+    pub fn signal(&self, signal: libc::c_int) {
+        if self.exit.is_some() || self.pid == 0 {
+            return;
+        }
+        match &self.handle {
+            Handle::Child(_) => {
+                // SAFETY: kill(2) takes plain integers; the pid is our own
+                // child's, which stays reserved until we reap it.
+                unsafe {
+                    libc::kill(self.pid as libc::pid_t, signal);
+                }
+            }
+            Handle::Pidfd(pidfd) => pidfd.signal(signal),
+            Handle::Detached => {}
+        }
+    }
+
+    /// Removes the sockets (and the jail) the VMM leaves behind. Safe to call twice.
+    pub fn cleanup(&mut self) {
+        for socket in &self.sockets {
+            if let Err(e) = std::fs::remove_file(socket) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(socket = %socket.display(), error = %e, "cannot remove socket");
+                }
+            }
+        }
+        if let Some(jail) = &self.jail {
+            if let Err(e) = jail.remove(&self.id, &self.exec_name) {
+                tracing::warn!(dir = %jail.instance_dir().display(), error = %e, "cannot remove jail");
+            }
+        }
+    }
+
+    /// Lets the VMM run on without this handle: nothing is killed or removed
+    /// when it is dropped. Returns its pid.
+    pub fn detach(mut self) -> u32 {
+        // Dropping a tokio Child without waiting hands it to tokio's orphan
+        // reaper, so it does not become a zombie once it exits.
+        self.handle = Handle::Detached;
+        self.sockets.clear();
+        self.jail = None;
+        self.pid
+    }
+}
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        if matches!(self.handle, Handle::Detached) {
+            return;
+        }
+        if self.exit.is_none() {
+            if let Handle::Child(child) = &mut self.handle {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.exit = Some(status.into());
+                }
+            }
+            self.signal(libc::SIGKILL);
+        }
+        self.cleanup();
+    }
+}
+
+/// How a [`Vmm`] learns that its process ended.
+#[derive(Debug)]
+enum Handle {
+    /// Our child: waiting reaps it and gives its exit status.
+    Child(Child),
+    /// A process we re-attached to after a restart: a pidfd tells when it
+    /// ends; its log tells how.
+    Pidfd(Pidfd),
+    /// Let go with [`Vmm::detach`].
+    Detached,
+}
+
+/// What [`Vmm::attach`] needs to find a VMM again after a restart.
+#[derive(Debug, Clone)]
+pub struct AttachOptions {
+    /// Its pid.
+    pub pid: u32,
+    /// Its start time (see [`crate::attach::start_time`]), to tell it from a
+    /// later process that reuses the pid.
+    pub start_time: u64,
+    /// Instance id.
+    pub id: String,
+    /// The API socket, if any.
+    pub api_socket: Option<PathBuf>,
+    /// Firecracker's log file.
+    pub log_path: PathBuf,
+    /// Other sockets to remove at cleanup.
+    pub extra_sockets: Vec<PathBuf>,
+}
+
+impl Vmm {
+    /// Re-attaches to a VMM started earlier (by this process or another).
+    /// Returns `None` when that process no longer runs.
+    pub fn attach(options: AttachOptions) -> Result<Option<Vmm>, VmmError> {
+        let pid = options.pid;
+        let Some(pidfd) = Pidfd::open(pid, options.start_time)
+            .map_err(|source| VmmError::Wait { pid, source })?
+        else {
+            return Ok(None);
+        };
+        let mut sockets = options.extra_sockets;
+        sockets.extend(options.api_socket.clone());
+        Ok(Some(Vmm {
+            handle: Handle::Pidfd(pidfd),
+            pid,
+            id: options.id,
+            api_socket: options.api_socket,
+            log_path: options.log_path,
+            jail: None,
+            exec_name: "firecracker".into(),
+            sockets,
+            exit: None,
+        }))
+    }
+}
+
+/// Wraps an I/O error about preparing `path`.
+fn prepare(path: &Path) -> impl FnOnce(std::io::Error) -> VmmError {
+    let path = path.to_path_buf();
+    move |source| VmmError::Prepare { path, source }
+}
+
+/// Rejects a socket path the kernel cannot bind.
+pub fn check_socket_path(path: &Path) -> Result<(), VmmError> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(VmmError::SocketPathTooLong {
+            path: path.to_path_buf(),
+            len,
+        });
+    }
+    Ok(())
+}
+
+/// Removes a socket file left by an earlier run; fails if a VMM still listens on it.
+async fn remove_stale_socket(path: &Path) -> Result<(), VmmError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(());
+    }
+    if tokio::net::UnixStream::connect(path).await.is_ok() {
+        return Err(VmmError::SocketInUse(path.to_path_buf()));
+    }
+    tracing::warn!(socket = %path.display(), "removing a stale socket left by an earlier run");
+    std::fs::remove_file(path).map_err(|source| VmmError::Prepare {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_socket_paths_are_rejected() {
+        let long = PathBuf::from(format!("/run/{}", "x".repeat(120)));
+        let err = check_socket_path(&long).unwrap_err();
+        assert!(err.to_string().contains("at most 107"), "{err}");
+        assert!(check_socket_path(Path::new("/run/fcexec/a.sock")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn stale_sockets_are_removed_live_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("api.sock");
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        remove_stale_socket(&path).await.unwrap();
+        assert!(!path.exists());
+        let _live = tokio::net::UnixListener::bind(&path).unwrap();
+        let err = remove_stale_socket(&path).await.unwrap_err();
+        assert!(matches!(err, VmmError::SocketInUse(_)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_binary_is_a_spawn_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Vmm::spawn(SpawnOptions {
+            firecracker: "/nonexistent/firecracker".into(),
+            id: "t1".into(),
+            api_socket: Some(dir.path().join("api.sock")),
+            config_file: None,
+            serial_output: dir.path().join("serial"),
+            log_path: dir.path().join("log"),
+            extra_sockets: vec![],
+            jailer: None,
+        })
+        .await
+        .unwrap_err();
+        assert!(matches!(err, VmmError::Spawn { .. }), "{err}");
+    }
+}

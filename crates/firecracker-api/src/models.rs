@@ -1,1 +1,0 @@
-//! Placeholder: typed models of Firecracker's API.

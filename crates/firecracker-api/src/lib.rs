@@ -21,6 +21,7 @@
 //!     id: "demo".into(),
 //!     api_socket: Some("/run/fcexec/demo.sock".into()),
 //!     config_file: None,
+//!     metadata: None,
 //!     serial_output: "/run/fcexec/demo.serial".into(),
 //!     log_path: "/run/fcexec/demo.log".into(),
 //!     extra_sockets: vec![],

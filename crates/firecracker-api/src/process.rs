@@ -46,6 +46,8 @@ pub struct SpawnOptions {
     pub api_socket: Option<PathBuf>,
     /// A configuration file (`--config-file`) that boots the VM at once.
     pub config_file: Option<PathBuf>,
+    /// A JSON file of MMDS contents (`--metadata`).
+    pub metadata: Option<PathBuf>,
     /// The file that receives the guest's serial output (the VMM's stdout). Appended to.
     pub serial_output: PathBuf,
     /// Firecracker's own log file (`--log-path`). Ignored under the jailer.
@@ -184,6 +186,8 @@ pub struct Vmm {
     sockets: Vec<PathBuf>,
     /// How it ended, once known.
     exit: Option<VmmExit>,
+    /// Whether dropping this handle kills a running VMM (the default).
+    kill_on_drop: bool,
 }
 
 impl Vmm {
@@ -240,6 +244,12 @@ impl Vmm {
                         .map_err(prepare(config))?;
                     c.arg("--config-file").arg(inside);
                 }
+                if let Some(metadata) = &options.metadata {
+                    let inside = jail
+                        .stage(metadata, "metadata.json")
+                        .map_err(prepare(metadata))?;
+                    c.arg("--metadata").arg(inside);
+                }
                 c
             }
             _ => {
@@ -251,6 +261,9 @@ impl Vmm {
                 };
                 if let Some(config) = &options.config_file {
                     c.arg("--config-file").arg(config);
+                }
+                if let Some(metadata) = &options.metadata {
+                    c.arg("--metadata").arg(metadata);
                 }
                 File::options()
                     .create(true)
@@ -287,6 +300,7 @@ impl Vmm {
             exec_name,
             sockets,
             exit: None,
+            kill_on_drop: true,
         })
     }
 
@@ -466,6 +480,13 @@ impl Vmm {
         }
     }
 
+    /// Chooses whether dropping this handle kills a still-running VMM and
+    /// removes its sockets (the default), or lets it run on as [`Vmm::detach`]
+    /// would, so that a restarted owner can [`Vmm::attach`] to it again.
+    pub fn set_kill_on_drop(&mut self, kill: bool) {
+        self.kill_on_drop = kill;
+    }
+
     /// Lets the VMM run on without this handle: nothing is killed or removed
     /// when it is dropped. Returns its pid.
     pub fn detach(mut self) -> u32 {
@@ -483,12 +504,15 @@ impl Drop for Vmm {
         if matches!(self.handle, Handle::Detached) {
             return;
         }
-        if self.exit.is_none() {
-            if let Handle::Child(child) = &mut self.handle {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.exit = Some(status.into());
-                }
+        if let Handle::Child(child) = &mut self.handle {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.exit = Some(status.into());
             }
+        }
+        if self.exit.is_none() && !self.kill_on_drop {
+            return;
+        }
+        if self.exit.is_none() {
             self.signal(libc::SIGKILL);
         }
         self.cleanup();
@@ -547,6 +571,7 @@ impl Vmm {
             exec_name: "firecracker".into(),
             sockets,
             exit: None,
+            kill_on_drop: true,
         }))
     }
 }
@@ -616,6 +641,7 @@ mod tests {
             id: "t1".into(),
             api_socket: Some(dir.path().join("api.sock")),
             config_file: None,
+            metadata: None,
             serial_output: dir.path().join("serial"),
             log_path: dir.path().join("log"),
             extra_sockets: vec![],

@@ -102,6 +102,7 @@ impl Fixture {
             id: id.to_string(),
             api_socket: Some(self.path(&format!("{id}.sock"))),
             config_file: None,
+            metadata: None,
             serial_output: self.path(&format!("{id}.serial")),
             log_path: self.path(&format!("{id}.log")),
             extra_sockets: vec![],

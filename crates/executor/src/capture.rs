@@ -1,0 +1,189 @@
+//! Output capture: following the guest's serial console file as the VMM
+//! writes it, and turning its bytes into the workload's stdout and stderr.
+//!
+//! The VMM's stdout is a file in the execution's directory, so output is
+//! stored the moment it is written and survives an executor restart. A
+//! [`SerialTail`] wakes on inotify's modify events and reads what is new.
+//! A [`Sink`] then routes it: in plain mode the serial file *is* stdout; in
+//! agent mode the frames are decoded into the `stdout` and `stderr` files and
+//! the agent's report.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use futures_util::StreamExt;
+use inotify::{EventStream, Inotify, WatchMask};
+
+use crate::config_drive::Key;
+use crate::execution::LogProgress;
+use crate::guest_protocol::{Event, FrameDecoder};
+use crate::outcome::AgentReport;
+
+/// Bytes read from the serial file per step.
+const READ_STEP: usize = 64 * 1024;
+
+/// Follows a file that another process appends to.
+pub struct SerialTail {
+    file: File,
+    events: EventStream<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for SerialTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SerialTail").finish_non_exhaustive()
+    }
+}
+
+impl SerialTail {
+    /// Starts following `path` from its beginning.
+    pub fn open(path: &Path) -> std::io::Result<SerialTail> {
+        let inotify = Inotify::init()?;
+        inotify.watches().add(path, WatchMask::MODIFY)?;
+        let file = File::open(path)?;
+        let events = inotify.into_event_stream(vec![0u8; 256])?;
+        Ok(SerialTail {
+            file,
+            events,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Resolves when the file was written to since the last call. Cancel-safe.
+    pub async fn changed(&mut self) -> std::io::Result<()> {
+        match self.events.next().await {
+            Some(event) => event.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads what is new, at most [`READ_STEP`] bytes; empty at the end.
+    pub fn read_new(&mut self) -> std::io::Result<&[u8]> {
+        self.buf.resize(READ_STEP, 0);
+        let n = self.file.read(&mut self.buf)?;
+        self.buf.truncate(n);
+        Ok(&self.buf)
+    }
+}
+
+/// Where serial bytes go.
+#[derive(Debug)]
+pub enum Sink {
+    /// Plain mode: the serial file is stdout; we only count.
+    Plain {
+        /// Bytes seen.
+        len: u64,
+    },
+    /// Agent mode: frames decoded into files and a report.
+    Agent(Box<AgentSink>),
+}
+
+/// The agent-mode sink.
+#[derive(Debug)]
+pub struct AgentSink {
+    decoder: FrameDecoder,
+    stdout: File,
+    stderr: File,
+    progress: LogProgress,
+    report: AgentReport,
+}
+
+impl Sink {
+    /// A plain-mode sink.
+    pub fn plain() -> Sink {
+        Sink::Plain { len: 0 }
+    }
+
+    /// An agent-mode sink writing `stdout` and `stderr` (truncated first, so
+    /// that a restarted executor can decode the serial file again from its start).
+    pub fn agent(key: Key, stdout: &Path, stderr: &Path) -> std::io::Result<Sink> {
+        let open = |p: &Path| File::options().create(true).write(true).truncate(true).open(p);
+        Ok(Sink::Agent(Box::new(AgentSink {
+            decoder: FrameDecoder::new(key),
+            stdout: open(stdout)?,
+            stderr: open(stderr)?,
+            progress: LogProgress::default(),
+            report: AgentReport::default(),
+        })))
+    }
+
+    /// Takes new serial bytes.
+    pub fn feed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Plain { len } => {
+                *len += bytes.len() as u64;
+                Ok(())
+            }
+            Sink::Agent(agent) => {
+                let events = agent.decoder.push(bytes);
+                agent.apply(events)
+            }
+        }
+    }
+
+    /// The serial stream has ended.
+    pub fn finish(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Plain { .. } => Ok(()),
+            Sink::Agent(agent) => {
+                let events = agent.decoder.finish();
+                agent.apply(events)
+            }
+        }
+    }
+
+    /// How much output is stored.
+    pub fn progress(&self) -> LogProgress {
+        match self {
+            Sink::Plain { len } => LogProgress {
+                stdout: *len,
+                ..LogProgress::default()
+            },
+            Sink::Agent(agent) => agent.progress,
+        }
+    }
+
+    /// What the agent reported so far (empty in plain mode).
+    pub fn report(&self) -> AgentReport {
+        match self {
+            Sink::Plain { .. } => AgentReport::default(),
+            Sink::Agent(agent) => agent.report.clone(),
+        }
+    }
+}
+
+impl AgentSink {
+    fn apply(&mut self, events: Vec<Event>) -> std::io::Result<()> {
+        for event in events {
+            match event {
+                Event::Console(_) => {}
+                Event::Stdout(data) => {
+                    self.stdout.write_all(&data)?;
+                    self.progress.stdout += data.len() as u64;
+                }
+                Event::Stderr(data) => {
+                    self.stderr.write_all(&data)?;
+                    self.progress.stderr += data.len() as u64;
+                }
+                Event::Hello(text) => self.report.hello = Some(text),
+                Event::Exit(code) => self.report.exit = Some(code),
+                Event::Fail(reason) => self.report.fail = Some(reason),
+                Event::ProtocolError(error) => {
+                    tracing::warn!(%error, "guest protocol error");
+                    self.report.protocol_error.get_or_insert(error);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a whole output file as text (invalid UTF-8 replaced).
+pub fn read_text(path: &Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut bytes));
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}

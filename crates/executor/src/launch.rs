@@ -1,0 +1,304 @@
+//! Launching: from a request to a booted VM under supervision.
+//!
+//! request → validate → plan → write the plan's files → spawn firecracker
+//! with `--config-file` (it boots at once) → wait for its API → confirm the
+//! guest runs → hand the VMM to a supervisor. A failure on the way removes
+//! everything the attempt created and reports "VM creation failed" with the
+//! VMM's own words.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use firecracker_api::exit::log_tail;
+use firecracker_api::{SpawnOptions, StopPolicy, Vmm, VmmError, VmmExit};
+use tokio::sync::mpsc;
+
+use crate::capture::Sink;
+use crate::config_drive::Key;
+use crate::error::ExecutorError;
+use crate::execution::{Execution, Snapshot};
+use crate::executor::Shared;
+use crate::lifecycle::Phase;
+use crate::plan::VmPlan;
+use crate::record::{now_ms, ExecutionRecord, OutputCopy, RECORD_VERSION};
+use crate::request::ExecutionRequest;
+use crate::spec::Mode;
+use crate::supervisor::Supervisor;
+use crate::validate::{validate, DriveRole, ValidatedRequest};
+
+/// Starts `request` (see the module doc).
+pub(crate) async fn start(shared: &Arc<Shared>, request: &ExecutionRequest) -> Result<(), ExecutorError> {
+    let id = request.execution_id.clone();
+    if let Some(existing) = shared.lock().get(&id) {
+        return Err(if existing.snapshot().phase.is_terminal() {
+            ExecutorError::AlreadyFinished(id)
+        } else {
+            ExecutorError::AlreadyStarted(id)
+        });
+    }
+    let valid = validate(request, &shared.host)?;
+    let paths = shared.state.execution(&valid.execution_id)?;
+    let key = match valid.mode {
+        Mode::Agent => Some(Key::generate().map_err(|e| creation(&id, e.to_string()))?),
+        Mode::Plain => None,
+    };
+    let (commands, receiver) = mpsc::channel(8);
+    let exec = Arc::new(Execution::new(
+        id.clone(),
+        valid.job_id.clone(),
+        paths.clone(),
+        valid.mode,
+        Snapshot {
+            phase: Phase::Pending,
+            result: None,
+        },
+        Some(commands),
+    ));
+    // Reserve the id before touching the disk, so two starts cannot race.
+    {
+        let mut map = shared.lock();
+        if map.contains_key(&id) {
+            return Err(ExecutorError::AlreadyStarted(id));
+        }
+        map.insert(id.clone(), exec.clone());
+    }
+    let launched = launch(shared, &exec, &valid, key.clone()).await;
+    let (vmm, record) = match launched {
+        Ok(ok) => ok,
+        Err(e) => {
+            shared.lock().remove(&id);
+            let _ = paths.remove();
+            return Err(e);
+        }
+    };
+    let sink = match key {
+        Some(key) => Sink::agent(key, &paths.stdout(), &paths.stderr()),
+        None => Ok(Sink::plain()),
+    }
+    .map_err(|e| creation(&id, format!("cannot create the output files: {e}")))?;
+    supervise(shared, exec, Some(vmm), record, sink, receiver, valid.boot_timeout);
+    Ok(())
+}
+
+/// Plans, writes and boots the VM; returns its VMM and record.
+async fn launch(
+    shared: &Shared,
+    exec: &Execution,
+    valid: &ValidatedRequest,
+    key: Option<Key>,
+) -> Result<(Vmm, ExecutionRecord), ExecutorError> {
+    let id = &exec.id;
+    let paths = &exec.paths;
+    paths.create().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            ExecutorError::AlreadyStarted(id.clone())
+        } else {
+            ExecutorError::Io {
+                context: "cannot create",
+                path: paths.dir().to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let plan = VmPlan::new(valid, paths, key.clone());
+    let metadata = plan.write(paths).map_err(|e| creation(id, e.to_string()))?;
+    let mut record = new_record(valid, key.as_ref());
+    save(&record, exec)?;
+
+    let mut vmm = Vmm::spawn(SpawnOptions {
+        firecracker: shared.firecracker.clone(),
+        id: vmm_id(id),
+        api_socket: Some(paths.api_socket()),
+        config_file: Some(paths.vm_config()),
+        metadata,
+        serial_output: paths.serial(),
+        log_path: paths.vmm_log(),
+        extra_sockets: vec![],
+        jailer: None,
+    })
+    .await
+    .map_err(|e| creation(id, e.to_string()))?;
+    vmm.set_kill_on_drop(false);
+    record.pid = Some(vmm.pid());
+    record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
+    set_phase(exec, &mut record, Phase::Booting);
+    save(&record, exec)?;
+
+    match vmm.wait_ready(shared.config.ready_timeout).await {
+        Ok(()) => {}
+        // A guest that finishes first is not a failure: the supervisor settles it.
+        Err(VmmError::ExitedEarly {
+            exit: VmmExit::Exited(0),
+            ..
+        }) => return Ok((vmm, record)),
+        Err(e) => return Err(abandon(vmm, id, e.to_string()).await),
+    }
+    // The API answers once the VMM has built (and so booted) the VM.
+    if let Some(client) = vmm.client() {
+        if let Err(e) = client.describe_instance().await {
+            if let Ok(Ok(exit)) = tokio::time::timeout(Duration::from_secs(1), vmm.wait()).await {
+                if exit.success() {
+                    return Ok((vmm, record));
+                }
+            }
+            let reason = format!("{e}; the VMM log ends with: {}", log_tail(&paths.vmm_log(), 3));
+            return Err(abandon(vmm, id, reason).await);
+        }
+    }
+    set_phase(exec, &mut record, Phase::Running);
+    save(&record, exec)?;
+    Ok((vmm, record))
+}
+
+/// Stops a VMM whose launch failed and builds the error.
+async fn abandon(mut vmm: Vmm, id: &str, reason: String) -> ExecutorError {
+    let policy = StopPolicy {
+        ctrl_alt_del: None,
+        ..StopPolicy::default()
+    };
+    if let Err(e) = vmm.stop(policy).await {
+        tracing::error!(error = %e, "cannot stop a VMM that failed to launch");
+    }
+    creation(id, reason)
+}
+
+/// Hands a VMM (or a dead one, `None`) to a new supervisor task.
+pub(crate) fn supervise(
+    shared: &Arc<Shared>,
+    exec: Arc<Execution>,
+    vmm: Option<Vmm>,
+    record: ExecutionRecord,
+    sink: Sink,
+    commands: mpsc::Receiver<Command>,
+    boot_timeout: Option<Duration>,
+) {
+    let supervisor = Supervisor::new(
+        exec.clone(),
+        vmm,
+        record,
+        sink,
+        commands,
+        shared.shutdown.subscribe(),
+        shared.settings(),
+        boot_timeout,
+    );
+    let weak = Arc::downgrade(shared);
+    tokio::spawn(async move {
+        if let Some(expires_ms) = supervisor.run().await {
+            expire(weak, exec, expires_ms).await;
+        }
+    });
+}
+
+use crate::execution::Command;
+
+/// Forgets a finished execution and deletes its files once its
+/// `persist_logs_duration` has passed (unless the executor went first).
+pub(crate) async fn expire(shared: Weak<Shared>, exec: Arc<Execution>, expires_ms: u64) {
+    let wait = Duration::from_millis(expires_ms.saturating_sub(now_ms()));
+    let mut shutdown = match shared.upgrade() {
+        Some(s) => s.shutdown.subscribe(),
+        None => return,
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => {}
+        _ = shutdown.changed() => return,
+    }
+    let Some(shared) = shared.upgrade() else { return };
+    let mut map = shared.lock();
+    if map.get(&exec.id).is_some_and(|e| Arc::ptr_eq(e, &exec)) {
+        map.remove(&exec.id);
+        drop(map);
+        tracing::debug!(id = %exec.id, "persist_logs_duration passed; removing the execution");
+        let _ = exec.paths.remove();
+    }
+}
+
+fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
+    let outputs = match &valid.results_dir {
+        Some(dir) => valid
+            .outputs()
+            .filter_map(|d| match &d.role {
+                DriveRole::Output { index, target } => Some(OutputCopy {
+                    image: d.path.display().to_string(),
+                    destination: dir.join(output_name(*index, target, &d.path)).display().to_string(),
+                }),
+                _ => None,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    ExecutionRecord {
+        version: RECORD_VERSION,
+        job_id: valid.job_id.clone(),
+        execution_id: valid.execution_id.clone(),
+        phase: Phase::Pending,
+        mode: valid.mode,
+        key: key.map(|k| k.to_hex()),
+        pid: None,
+        pid_start_time: None,
+        cancel_requested: false,
+        outputs,
+        results_dir: valid.results_dir.as_ref().map(|d| d.display().to_string()),
+        created_ms: now_ms(),
+        finished_ms: None,
+        persist_ms: valid.persist_logs.as_millis() as u64,
+        result: None,
+    }
+}
+
+/// The file name an output image gets under `results_dir`: the last
+/// component of its target, else of its image, prefixed by its index.
+pub fn output_name(index: usize, target: &str, image: &std::path::Path) -> String {
+    let from_target = target.rsplit('/').find(|c| !c.is_empty() && *c != "." && *c != "..");
+    let from_image = image.file_name().and_then(|n| n.to_str());
+    let base = from_target.or(from_image).unwrap_or("output");
+    let safe: String = base
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .collect();
+    format!("{index}-{safe}")
+}
+
+/// Firecracker's `--id` allows `[A-Za-z0-9_-]`; execution ids also allow `.`.
+fn vmm_id(execution_id: &str) -> String {
+    execution_id.replace('.', "_")
+}
+
+fn set_phase(exec: &Execution, record: &mut ExecutionRecord, to: Phase) {
+    let mut phase = exec.snapshot().phase;
+    if phase.transition(to).is_ok() {
+        record.phase = phase;
+        exec.publish(Snapshot { phase, result: None });
+    }
+}
+
+fn save(record: &ExecutionRecord, exec: &Execution) -> Result<(), ExecutorError> {
+    let path = exec.paths.record();
+    record.save(&path).map_err(|source| ExecutorError::Io {
+        context: "cannot write",
+        path,
+        source,
+    })
+}
+
+fn creation(id: &str, reason: String) -> ExecutorError {
+    ExecutorError::VmCreation {
+        id: id.to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn output_names_are_safe_and_unique() {
+        assert_eq!(output_name(0, "/mnt/out", Path::new("/x/o.img")), "0-out");
+        assert_eq!(output_name(1, "", Path::new("/x/o.img")), "1-o.img");
+        assert_eq!(output_name(2, "/a/../..", Path::new("/x/o.img")), "2-a");
+        assert_eq!(output_name(3, "we ird", Path::new("/x/o.img")), "3-we_ird");
+    }
+}

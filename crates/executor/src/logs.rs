@@ -1,0 +1,204 @@
+//! Reading an execution's stored output: all of it, its last lines, and
+//! following it as it grows, during the run and after it.
+//!
+//! Output lives in files (see [`crate::state_dir`]); the supervisor publishes
+//! how many bytes of each stream are stored. A reader keeps an offset per
+//! stream, reads up to the published length, and when it has caught up waits
+//! for the next publication, or ends when the execution is done (or when it
+//! was not asked to follow).
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::execution::{Execution, LogProgress};
+
+/// Which stream a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogStream {
+    /// The workload's stdout (the serial console in plain mode).
+    Stdout,
+    /// The workload's stderr.
+    Stderr,
+}
+
+/// What [`crate::Executor::logs`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Keep streaming new output until the execution ends.
+    pub follow: bool,
+    /// Start with only the last this many lines of each stream.
+    pub tail: Option<usize>,
+}
+
+/// A piece of output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogChunk {
+    /// Its stream.
+    pub stream: LogStream,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+/// The largest chunk returned at once.
+const CHUNK: u64 = 64 * 1024;
+
+#[derive(Debug)]
+struct Cursor {
+    stream: LogStream,
+    path: PathBuf,
+    offset: u64,
+}
+
+/// A stream of an execution's output. Holds its execution alive, not its VM.
+#[derive(Debug)]
+pub struct Logs {
+    /// Keeps the execution's channels open while reading.
+    _execution: Arc<Execution>,
+    cursors: [Cursor; 2],
+    progress: watch::Receiver<LogProgress>,
+    follow: bool,
+}
+
+impl Logs {
+    /// Opens the logs of an execution.
+    pub fn open(execution: Arc<Execution>, options: LogOptions) -> Logs {
+        let progress = execution.log_progress();
+        let now = *progress.borrow();
+        let start = |path: &Path, end: u64| match options.tail {
+            Some(lines) => tail_offset(path, end, lines),
+            None => 0,
+        };
+        let (out, err) = (execution.stdout_path(), execution.stderr_path());
+        let cursors = [
+            Cursor {
+                stream: LogStream::Stdout,
+                offset: start(&out, now.stdout),
+                path: out,
+            },
+            Cursor {
+                stream: LogStream::Stderr,
+                offset: start(&err, now.stderr),
+                path: err,
+            },
+        ];
+        Logs {
+            _execution: execution,
+            cursors,
+            progress,
+            follow: options.follow,
+        }
+    }
+
+    /// The next chunk of output, or `None` at the end.
+    pub async fn next(&mut self) -> Option<std::io::Result<LogChunk>> {
+        loop {
+            let now = *self.progress.borrow_and_update();
+            for cursor in &mut self.cursors {
+                let end = match cursor.stream {
+                    LogStream::Stdout => now.stdout,
+                    LogStream::Stderr => now.stderr,
+                };
+                if cursor.offset < end {
+                    return Some(read_chunk(cursor, end));
+                }
+            }
+            if now.done || !self.follow {
+                return None;
+            }
+            if self.progress.changed().await.is_err() {
+                // The supervisor is gone without saying done (executor dropped).
+                return None;
+            }
+        }
+    }
+
+    /// Reads everything up to the end into one buffer per stream.
+    pub async fn collect(mut self) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        while let Some(chunk) = self.next().await {
+            let chunk = chunk?;
+            match chunk.stream {
+                LogStream::Stdout => out.extend(chunk.data),
+                LogStream::Stderr => err.extend(chunk.data),
+            }
+        }
+        Ok((out, err))
+    }
+}
+
+fn read_chunk(cursor: &mut Cursor, end: u64) -> std::io::Result<LogChunk> {
+    let len = (end - cursor.offset).min(CHUNK);
+    let mut file = std::fs::File::open(&cursor.path)?;
+    file.seek(SeekFrom::Start(cursor.offset))?;
+    let mut data = Vec::with_capacity(len as usize);
+    file.take(len).read_to_end(&mut data)?;
+    if data.is_empty() {
+        // The file is shorter than published (removed underneath us).
+        cursor.offset = end;
+    }
+    cursor.offset += data.len() as u64;
+    Ok(LogChunk {
+        stream: cursor.stream,
+        data,
+    })
+}
+
+/// The offset where the last `lines` lines before `end` start.
+pub fn tail_offset(path: &Path, end: u64, lines: usize) -> u64 {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return end;
+    };
+    if lines == 0 {
+        return end;
+    }
+    let mut pos = end;
+    let mut newlines = 0;
+    let mut buf = vec![0u8; 8192];
+    // A final newline ends the last line; it does not start a new one.
+    let mut skip_last = true;
+    while pos > 0 {
+        let n = (pos.min(buf.len() as u64)) as usize;
+        pos -= n as u64;
+        if file.seek(SeekFrom::Start(pos)).is_err() || file.read_exact(&mut buf[..n]).is_err() {
+            return 0;
+        }
+        for i in (0..n).rev() {
+            if buf[i] == b'\n' {
+                if skip_last && pos + i as u64 + 1 == end {
+                    skip_last = false;
+                    continue;
+                }
+                newlines += 1;
+                if newlines == lines {
+                    return pos + i as u64 + 1;
+                }
+            }
+            skip_last = false;
+        }
+    }
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"one\ntwo\nthree\n").unwrap();
+        let end = 14;
+        assert_eq!(tail_offset(&path, end, 1), 8);
+        assert_eq!(tail_offset(&path, end, 2), 4);
+        assert_eq!(tail_offset(&path, end, 3), 0);
+        assert_eq!(tail_offset(&path, end, 10), 0);
+        assert_eq!(tail_offset(&path, end, 0), end);
+        std::fs::write(&path, b"one\ntwo").unwrap();
+        assert_eq!(tail_offset(&path, 7, 1), 4);
+        assert_eq!(tail_offset(&dir.path().join("none"), 0, 3), 0);
+    }
+}

@@ -1,0 +1,179 @@
+//! Turning how a run ended into its result: a pure function of what the
+//! supervisor observed, so every rule is tested without a VM.
+
+use std::time::Duration;
+
+use firecracker_api::VmmExit;
+
+use crate::result::ExecutionResult;
+use crate::spec::Mode;
+
+/// What the guest agent reported (agent mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AgentReport {
+    /// The agent's hello, once seen.
+    pub hello: Option<String>,
+    /// The workload's exit code, once reported.
+    pub exit: Option<u8>,
+    /// The agent's own failure, if it reported one.
+    pub fail: Option<String>,
+    /// The first protocol error seen.
+    pub protocol_error: Option<String>,
+}
+
+/// Everything the supervisor saw at the end of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ending {
+    /// Plain or agent mode.
+    pub mode: Mode,
+    /// How the VMM process ended.
+    pub vmm_exit: VmmExit,
+    /// What the agent reported.
+    pub agent: AgentReport,
+    /// True when cancel (or cleanup) stopped the VM.
+    pub cancelled: bool,
+    /// Set when the execution ran out of time.
+    pub timed_out: Option<Duration>,
+    /// The last lines of the VMM's own log.
+    pub vmm_log_tail: String,
+}
+
+/// The result, without its stdout and stderr (the caller adds them).
+pub fn decide(end: &Ending) -> ExecutionResult {
+    if let Some(code) = end.agent.exit.filter(|_| end.mode == Mode::Agent) {
+        return ExecutionResult::new(i32::from(code));
+    }
+    if end.cancelled {
+        return ExecutionResult::killed("cancelled: the VM was stopped on request");
+    }
+    if let Some(limit) = end.timed_out {
+        return ExecutionResult::killed(format!("timed out: the execution ran longer than {limit:?}"));
+    }
+    if end.mode == Mode::Agent {
+        if let Some(reason) = &end.agent.fail {
+            return ExecutionResult::failed(format!("guest agent failed: {reason}"));
+        }
+        if let Some(error) = &end.agent.protocol_error {
+            return ExecutionResult::failed(format!("guest protocol error: {error}"));
+        }
+    }
+    match (end.mode, end.vmm_exit) {
+        (Mode::Plain, VmmExit::Exited(0)) => ExecutionResult::new(0),
+        (Mode::Agent, VmmExit::Exited(0)) if end.agent.hello.is_none() => ExecutionResult::failed(
+            "the guest stopped without a word from the fcexec agent; is the agent installed in the guest? \
+             (use plain mode for guests without it)",
+        ),
+        (Mode::Agent, VmmExit::Exited(0)) => {
+            ExecutionResult::failed("the guest stopped before the agent reported an exit code")
+        }
+        (_, exit) => ExecutionResult::failed(vmm_failure(exit, &end.vmm_log_tail)),
+    }
+}
+
+/// A reason for a VMM failure that a user can act on.
+pub fn vmm_failure(exit: VmmExit, log_tail: &str) -> String {
+    if log_tail.contains("exit reason on vcpu run: Shutdown") {
+        return "the guest triple-faulted (KVM_EXIT_SHUTDOWN) and the VMM stopped".to_string();
+    }
+    if log_tail.contains("KVM_EXIT_INTERNAL_ERROR") {
+        return "the guest ran an instruction KVM could not emulate (KVM_EXIT_INTERNAL_ERROR) and the VMM stopped"
+            .to_string();
+    }
+    match exit {
+        VmmExit::Signaled(_) | VmmExit::Unknown => format!("the VMM {exit}"),
+        VmmExit::Exited(_) => format!("the VMM {exit}; its log ends with: {log_tail}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end(mode: Mode, vmm_exit: VmmExit) -> Ending {
+        Ending {
+            mode,
+            vmm_exit,
+            agent: AgentReport::default(),
+            cancelled: false,
+            timed_out: None,
+            vmm_log_tail: String::new(),
+        }
+    }
+
+    #[test]
+    fn plain_mode_clean_shutdown_is_success() {
+        let r = decide(&end(Mode::Plain, VmmExit::Exited(0)));
+        assert!(r.is_success());
+    }
+
+    #[test]
+    fn agent_exit_codes_arrive() {
+        for code in [0u8, 3, 255] {
+            let mut e = end(Mode::Agent, VmmExit::Exited(0));
+            e.agent.hello = Some("hi".into());
+            e.agent.exit = Some(code);
+            let r = decide(&e);
+            assert_eq!(r.exit_code, i32::from(code));
+            assert_eq!(r.error_msg, "");
+        }
+    }
+
+    #[test]
+    fn failures_carry_a_reason() {
+        let cases = [
+            (end(Mode::Plain, VmmExit::Signaled(9)), "signal 9 (SIGKILL)"),
+            (end(Mode::Plain, VmmExit::Unknown), "without a recorded exit status"),
+            (end(Mode::Agent, VmmExit::Exited(0)), "agent installed"),
+            (
+                Ending {
+                    vmm_log_tail: "Unexpected exit reason on vcpu run: Shutdown".into(),
+                    ..end(Mode::Agent, VmmExit::Exited(1))
+                },
+                "triple-faulted",
+            ),
+            (
+                Ending {
+                    agent: AgentReport {
+                        fail: Some("boom".into()),
+                        ..AgentReport::default()
+                    },
+                    ..end(Mode::Agent, VmmExit::Exited(0))
+                },
+                "guest agent failed: boom",
+            ),
+            (
+                Ending {
+                    agent: AgentReport {
+                        protocol_error: Some("gap".into()),
+                        ..AgentReport::default()
+                    },
+                    ..end(Mode::Agent, VmmExit::Exited(0))
+                },
+                "guest protocol error: gap",
+            ),
+            (
+                Ending {
+                    timed_out: Some(Duration::from_secs(1)),
+                    ..end(Mode::Plain, VmmExit::Signaled(15))
+                },
+                "timed out",
+            ),
+        ];
+        for (e, needle) in cases {
+            let r = decide(&e);
+            assert_eq!(r.exit_code, -1, "{e:?}");
+            assert!(r.error_msg.contains(needle), "{} lacks {needle}", r.error_msg);
+        }
+    }
+
+    #[test]
+    fn cancel_sets_killed_unless_the_workload_already_exited() {
+        let mut e = end(Mode::Agent, VmmExit::Signaled(15));
+        e.cancelled = true;
+        let r = decide(&e);
+        assert!(r.killed);
+        assert_eq!(r.exit_code, -1);
+        e.agent.exit = Some(4);
+        assert_eq!(decide(&e).exit_code, 4);
+    }
+}

@@ -1,0 +1,134 @@
+//! Planning: the VM's whole configuration as a value, from a validated
+//! request. Nothing here touches the host; [`VmPlan::write`] puts the plan's
+//! files in the execution's directory.
+//!
+//! The plan becomes Firecracker's `--config-file`, so the VMM boots the guest
+//! as it starts, with no API round trips on the way; the API socket stays
+//! open for pause, resume and Ctrl+Alt+Del.
+
+use std::path::PathBuf;
+
+use firecracker_api::models;
+use serde_json::json;
+
+use crate::config_drive::{write_config_drive, ConfigDriveError, Key};
+use crate::spec::Mode;
+use crate::state_dir::ExecPaths;
+use crate::validate::ValidatedRequest;
+
+/// The kernel command line used when the request gives none.
+pub const DEFAULT_KERNEL_ARGS: &str = "console=ttyS0 reboot=k panic=1";
+
+/// Drive id of the agent-mode config drive.
+pub const CONFIG_DRIVE_ID: &str = "fcexec-config";
+
+/// Everything the VMM is configured with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmPlan {
+    /// Kernel, initrd and command line.
+    pub boot_source: models::BootSource,
+    /// vCPUs and memory.
+    pub machine: models::MachineConfiguration,
+    /// Drives in the documented order, the config drive last in agent mode.
+    pub drives: Vec<models::Drive>,
+    /// MMDS contents, when given.
+    pub mmds: Option<serde_json::Value>,
+    /// Agent mode: the key and job written on the config drive.
+    pub config_drive: Option<(Key, Option<String>)>,
+}
+
+impl VmPlan {
+    /// Plans the VM of `request`, its files under `paths`.
+    pub fn new(request: &ValidatedRequest, paths: &ExecPaths, key: Option<Key>) -> VmPlan {
+        let kernel_args = if request.kernel_args.trim().is_empty() {
+            DEFAULT_KERNEL_ARGS.to_string()
+        } else {
+            request.kernel_args.clone()
+        };
+        let mut drives: Vec<models::Drive> = request
+            .drives
+            .iter()
+            .map(|d| drive(&d.drive_id, d.path.display().to_string(), d.is_root_device, d.read_only))
+            .collect();
+        let config_drive = match (request.mode, key) {
+            (Mode::Agent, Some(key)) => {
+                drives.push(drive(
+                    CONFIG_DRIVE_ID,
+                    paths.config_drive().display().to_string(),
+                    false,
+                    true,
+                ));
+                Some((key, request.agent_job.clone()))
+            }
+            _ => None,
+        };
+        VmPlan {
+            boot_source: models::BootSource {
+                kernel_image_path: request.kernel_image.display().to_string(),
+                boot_args: Some(kernel_args),
+                initrd_path: request.initrd.as_ref().map(|p| p.display().to_string()),
+            },
+            machine: machine(request.vcpus, request.mem_mib),
+            drives,
+            mmds: request.mmds.clone(),
+            config_drive,
+        }
+    }
+
+    /// The `--config-file` JSON.
+    pub fn config_json(&self) -> serde_json::Value {
+        json!({
+            "boot-source": self.boot_source,
+            "machine-config": self.machine,
+            "drives": self.drives,
+        })
+    }
+
+    /// Writes the config file, the MMDS file and the config drive. Returns the
+    /// MMDS file's path when there is one (for `--metadata`).
+    pub fn write(&self, paths: &ExecPaths) -> Result<Option<PathBuf>, ConfigDriveError> {
+        let io = |source| ConfigDriveError::Write {
+            path: paths.vm_config(),
+            source,
+        };
+        std::fs::write(paths.vm_config(), self.config_json().to_string()).map_err(io)?;
+        if let Some((key, job)) = &self.config_drive {
+            write_config_drive(&paths.config_drive(), key, job.as_deref())?;
+        }
+        match &self.mmds {
+            Some(mmds) => {
+                std::fs::write(paths.metadata(), mmds.to_string()).map_err(|source| ConfigDriveError::Write {
+                    path: paths.metadata(),
+                    source,
+                })?;
+                Ok(Some(paths.metadata()))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+fn drive(id: &str, path: String, root: bool, read_only: bool) -> models::Drive {
+    models::Drive {
+        drive_id: id.to_string(),
+        partuuid: None,
+        is_root_device: root,
+        cache_type: None,
+        is_read_only: Some(read_only),
+        path_on_host: Some(path),
+        rate_limiter: None,
+        io_engine: None,
+        socket: None,
+    }
+}
+
+fn machine(vcpus: u8, mem_mib: u32) -> models::MachineConfiguration {
+    models::MachineConfiguration {
+        cpu_template: None,
+        smt: None,
+        mem_size_mib: u64::from(mem_mib),
+        track_dirty_pages: None,
+        vcpu_count: vcpus,
+        huge_pages: None,
+    }
+}

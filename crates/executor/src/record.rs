@@ -1,0 +1,149 @@
+//! The persisted record of one execution: what a restarted executor needs to
+//! find its VM again, and the result once there is one.
+//!
+//! Records are written atomically (a temporary file renamed over the old
+//! one), so a crash leaves either the old record or the new, never a torn one.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::Phase;
+use crate::result::ExecutionResult;
+use crate::spec::Mode;
+
+/// Where an output volume's image goes when the execution ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputCopy {
+    /// The drive image the guest wrote.
+    pub image: String,
+    /// Where it is copied to, under `results_dir`.
+    pub destination: String,
+}
+
+/// One execution's persisted state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionRecord {
+    /// Record format version.
+    pub version: u32,
+    /// The node's job id.
+    pub job_id: String,
+    /// The execution id (also the directory name).
+    pub execution_id: String,
+    /// Where the execution is in its life.
+    pub phase: Phase,
+    /// How the guest reports.
+    pub mode: Mode,
+    /// The agent-mode key, as hex (the directory is mode 0700).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The VMM's pid, once spawned.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// The VMM's start time (`/proc/<pid>/stat`), to detect pid reuse.
+    #[serde(default)]
+    pub pid_start_time: Option<u64>,
+    /// True when cancel was asked.
+    #[serde(default)]
+    pub cancel_requested: bool,
+    /// Output images to copy under `results_dir` at the end.
+    #[serde(default)]
+    pub outputs: Vec<OutputCopy>,
+    /// `results_dir`, when given.
+    #[serde(default)]
+    pub results_dir: Option<String>,
+    /// Creation time, Unix milliseconds.
+    pub created_ms: u64,
+    /// End time, Unix milliseconds.
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
+    /// How long the result is kept after the end, in milliseconds (0: until removed).
+    #[serde(default)]
+    pub persist_ms: u64,
+    /// The result, once terminal.
+    #[serde(default)]
+    pub result: Option<ExecutionResult>,
+}
+
+/// The record format version written by this code.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_millis() as u64
+}
+
+impl ExecutionRecord {
+    /// Writes the record atomically to `path`.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&json)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reads a record.
+    pub fn load(path: &Path) -> std::io::Result<ExecutionRecord> {
+        let bytes = std::fs::read(path)?;
+        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+    }
+
+    /// When the result may be forgotten, Unix milliseconds; `None` keeps it until removed.
+    pub fn expires_ms(&self) -> Option<u64> {
+        match (self.finished_ms, self.persist_ms) {
+            (Some(end), persist) if persist > 0 => Some(end.saturating_add(persist)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> ExecutionRecord {
+        ExecutionRecord {
+            version: RECORD_VERSION,
+            job_id: "j".into(),
+            execution_id: "e".into(),
+            phase: Phase::Running,
+            mode: Mode::Agent,
+            key: Some("00".repeat(16)),
+            pid: Some(42),
+            pid_start_time: Some(7),
+            cancel_requested: false,
+            outputs: vec![],
+            results_dir: None,
+            created_ms: 1,
+            finished_ms: None,
+            persist_ms: 0,
+            result: None,
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        let r = record();
+        r.save(&path).unwrap();
+        assert_eq!(ExecutionRecord::load(&path).unwrap(), r);
+        assert!(!dir.path().join("record.json.tmp").exists());
+    }
+
+    #[test]
+    fn expiry() {
+        let mut r = record();
+        assert_eq!(r.expires_ms(), None);
+        r.finished_ms = Some(1000);
+        assert_eq!(r.expires_ms(), None);
+        r.persist_ms = 500;
+        assert_eq!(r.expires_ms(), Some(1500));
+    }
+}

@@ -1,0 +1,440 @@
+//! The engine spec: the node's generic [`SpecConfig`] and its decoding into a
+//! typed Firecracker [`EngineSpec`].
+//!
+//! The node sends `{"type": "firecracker", "params": {...}}` (`types.SpecConfig`
+//! of NuNet's device-management-service). Decoding follows the reference's
+//! `DecodeSpec`, restated:
+//!
+//! - `type` matches `"firecracker"` case-insensitively after trimming;
+//! - `params` keys are matched like Go's `encoding/json` matches struct fields:
+//!   exactly first, then ignoring ASCII case; a `null` value counts as absent,
+//!   and so does an empty string (Go's `omitempty`);
+//! - the reference's params: `kernel_image`, `initrd_path`, `kernel_args`,
+//!   `root_file_system`, `mmds_message`; `kernel_image` and
+//!   `root_file_system` are required;
+//! - unknown params are tolerated (as Go does), so that a newer node's spec
+//!   stays valid here.
+//!
+//! fcexec's extensions are optional, so every spec the node sends today keeps
+//! its meaning:
+//!
+//! | param | type | meaning |
+//! |---|---|---|
+//! | `agent` | bool, default false | agent mode: a guest agent reports over the guest protocol; plain mode otherwise |
+//! | `boot_timeout_ms` | integer 1..=600000 | agent mode: the longest wait from the VM's start to the agent's `hello` frame |
+//! | `agent_job` | string | agent mode: the job handed to the agent on the config drive (`job=` line) |
+//!
+//! `mmds_message` is a string holding JSON in the reference; a JSON object
+//! given directly is accepted too and kept as its text.
+//!
+//! Only types are checked here; files, sizes and the rest are checked by
+//! [`crate::validate()`].
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The engine type this executor runs.
+pub const ENGINE_TYPE: &str = "firecracker";
+
+/// The longest `boot_timeout_ms` accepted (ten minutes).
+pub const MAX_BOOT_TIMEOUT_MS: u64 = 600_000;
+
+/// The node's generic spec (`types.SpecConfig`): a type and free-form params.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SpecConfig {
+    /// The engine type, e.g. `"firecracker"`.
+    #[serde(rename = "type", alias = "Type", default)]
+    pub kind: String,
+    /// The engine's parameters (JSON object; Go omits it when empty).
+    #[serde(
+        alias = "Params",
+        default,
+        skip_serializing_if = "Map::is_empty",
+        deserialize_with = "crate::request::null_as_default"
+    )]
+    pub params: Map<String, Value>,
+}
+
+impl SpecConfig {
+    /// A spec of this type with no params.
+    pub fn new(kind: impl Into<String>) -> SpecConfig {
+        SpecConfig {
+            kind: kind.into(),
+            params: Map::new(),
+        }
+    }
+
+    /// Sets one param (builder style).
+    pub fn with_param(mut self, key: impl Into<String>, value: impl Into<Value>) -> SpecConfig {
+        self.params.insert(key.into(), value.into());
+        self
+    }
+
+    /// True when the type is `kind`, ignoring case and surrounding blanks.
+    pub fn is_type(&self, kind: &str) -> bool {
+        self.kind.trim().eq_ignore_ascii_case(kind.trim())
+    }
+}
+
+/// How the job reports back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Reference parity: the serial console is stdout, a clean VMM exit is
+    /// exit code 0.
+    #[default]
+    Plain,
+    /// A guest agent reports stdout, stderr and the exit code in frames.
+    Agent,
+}
+
+/// The decoded Firecracker engine spec.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineSpec {
+    /// Host path of the uncompressed ELF kernel (`kernel_image`).
+    pub kernel_image: String,
+    /// Host path of the initrd (`initrd_path`).
+    pub initrd_path: Option<String>,
+    /// The kernel command line (`kernel_args`); empty means the executor's default.
+    pub kernel_args: String,
+    /// Host path of the root file system image (`root_file_system`).
+    pub root_file_system: String,
+    /// JSON text for the VM's metadata service (`mmds_message`).
+    pub mmds_message: Option<String>,
+    /// Plain or agent mode (extension `agent`).
+    pub mode: Mode,
+    /// Agent mode: the wait for the agent's hello (extension `boot_timeout_ms`).
+    pub boot_timeout: Option<Duration>,
+    /// Agent mode: the job for the agent's config drive (extension `agent_job`).
+    pub agent_job: Option<String>,
+}
+
+/// A spec that cannot be decoded; the message names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    /// `type` is not `firecracker`.
+    #[error(
+        "engine_spec.type: {0:?} is not \"firecracker\"; this executor runs only firecracker specs"
+    )]
+    WrongEngine(String),
+    /// A required param is absent, null or empty.
+    #[error("{field}: missing; {fix}")]
+    MissingParam {
+        /// JSON path of the param.
+        field: String,
+        /// How to fix it.
+        fix: &'static str,
+    },
+    /// A param has the wrong JSON type.
+    #[error("{field}: {value} is {found}, not {expected}; give {expected}")]
+    ParamType {
+        /// JSON path of the param.
+        field: String,
+        /// The value given (shortened).
+        value: String,
+        /// The JSON type given.
+        found: &'static str,
+        /// The JSON type wanted.
+        expected: &'static str,
+    },
+    /// A param is out of its range.
+    #[error("{field}: {value} is out of range; {fix}")]
+    OutOfRange {
+        /// JSON path of the param.
+        field: String,
+        /// The value given.
+        value: String,
+        /// How to fix it.
+        fix: &'static str,
+    },
+}
+
+impl SpecError {
+    /// JSON path of the offending field.
+    pub fn field(&self) -> &str {
+        match self {
+            SpecError::WrongEngine(_) => "engine_spec.type",
+            SpecError::MissingParam { field, .. }
+            | SpecError::ParamType { field, .. }
+            | SpecError::OutOfRange { field, .. } => field,
+        }
+    }
+}
+
+impl EngineSpec {
+    /// Decodes a node spec (see the module doc for the rules).
+    pub fn decode(spec: &SpecConfig) -> Result<EngineSpec, SpecError> {
+        if !spec.is_type(ENGINE_TYPE) {
+            return Err(SpecError::WrongEngine(spec.kind.clone()));
+        }
+        let p = &spec.params;
+        let kernel_image = string_param(p, "kernel_image")?.ok_or_else(|| {
+            missing(
+                "kernel_image",
+                "give the host path of an uncompressed ELF kernel (vmlinux)",
+            )
+        })?;
+        let root_file_system = string_param(p, "root_file_system")?.ok_or_else(|| {
+            missing(
+                "root_file_system",
+                "give the host path of the root file system image (e.g. rootfs.ext4)",
+            )
+        })?;
+        let mmds_message = match lookup(p, "mmds_message") {
+            Some(v @ (Value::Object(_) | Value::Array(_))) => Some(v.to_string()),
+            _ => string_param(p, "mmds_message")?,
+        };
+        let agent = match lookup(p, "agent") {
+            None => false,
+            Some(Value::Bool(b)) => *b,
+            Some(v) => return Err(wrong_type("agent", v, "a boolean")),
+        };
+        let boot_timeout = match lookup(p, "boot_timeout_ms") {
+            None => None,
+            Some(v) => match v.as_u64() {
+                Some(ms @ 1..=MAX_BOOT_TIMEOUT_MS) => Some(Duration::from_millis(ms)),
+                Some(ms) => {
+                    return Err(SpecError::OutOfRange {
+                        field: path("boot_timeout_ms"),
+                        value: ms.to_string(),
+                        fix: "give a whole number of milliseconds from 1 to 600000",
+                    })
+                }
+                None if v.is_number() => {
+                    return Err(SpecError::OutOfRange {
+                        field: path("boot_timeout_ms"),
+                        value: v.to_string(),
+                        fix: "give a whole number of milliseconds from 1 to 600000",
+                    })
+                }
+                None => return Err(wrong_type("boot_timeout_ms", v, "an integer")),
+            },
+        };
+        Ok(EngineSpec {
+            kernel_image,
+            initrd_path: string_param(p, "initrd_path")?,
+            kernel_args: string_param(p, "kernel_args")?.unwrap_or_default(),
+            root_file_system,
+            mmds_message,
+            mode: if agent { Mode::Agent } else { Mode::Plain },
+            boot_timeout,
+            agent_job: string_param(p, "agent_job")?,
+        })
+    }
+
+    /// The node spec that decodes to this spec.
+    pub fn to_spec_config(&self) -> SpecConfig {
+        let mut spec = SpecConfig::new(ENGINE_TYPE)
+            .with_param("kernel_image", self.kernel_image.clone())
+            .with_param("root_file_system", self.root_file_system.clone());
+        let optional = [
+            ("initrd_path", self.initrd_path.clone()),
+            (
+                "kernel_args",
+                Some(self.kernel_args.clone()).filter(|a| !a.is_empty()),
+            ),
+            ("mmds_message", self.mmds_message.clone()),
+            ("agent_job", self.agent_job.clone()),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                spec = spec.with_param(key, value);
+            }
+        }
+        if self.mode == Mode::Agent {
+            spec = spec.with_param("agent", true);
+        }
+        if let Some(t) = self.boot_timeout {
+            spec = spec.with_param("boot_timeout_ms", t.as_millis() as u64);
+        }
+        spec
+    }
+}
+
+fn path(name: &str) -> String {
+    format!("engine_spec.params.{name}")
+}
+
+fn missing(name: &str, fix: &'static str) -> SpecError {
+    SpecError::MissingParam {
+        field: path(name),
+        fix,
+    }
+}
+
+fn wrong_type(name: &str, value: &Value, expected: &'static str) -> SpecError {
+    let mut text = value.to_string();
+    if text.len() > 64 {
+        let mut cut = 61;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("...");
+    }
+    SpecError::ParamType {
+        field: path(name),
+        value: text,
+        found: json_type(value),
+        expected,
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// The param called `name`, matched like Go's encoding/json: exact key
+/// first, then ignoring ASCII case. `null` counts as absent.
+fn lookup<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    params
+        .get(name)
+        .or_else(|| {
+            params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+        })
+        .filter(|v| !v.is_null())
+}
+
+/// A string param; absent, null and "" give `None`.
+fn string_param(params: &Map<String, Value>, name: &str) -> Result<Option<String>, SpecError> {
+    match lookup(params, name) {
+        None => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(wrong_type(name, v, "a string")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(value: Value) -> SpecConfig {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn decodes_the_reference_spec() {
+        let s = spec(json!({"type": " FireCracker ", "params": {
+            "kernel_image": "/img/vmlinux", "initrd_path": "/img/initrd",
+            "kernel_args": "console=ttyS0 reboot=k panic=1", "root_file_system": "/img/rootfs.ext4",
+            "mmds_message": "{\"latest\":{\"meta-data\":{\"node_id\":\"n1\",\"pkey\":\"k\"}}}"}}));
+        let e = EngineSpec::decode(&s).unwrap();
+        assert_eq!(e.kernel_image, "/img/vmlinux");
+        assert_eq!(e.initrd_path.as_deref(), Some("/img/initrd"));
+        assert_eq!(e.kernel_args, "console=ttyS0 reboot=k panic=1");
+        assert_eq!(e.root_file_system, "/img/rootfs.ext4");
+        assert!(e.mmds_message.unwrap().contains("node_id"));
+        assert_eq!(e.mode, Mode::Plain);
+        assert_eq!(e.boot_timeout, None);
+    }
+
+    #[test]
+    fn go_style_keys_nulls_empties_and_unknown_params() {
+        let s = spec(json!({"Type": "firecracker", "Params": {
+            "Kernel_Image": "/k", "root_file_system": "/r", "initrd_path": "",
+            "kernel_args": null, "future_param": [1, 2], "mmds_message": {"a": 1}}}));
+        let e = EngineSpec::decode(&s).unwrap();
+        assert_eq!(e.kernel_image, "/k");
+        assert_eq!(e.initrd_path, None);
+        assert_eq!(e.kernel_args, "");
+        assert_eq!(e.mmds_message.as_deref(), Some(r#"{"a":1}"#));
+    }
+
+    #[test]
+    fn extensions_decode_and_round_trip() {
+        let s = SpecConfig::new("firecracker")
+            .with_param("kernel_image", "/k")
+            .with_param("root_file_system", "/r")
+            .with_param("agent", true)
+            .with_param("boot_timeout_ms", 1500)
+            .with_param("agent_job", "out:hi,exit:0");
+        let e = EngineSpec::decode(&s).unwrap();
+        assert_eq!(e.mode, Mode::Agent);
+        assert_eq!(e.boot_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(e.agent_job.as_deref(), Some("out:hi,exit:0"));
+        assert_eq!(EngineSpec::decode(&e.to_spec_config()).unwrap(), e);
+        assert_eq!(
+            serde_json::to_value(SpecConfig::new("x")).unwrap(),
+            json!({"type": "x"})
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let base = || SpecConfig::new("firecracker").with_param("kernel_image", "/k");
+        let cases: Vec<(SpecConfig, &str, &str)> = vec![
+            (SpecConfig::new("docker"), "engine_spec.type", "\"docker\""),
+            (
+                SpecConfig::new(""),
+                "engine_spec.type",
+                "not \"firecracker\"",
+            ),
+            (base(), "engine_spec.params.root_file_system", "missing"),
+            (
+                SpecConfig::new("firecracker").with_param("root_file_system", "/r"),
+                "engine_spec.params.kernel_image",
+                "uncompressed ELF kernel",
+            ),
+            (
+                base().with_param("root_file_system", 7),
+                "engine_spec.params.root_file_system",
+                "7 is a number, not a string",
+            ),
+            (
+                base()
+                    .with_param("root_file_system", "/r")
+                    .with_param("agent", "yes"),
+                "engine_spec.params.agent",
+                "not a boolean",
+            ),
+            (
+                base()
+                    .with_param("root_file_system", "/r")
+                    .with_param("boot_timeout_ms", 0),
+                "engine_spec.params.boot_timeout_ms",
+                "out of range",
+            ),
+            (
+                base()
+                    .with_param("root_file_system", "/r")
+                    .with_param("boot_timeout_ms", -5),
+                "engine_spec.params.boot_timeout_ms",
+                "-5 is out of range",
+            ),
+            (
+                base()
+                    .with_param("root_file_system", "/r")
+                    .with_param("boot_timeout_ms", "9"),
+                "engine_spec.params.boot_timeout_ms",
+                "not an integer",
+            ),
+            (
+                base()
+                    .with_param("root_file_system", "/r")
+                    .with_param("mmds_message", true),
+                "engine_spec.params.mmds_message",
+                "not a string",
+            ),
+        ];
+        for (spec, field, text) in cases {
+            let err = EngineSpec::decode(&spec).unwrap_err();
+            assert_eq!(err.field(), field, "{err}");
+            let msg = err.to_string();
+            assert!(msg.starts_with(field) && msg.contains(text), "{msg}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The checks of single fields that need no file system (but the results
+//! directory's): IDs, targets, kernel arguments, MMDS, scripts, networking.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    ValidationError, CMDLINE_BYTES_PER_DRIVE, CMDLINE_ROOT_BYTES, KERNEL_CMDLINE_MAX, MAX_ID_LEN,
+    MAX_PROVISION_BYTES, MAX_TARGET_LEN, MMDS_MAX_BYTES,
+};
+use crate::config_drive::max_job_len;
+use crate::request::ExecutionRequest;
+use crate::spec::{EngineSpec, Mode};
+
+/// Shortens a value for an error message.
+fn shorten(value: &str) -> String {
+    let mut out: String = value.chars().take(64).collect();
+    if out.len() < value.len() {
+        out.push_str("...");
+    }
+    format!("{out:?}")
+}
+
+/// An ID or name: 1..=64 bytes of `[A-Za-z0-9._-]`, not starting with `.`.
+pub(super) fn check_id(field: &str, id: &str) -> Result<(), ValidationError> {
+    let reason = if id.is_empty() {
+        "is empty"
+    } else if id.len() > MAX_ID_LEN {
+        "is longer than 64 characters"
+    } else if id == "." || id == ".." {
+        "is a path traversal"
+    } else if id.starts_with('.') {
+        "starts with '.'"
+    } else if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        "has a character outside A-Z, a-z, 0-9, '.', '_' and '-'"
+    } else {
+        return Ok(());
+    };
+    let value = if id.len() > MAX_ID_LEN {
+        id.chars().take(MAX_ID_LEN).chain("...".chars()).collect()
+    } else {
+        id.to_string()
+    };
+    Err(ValidationError::InvalidId {
+        field: field.to_string(),
+        value,
+        reason,
+    })
+}
+
+/// A volume target: non-empty, one line, at most 4096 bytes.
+pub(super) fn check_target(field: &str, target: &str) -> Result<(), ValidationError> {
+    let fix = "give the guest path to mount the volume at, e.g. /data";
+    if target.is_empty() {
+        return Err(ValidationError::Missing {
+            field: field.to_string(),
+            fix,
+        });
+    }
+    if target.len() > MAX_TARGET_LEN {
+        return Err(ValidationError::TooLong {
+            field: field.to_string(),
+            len: target.len(),
+            max: MAX_TARGET_LEN,
+            fix: fix.to_string(),
+        });
+    }
+    if target.contains(['\0', '\n']) {
+        return Err(ValidationError::InvalidValue {
+            field: field.to_string(),
+            value: shorten(target),
+            reason: "contains a NUL byte or newline".into(),
+            fix,
+        });
+    }
+    Ok(())
+}
+
+/// `results_dir`: required with outputs; absolute; a directory if it exists.
+pub(super) fn check_results_dir(
+    raw: &str,
+    required: bool,
+) -> Result<Option<PathBuf>, ValidationError> {
+    const FIELD: &str = "results_dir";
+    let fix = "give an absolute host directory for the output images";
+    if raw.is_empty() {
+        return match required {
+            true => Err(ValidationError::Missing {
+                field: FIELD.into(),
+                fix: "outputs need a results directory; give an absolute host directory",
+            }),
+            false => Ok(None),
+        };
+    }
+    let invalid = |reason: &str| ValidationError::InvalidValue {
+        field: FIELD.into(),
+        value: shorten(raw),
+        reason: reason.to_string(),
+        fix,
+    };
+    if raw.contains('\0') {
+        return Err(invalid("contains a NUL byte"));
+    }
+    let path = Path::new(raw);
+    if !path.is_absolute() {
+        return Err(invalid("is not an absolute path"));
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => Err(ValidationError::WrongFileType {
+            field: FIELD.into(),
+            path: raw.to_string(),
+            found: "not a directory",
+            fix,
+        }),
+        Ok(_) => Ok(Some(path.to_path_buf())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(path.to_path_buf())),
+        Err(source) => Err(ValidationError::Inaccessible {
+            field: FIELD.into(),
+            path: raw.to_string(),
+            source,
+            fix,
+        }),
+    }
+}
+
+/// `kernel_args`: printable ASCII, and room left for Firecracker's additions.
+pub(super) fn check_kernel_args(args: &str, drives: usize) -> Result<(), ValidationError> {
+    const FIELD: &str = "engine_spec.params.kernel_args";
+    if let Some((at, b)) = args
+        .bytes()
+        .enumerate()
+        .find(|(_, b)| !(b' '..=b'~').contains(b))
+    {
+        return Err(ValidationError::InvalidValue {
+            field: FIELD.into(),
+            value: shorten(args),
+            reason: format!("has byte 0x{b:02x} at offset {at}"),
+            fix: "Firecracker takes printable ASCII only on the kernel command line; remove it",
+        });
+    }
+    let max = KERNEL_CMDLINE_MAX - CMDLINE_ROOT_BYTES - drives * CMDLINE_BYTES_PER_DRIVE;
+    if args.len() > max {
+        return Err(ValidationError::TooLong {
+            field: FIELD.into(),
+            len: args.len(),
+            max,
+            fix: format!(
+                "Firecracker's command line holds 2048 bytes with its NUL, the root= entry and a \
+                 virtio_mmio.device= entry for each of the {drives} drives; shorten kernel_args"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// `mmds_message`: a JSON object within Firecracker's MMDS limit.
+pub(super) fn check_mmds(text: &str) -> Result<serde_json::Value, ValidationError> {
+    const FIELD: &str = "engine_spec.params.mmds_message";
+    if text.len() > MMDS_MAX_BYTES {
+        return Err(ValidationError::TooLong {
+            field: FIELD.into(),
+            len: text.len(),
+            max: MMDS_MAX_BYTES,
+            fix: "Firecracker's MMDS store holds 51200 bytes by default; send less metadata".into(),
+        });
+    }
+    let invalid = |reason: String| ValidationError::InvalidValue {
+        field: FIELD.into(),
+        value: shorten(text),
+        reason,
+        fix: "give a JSON object as text, e.g. {\"latest\": {\"meta-data\": {...}}}",
+    };
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(v @ serde_json::Value::Object(_)) => Ok(v),
+        Ok(_) => Err(invalid("is JSON but not an object".into())),
+        Err(e) => Err(invalid(format!("is not valid JSON ({e})"))),
+    }
+}
+
+/// `persist_logs_duration`: nanoseconds, not negative.
+pub(super) fn check_persist_logs(nanos: i64) -> Result<Duration, ValidationError> {
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .map_err(|_| ValidationError::InvalidValue {
+            field: "persist_logs_duration".into(),
+            value: nanos.to_string(),
+            reason: "is a negative duration".into(),
+            fix: "give nanoseconds (Go time.Duration), 0 or more",
+        })
+}
+
+/// `provision_scripts`: names like IDs, at most 1 MiB in all.
+pub(super) fn check_provision_scripts(
+    scripts: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), ValidationError> {
+    let mut total = 0;
+    for (name, body) in scripts {
+        check_id(&format!("provision_scripts[{name:?}]"), name)?;
+        total += body.len();
+    }
+    if total > MAX_PROVISION_BYTES {
+        return Err(ValidationError::TooLong {
+            field: "provision_scripts".into(),
+            len: total,
+            max: MAX_PROVISION_BYTES,
+            fix: "send less script text, or put large files on an input volume".into(),
+        });
+    }
+    Ok(())
+}
+
+/// `ports_to_bind`, `gateway_ip`: networking is not implemented yet.
+pub(super) fn check_network(request: &ExecutionRequest) -> Result<(), ValidationError> {
+    if let Some(p) = request.ports_to_bind.first() {
+        return Err(ValidationError::NotSupported {
+            field: "ports_to_bind".into(),
+            value: format!(
+                "{} binding(s), the first {}:{} -> {}",
+                request.ports_to_bind.len(),
+                p.ip,
+                p.host_port,
+                p.executor_port
+            ),
+            fix: "fcexec VMs have no network yet; remove ports_to_bind",
+        });
+    }
+    if !request.gateway_ip.trim().is_empty() {
+        return Err(ValidationError::NotSupported {
+            field: "gateway_ip".into(),
+            value: shorten(&request.gateway_ip),
+            fix: "fcexec VMs have no network yet; remove gateway_ip",
+        });
+    }
+    Ok(())
+}
+
+/// `agent_job`: agent mode only, one line that fits on the config drive.
+pub(super) fn check_agent_job(spec: &EngineSpec) -> Result<(), ValidationError> {
+    const FIELD: &str = "engine_spec.params.agent_job";
+    let Some(job) = &spec.agent_job else {
+        return Ok(());
+    };
+    if spec.mode != Mode::Agent {
+        return Err(ValidationError::InvalidValue {
+            field: FIELD.into(),
+            value: shorten(job),
+            reason: "is given in plain mode, where no agent reads it".into(),
+            fix: "set engine_spec.params.agent to true, or remove agent_job",
+        });
+    }
+    if job.contains(['\0', '\n']) {
+        return Err(ValidationError::InvalidValue {
+            field: FIELD.into(),
+            value: shorten(job),
+            reason: "contains a NUL byte or newline".into(),
+            fix: "give the job on one line",
+        });
+    }
+    if job.len() > max_job_len() {
+        return Err(ValidationError::TooLong {
+            field: FIELD.into(),
+            len: job.len(),
+            max: max_job_len(),
+            fix: "the job must fit in the config drive's 512-byte sector; shorten it".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,1 +1,232 @@
-//! placeholder
+//! A tiny freestanding x86_64 guest kernel for fcexec's tests and demo, and a
+//! builder for the jobs it runs.
+//!
+//! The guest (built from `guest/` by this crate's build script for
+//! `x86_64-unknown-none`) is an ELF image that Firecracker boots directly in
+//! about a millisecond. It reads a job from the kernel command line
+//! (`fcx.job=`, see [`Job::to_kernel_arg`]) or from the config drive, runs it,
+//! and reports over the serial console (Firecracker's stdout):
+//!
+//! - *agent mode*, when it has a key (the config drive's `key=` line, or
+//!   `fcx.key=` on the command line): frames as `docs/guest-protocol.md`
+//!   describes, `hello` first, then `out`/`err`, then `exit` or `fail`;
+//! - *plain mode*, without a key: text goes to the console as is.
+//!
+//! After `exit` (or at the end of the job) the guest powers off and Firecracker
+//! exits with status 0; plain mode cannot report the exit code. Ctrl+Alt+Del
+//! (Firecracker's `SendCtrlAltDel` action) powers the guest off at once,
+//! unless the job said [`Job::ignore_cad`]. A `triple` fault stops the VM with
+//! Firecracker's "Unexpected exit reason on vcpu run: Shutdown" error; a guest
+//! failure (a `panic` op, a bad job) is a `fail` frame in agent mode and a
+//! `test-guest: <reason>` line followed by a triple fault in plain mode.
+//!
+//! ```
+//! use test_guest::Job;
+//!
+//! let job = Job::new().out("hello, world\n").err("oops").exit(3);
+//! assert_eq!(job.to_string(), "out:hello%2C%20world%0A,err:oops,exit:3");
+//! assert_eq!(job.to_kernel_arg(), format!("fcx.job={job}"));
+//!
+//! let dir = std::env::temp_dir().join(format!("test-guest-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let kernel = test_guest::write_kernel(&dir)?;
+//! assert_eq!(std::fs::read(&kernel)?, test_guest::kernel());
+//! assert_eq!(&test_guest::kernel()[..4], b"\x7fELF");
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+#![warn(missing_docs)]
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// What the guest prints (followed by a newline) when it has no job.
+pub const GREETING: &str = "Hello from the fcexec test guest!";
+
+/// The payload of the guest's `hello` frame.
+pub const HELLO: &str = "fcexec-guest-protocol/1 agent=test-guest";
+
+/// The bulk pattern's period: byte `i` of [`Job::bulk`] output is `i % 251`.
+pub const BULK_MODULUS: u64 = 251;
+
+/// The file name [`write_kernel`] uses.
+pub const KERNEL_FILE_NAME: &str = "fcexec-test-guest.elf";
+
+static KERNEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/test-guest.elf"));
+
+/// The guest kernel: an x86_64 ELF image for Firecracker's `kernel_image_path`.
+pub fn kernel() -> &'static [u8] {
+    KERNEL
+}
+
+/// Writes the guest kernel to `dir/fcexec-test-guest.elf` and returns its path.
+pub fn write_kernel(dir: &Path) -> io::Result<PathBuf> {
+    let path = dir.join(KERNEL_FILE_NAME);
+    std::fs::write(&path, KERNEL)?;
+    Ok(path)
+}
+
+/// The first `len` bytes of the bulk pattern: byte `i` is `i % 251`.
+pub fn bulk_pattern(len: usize) -> Vec<u8> {
+    (0..len as u64).map(|i| (i % BULK_MODULUS) as u8).collect()
+}
+
+/// A test guest job: operations the guest runs in order.
+///
+/// A job that ends without [`exit`](Job::exit) exits 0; an empty job prints
+/// [`GREETING`]. Text is binary-safe: every byte other than ASCII letters,
+/// digits and `-._~` is percent-encoded (`%20` space, `%2C` comma, `%3A` colon,
+/// `%25` percent, ...).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Job {
+    ops: Vec<String>,
+}
+
+impl Job {
+    /// An empty job.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn op(mut self, op: String) -> Self {
+        self.ops.push(op);
+        self
+    }
+
+    /// Write `text` to stdout.
+    pub fn out(self, text: impl AsRef<[u8]>) -> Self {
+        self.op(format!("out:{}", encode(text.as_ref())))
+    }
+
+    /// Write `text` to stderr.
+    pub fn err(self, text: impl AsRef<[u8]>) -> Self {
+        self.op(format!("err:{}", encode(text.as_ref())))
+    }
+
+    /// Report exit code `code` and power off.
+    pub fn exit(self, code: u8) -> Self {
+        self.op(format!("exit:{code}"))
+    }
+
+    /// Wait `ms` milliseconds (by the clock; Ctrl+Alt+Del still works).
+    pub fn sleep(self, ms: u64) -> Self {
+        self.op(format!("sleep:{ms}"))
+    }
+
+    /// Never finish (Ctrl+Alt+Del still works).
+    pub fn hang(self) -> Self {
+        self.op("hang".into())
+    }
+
+    /// Triple-fault the CPU.
+    pub fn triple(self) -> Self {
+        self.op("triple".into())
+    }
+
+    /// Fail as the agent would: a `fail` frame with `text`, then stop.
+    pub fn panic(self, text: impl AsRef<[u8]>) -> Self {
+        self.op(format!("panic:{}", encode(text.as_ref())))
+    }
+
+    /// Copy the first `bytes` bytes of drive `from` to drive `to` (drives are
+    /// numbered in Firecracker's order from 0; a partial last sector keeps the
+    /// rest of the destination's sector).
+    pub fn copy(self, from: usize, to: usize, bytes: u64) -> Self {
+        self.op(format!("copy:{from}:{to}:{bytes}"))
+    }
+
+    /// Write `bytes` bytes of the bulk pattern ([`bulk_pattern`]) to stdout.
+    pub fn bulk(self, bytes: u64) -> Self {
+        self.op(format!("bulk:{bytes}"))
+    }
+
+    /// From now on ignore Ctrl+Alt+Del (the guest logs
+    /// `test-guest: Ctrl+Alt+Del ignored` on the console instead).
+    pub fn ignore_cad(self) -> Self {
+        self.op("ignore-cad".into())
+    }
+
+    /// True when the job has no operations.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// The kernel command line parameter carrying this job: `fcx.job=<job>`.
+    pub fn to_kernel_arg(&self) -> String {
+        format!("fcx.job={self}")
+    }
+}
+
+/// The job string, as it appears after `fcx.job=` or in the config drive's
+/// `job=` line.
+impl fmt::Display for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.ops.join(","))
+    }
+}
+
+/// Percent-encodes everything but ASCII letters, digits and `-._~`.
+fn encode(text: &[u8]) -> String {
+    let mut s = String::with_capacity(text.len());
+    for &b in text {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            s.push(char::from(b));
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_operation_has_its_syntax() {
+        let job = Job::new()
+            .ignore_cad()
+            .out("a b,c:d%e")
+            .err(b"\x00\xff")
+            .sleep(50)
+            .copy(0, 2, 1 << 20)
+            .bulk(10)
+            .panic("x")
+            .hang()
+            .triple()
+            .exit(255);
+        assert_eq!(
+            job.to_string(),
+            "ignore-cad,out:a%20b%2Cc%3Ad%25e,err:%00%FF,sleep:50,copy:0:2:1048576,\
+             bulk:10,panic:x,hang,triple,exit:255"
+        );
+    }
+
+    #[test]
+    fn kernel_arg_and_empty_job() {
+        assert!(Job::new().is_empty());
+        assert_eq!(Job::new().to_kernel_arg(), "fcx.job=");
+        assert_eq!(Job::new().exit(0).to_kernel_arg(), "fcx.job=exit:0");
+    }
+
+    #[test]
+    fn bulk_pattern_wraps_at_251() {
+        let p = bulk_pattern(600);
+        assert_eq!(p[0], 0);
+        assert_eq!(p[250], 250);
+        assert_eq!(p[251], 0);
+        assert_eq!(p[599], (599 % 251) as u8);
+    }
+
+    #[test]
+    fn kernel_is_a_static_x86_64_elf_loaded_at_1_mib() {
+        let k = kernel();
+        assert_eq!(&k[..4], b"\x7fELF");
+        assert_eq!(k[4], 2, "ELFCLASS64");
+        assert_eq!(u16::from_le_bytes([k[18], k[19]]), 62, "EM_X86_64");
+        let entry = u64::from_le_bytes(k[24..32].try_into().unwrap());
+        assert_eq!(entry, 0x10_0000);
+    }
+}

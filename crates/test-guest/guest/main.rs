@@ -1,0 +1,70 @@
+//! The fcexec test guest: a tiny freestanding x86_64 kernel that Firecracker
+//! boots directly (an ELF image, entered in 64-bit mode).
+//!
+//! It reads a job from the kernel command line and the config drive, runs it
+//! and reports the results over the serial console, framed as
+//! `docs/guest-protocol.md` describes (agent mode) or as raw text (plain mode).
+//!
+//! Execution model. On this project's hosts the VM runs under nested, partly
+//! emulated virtualisation: supervisor-mode guest code is emulated at about a
+//! microsecond per instruction, while user-mode code runs at native speed. So
+//! the guest sets itself up in ring 0 ([`arch::boot`], a few hundred
+//! instructions), then drops to ring 3 and does all its work there
+//! ([`agent::main`]). The few things that need ring 0 (writing to the serial
+//! port, halting until the next timer tick, powering off, triple-faulting) are
+//! system calls ([`sys`]), made with `ud2` because the hypervisor here turns
+//! `int n` from user mode into #UD anyway.
+//!
+//! Module map: `arch` (paging, GDT/TSS, IDT, local APIC timer, the ring switch),
+//! `sys` (system calls), `serial` (16550 output), `clock` (kvmclock), `kbd`
+//! (i8042, Ctrl+Alt+Del), `cmdline` (zero page and command line), `virtio`
+//! (virtio-mmio block driver), `config` (the config drive), `job` (job
+//! parsing), `frame` (protocol frame encoder), `report` (plain and agent
+//! reporting), `agent` (runs the job).
+
+#![no_std]
+#![no_main]
+
+mod agent;
+mod arch;
+mod clock;
+mod cmdline;
+mod config;
+mod frame;
+mod job;
+mod kbd;
+mod report;
+mod serial;
+mod sys;
+mod virtio;
+
+use core::cell::UnsafeCell;
+
+/// Global state of the guest's single CPU.
+///
+/// The guest runs one thread of control on one vCPU; interrupt handlers touch
+/// no `Global`, so plain (unsynchronised) access through [`Global::get`] is
+/// sound as long as no two references to the same value are alive at once.
+pub struct Global<T>(UnsafeCell<T>);
+
+// SAFETY: there is exactly one thread of execution (one vCPU, and no interrupt
+// handler reads or writes a `Global`), see the type's documentation.
+unsafe impl<T> Sync for Global<T> {}
+
+impl<T> Global<T> {
+    /// Wraps an initial value.
+    pub const fn new(value: T) -> Self {
+        Global(UnsafeCell::new(value))
+    }
+
+    /// A raw pointer to the value; dereferencing it must not create a second
+    /// live reference to the same value.
+    pub const fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    report::fatal(format_args!("{info}"))
+}

@@ -1,0 +1,435 @@
+//! Test harness: runs the test guest under the real Firecracker
+//! (`firecracker --config-file`, with or without an API socket), captures its
+//! stdout with arrival times, and decodes guest protocol frames with a small
+//! decoder of its own (independent of the guest's encoder).
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// The key the tests use.
+pub const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+/// One line of the VMM's stdout and when it arrived (since spawn).
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub at: Duration,
+    pub bytes: Vec<u8>,
+}
+
+/// How to run one VM.
+pub struct VmSpec {
+    pub boot_args: String,
+    /// Host paths of the drives, in order; `true` marks a read-only drive.
+    pub drives: Vec<(PathBuf, bool)>,
+    pub api: bool,
+}
+
+impl VmSpec {
+    pub fn new(boot_args: impl Into<String>) -> Self {
+        VmSpec {
+            boot_args: boot_args.into(),
+            drives: Vec::new(),
+            api: false,
+        }
+    }
+
+    pub fn agent(job: &test_guest::Job) -> Self {
+        Self::new(format!("fcx.key={KEY} {}", job.to_kernel_arg()))
+    }
+
+    pub fn drive(mut self, path: &Path, read_only: bool) -> Self {
+        self.drives.push((path.to_path_buf(), read_only));
+        self
+    }
+
+    pub fn with_api(mut self) -> Self {
+        self.api = true;
+        self
+    }
+}
+
+/// A running VMM.
+pub struct Vm {
+    pub dir: tempfile::TempDir,
+    pub child: Child,
+    pub started: Instant,
+    pub lines: Arc<Mutex<Vec<Line>>>,
+    reader: Option<JoinHandle<()>>,
+    pub api_sock: Option<PathBuf>,
+    pub log: PathBuf,
+}
+
+/// What a finished VM left behind.
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub wall: Duration,
+    pub lines: Vec<Line>,
+    pub log: String,
+}
+
+impl Outcome {
+    /// All of stdout.
+    pub fn stdout(&self) -> Vec<u8> {
+        self.lines
+            .iter()
+            .flat_map(|l| l.bytes.iter().copied())
+            .collect()
+    }
+
+    /// Stdout without Firecracker's own first log line (written before its
+    /// logger is configured).
+    pub fn guest_output(&self) -> Vec<u8> {
+        self.lines
+            .iter()
+            .filter(|l| !is_firecracker_log(&l.bytes))
+            .flat_map(|l| l.bytes.iter().copied())
+            .collect()
+    }
+
+    pub fn decode(&self) -> Decoded {
+        decode(&self.lines, KEY)
+    }
+}
+
+pub fn is_firecracker_log(line: &[u8]) -> bool {
+    String::from_utf8_lossy(line).contains("] Running Firecracker v")
+}
+
+/// Starts a VM running the test guest.
+pub fn spawn(vmm: &testkit::Vmm, spec: &VmSpec) -> Vm {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kernel = test_guest::write_kernel(dir.path()).expect("write kernel");
+    let log = dir.path().join("firecracker.log");
+    std::fs::write(&log, b"").expect("create log");
+    let drives: Vec<_> = spec
+        .drives
+        .iter()
+        .enumerate()
+        .map(|(i, (path, ro))| {
+            format!(
+                r#"{{"drive_id":"d{i}","path_on_host":{},"is_root_device":false,"is_read_only":{ro}}}"#,
+                json_string(&path.to_string_lossy())
+            )
+        })
+        .collect();
+    let config = format!(
+        r#"{{"boot-source":{{"kernel_image_path":{},"boot_args":{}}},
+"drives":[{}],
+"machine-config":{{"vcpu_count":1,"mem_size_mib":32}},
+"logger":{{"log_path":{},"level":"Info"}}}}"#,
+        json_string(&kernel.to_string_lossy()),
+        json_string(&spec.boot_args),
+        drives.join(","),
+        json_string(&log.to_string_lossy()),
+    );
+    let config_path = dir.path().join("vm.json");
+    std::fs::write(&config_path, config).expect("write config");
+    let mut cmd = Command::new(&vmm.firecracker);
+    let api_sock = spec.api.then(|| dir.path().join("api.sock"));
+    match &api_sock {
+        Some(sock) => cmd.arg("--api-sock").arg(sock),
+        None => cmd.arg("--no-api"),
+    };
+    cmd.arg("--config-file").arg(&config_path);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let mut child = cmd.spawn().expect("spawn firecracker");
+    let stdout = child.stdout.take().expect("stdout");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        let mut r = BufReader::with_capacity(1 << 16, stdout);
+        loop {
+            let mut buf = Vec::new();
+            match r.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => sink.lock().unwrap().push(Line {
+                    at: started.elapsed(),
+                    bytes: buf,
+                }),
+            }
+        }
+    });
+    Vm {
+        dir,
+        child,
+        started,
+        lines,
+        reader: Some(reader),
+        api_sock,
+        log,
+    }
+}
+
+impl Vm {
+    /// Waits for the VMM to exit (killing it after `timeout`).
+    pub fn wait(mut self, timeout: Duration) -> Outcome {
+        let deadline = self.started + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let status = self.child.wait().expect("wait");
+                panic!(
+                    "firecracker ran longer than {timeout:?} ({status}); log:\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let wall = self.started.elapsed();
+        self.finish(status, wall)
+    }
+
+    /// Kills the VMM and collects what it left.
+    pub fn kill(mut self) -> Outcome {
+        let _ = self.child.kill();
+        let status = self.child.wait().expect("wait");
+        let wall = self.started.elapsed();
+        self.finish(status, wall)
+    }
+
+    fn finish(&mut self, status: ExitStatus, wall: Duration) -> Outcome {
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        let lines = self.lines.lock().unwrap().clone();
+        Outcome {
+            status,
+            wall,
+            lines,
+            log: self.log_text(),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until a stdout line contains `needle`; false on timeout.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self
+                .lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| String::from_utf8_lossy(&l.bytes).contains(needle))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// Sends `PUT /actions {"action_type": "SendCtrlAltDel"}`; returns the HTTP status.
+    pub fn send_ctrl_alt_del(&self) -> u16 {
+        let sock = self
+            .api_sock
+            .as_ref()
+            .expect("VM started without an API socket");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut stream = loop {
+            match UnixStream::connect(sock) {
+                Ok(s) => break s,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => panic!("cannot connect to {}: {e}", sock.display()),
+            }
+        };
+        let body = r#"{"action_type":"SendCtrlAltDel"}"#;
+        let request = format!(
+            "PUT /actions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+             Accept: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).expect("send request");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut response = [0u8; 512];
+        let n = stream.read(&mut response).expect("read response");
+        let text = String::from_utf8_lossy(&response[..n]);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub seq: u32,
+    pub kind: String,
+    pub payload: Vec<u8>,
+    pub at: Duration,
+}
+
+/// The frames and the console text of one run.
+#[derive(Debug, Default)]
+pub struct Decoded {
+    pub frames: Vec<Frame>,
+    pub console: Vec<String>,
+}
+
+impl Decoded {
+    pub fn stream(&self, kind: &str) -> Vec<u8> {
+        self.frames
+            .iter()
+            .filter(|f| f.kind == kind)
+            .flat_map(|f| f.payload.clone())
+            .collect()
+    }
+
+    pub fn kinds(&self) -> Vec<&str> {
+        self.frames.iter().map(|f| f.kind.as_str()).collect()
+    }
+
+    pub fn exit_code(&self) -> Option<u8> {
+        let f = self.frames.iter().find(|f| f.kind == "exit")?;
+        std::str::from_utf8(&f.payload).ok()?.parse().ok()
+    }
+}
+
+/// Decodes frames with `key`; asserts valid crcs and a gapless sequence.
+pub fn decode(lines: &[Line], key: &str) -> Decoded {
+    let mut out = Decoded::default();
+    for line in lines {
+        let text = String::from_utf8_lossy(&line.bytes);
+        let text = text.trim_end_matches('\n').trim_end_matches('\r');
+        let Some(start) = text.find("#FCX1 ") else {
+            out.console.push(text.to_string());
+            continue;
+        };
+        let frame = &text[start..];
+        let fields: Vec<&str> = frame.split(' ').collect();
+        if fields.len() != 6 || fields[1] != key {
+            out.console.push(text.to_string());
+            continue;
+        }
+        let crc_end = frame.len() - fields[5].len();
+        assert_eq!(
+            format!("{:08x}", crc32(&frame.as_bytes()[..crc_end])),
+            fields[5],
+            "bad crc in frame {frame}"
+        );
+        let seq: u32 = fields[2].parse().expect("seq");
+        assert_eq!(
+            seq as usize,
+            out.frames.len(),
+            "sequence gap before {frame:.80}"
+        );
+        let payload = if fields[4] == "-" {
+            Vec::new()
+        } else {
+            base64_decode(fields[4])
+        };
+        out.frames.push(Frame {
+            seq,
+            kind: fields[3].to_string(),
+            payload,
+            at: line.at,
+        });
+    }
+    out
+}
+
+/// Bitwise CRC-32 (IEEE), deliberately not the guest's table-driven one.
+pub fn crc32(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c ^= u32::from(b);
+        for _ in 0..8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0xedb8_8320
+            } else {
+                c >> 1
+            };
+        }
+    }
+    !c
+}
+
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    assert_eq!(text.len() % 4, 0, "base64 length");
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    for chunk in text.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        let mut pad = 0;
+        for &c in chunk {
+            n <<= 6;
+            if c == b'=' {
+                pad += 1;
+            } else {
+                n |= ALPHABET
+                    .iter()
+                    .position(|&a| a == c)
+                    .expect("base64 alphabet") as u32;
+            }
+        }
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    out
+}
+
+/// A config drive image: the `FCXCFG1` sector, padded to 4 KiB.
+pub fn config_drive(path: &Path, key: &str, job: Option<&test_guest::Job>) {
+    let mut text = format!("FCXCFG1\nkey={key}\n");
+    if let Some(job) = job {
+        text.push_str(&format!("job={job}\n"));
+    }
+    let mut image = text.into_bytes();
+    assert!(image.len() < 512, "config sector too long");
+    image.resize(4096, 0);
+    std::fs::write(path, image).expect("write config drive");
+}
+
+/// The median of some durations.
+pub fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    let n = v.len();
+    if n % 2 == 0 {
+        (v[n / 2 - 1] + v[n / 2]) / 2
+    } else {
+        v[n / 2]
+    }
+}

@@ -1,0 +1,76 @@
+//! Timing measurements under the real Firecracker (ignored by default; they
+//! take about three minutes):
+//!
+//! ```text
+//! cargo test -p test-guest --release --test measure -- --ignored --nocapture
+//! ```
+//!
+//! Prints medians of 20 runs of: process spawn (`firecracker --no-api
+//! --config-file`) to the first line of guest output, in plain and agent mode,
+//! and the delivery of 256 KiB of bulk output in agent mode.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{median, spawn, VmSpec};
+use test_guest::Job;
+
+const RUNS: usize = 20;
+
+fn first_guest_line(out: &common::Outcome) -> Duration {
+    out.lines
+        .iter()
+        .find(|l| !common::is_firecracker_log(&l.bytes))
+        .map(|l| l.at)
+        .expect("no guest output")
+}
+
+#[test]
+#[ignore = "slow: measurements"]
+fn measure() {
+    let vmm = testkit::require_vmm!();
+    let (mut plain, mut agent, mut agent_exit) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let out = spawn(&vmm, &VmSpec::new("console=ttyS0")).wait(Duration::from_secs(30));
+        assert!(out.status.success());
+        plain.push(first_guest_line(&out));
+        let out = spawn(&vmm, &VmSpec::agent(&Job::new().exit(0))).wait(Duration::from_secs(30));
+        agent.push(first_guest_line(&out));
+        agent_exit.push(out.wall);
+    }
+    println!(
+        "spawn to first guest output, plain mode (greeting): median {:?}",
+        median(plain)
+    );
+    println!(
+        "spawn to first guest output, agent mode (hello frame): median {:?}",
+        median(agent)
+    );
+    println!(
+        "whole run of `exit:0` in agent mode (spawn to VMM exit): median {:?}",
+        median(agent_exit)
+    );
+
+    const BYTES: usize = 256 * 1024;
+    let (mut deliver, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let out = spawn(&vmm, &VmSpec::agent(&Job::new().bulk(BYTES as u64)))
+            .wait(Duration::from_secs(120));
+        let d = out.decode();
+        assert_eq!(d.stream("out").len(), BYTES);
+        let hello = d.frames.first().expect("hello").at;
+        let exit = d.frames.last().expect("exit").at;
+        deliver.push(exit - hello);
+        wall.push(out.wall);
+    }
+    let deliver = median(deliver);
+    println!(
+        "256 KiB bulk output, hello frame to exit frame: median {deliver:?} ({:.0} KiB/s of payload)",
+        256.0 / deliver.as_secs_f64()
+    );
+    println!(
+        "256 KiB bulk output, spawn to VMM exit: median {:?}",
+        median(wall)
+    );
+}

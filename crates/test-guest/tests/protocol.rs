@@ -1,0 +1,160 @@
+//! Host-side checks of guest code: the guest's frame encoder (`guest/frame.rs`)
+//! against `docs/guest-protocol-vectors.txt`, and the guest's job parser
+//! (`guest/job.rs`) against the host's [`test_guest::Job`] builder.
+
+#[path = "../guest/frame.rs"]
+mod frame;
+
+#[path = "../guest/job.rs"]
+mod job;
+
+mod common;
+
+use test_guest::Job;
+
+fn unhex(s: &str) -> Vec<u8> {
+    if s == "-" {
+        return Vec::new();
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn encoder_matches_the_vectors() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/guest-protocol-vectors.txt"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut key = None;
+    let mut checked = 0;
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
+        if let Some(k) = line.strip_prefix("key ") {
+            key = Some(<[u8; 32]>::try_from(k.as_bytes()).unwrap());
+            continue;
+        }
+        let key = key.as_ref().expect("key line first");
+        let mut f = line.splitn(4, ' ');
+        let (seq, kind, payload, expected) = (
+            f.next().unwrap(),
+            f.next().unwrap(),
+            f.next().unwrap(),
+            f.next().unwrap(),
+        );
+        let payload = unhex(payload);
+        let mut buf = vec![0u8; frame::MAX_FRAME];
+        let n = frame::encode(&mut buf, key, seq.parse().unwrap(), kind, &payload).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&buf[..n]).unwrap(),
+            format!("{expected}\n"),
+            "vector {seq} {kind}"
+        );
+        // The test decoder agrees too.
+        let lines = [common::Line {
+            at: Default::default(),
+            bytes: buf[..n].to_vec(),
+        }];
+        let Ok(k) = std::str::from_utf8(key) else {
+            unreachable!()
+        };
+        if seq == "0" {
+            let d = common::decode(&lines, k);
+            assert_eq!(d.frames[0].payload, payload);
+        }
+        checked += 1;
+    }
+    assert!(checked >= 9, "only {checked} vectors");
+}
+
+#[test]
+fn encoder_limits() {
+    let key = [b'a'; 32];
+    let mut buf = vec![0u8; frame::MAX_FRAME];
+    let max = vec![0xffu8; frame::MAX_PAYLOAD];
+    let n = frame::encode(&mut buf, &key, u32::MAX, "hello", &max).unwrap();
+    assert!(n <= frame::MAX_FRAME);
+    assert!(frame::encode(&mut buf, &key, 0, "out", &[0; frame::MAX_PAYLOAD + 1]).is_none());
+    assert!(frame::encode(&mut buf[..100], &key, 0, "out", b"x").is_none());
+    assert!(frame::valid_key(b"0123456789abcdef0123456789abcdef"));
+    assert!(!frame::valid_key(b"0123456789ABCDEF0123456789abcdef"));
+    assert!(!frame::valid_key(b"0123"));
+    for n in 0..10 {
+        let data: Vec<u8> = (0..n).collect();
+        let mut out = [0u8; 16];
+        let len = frame::base64(&data, &mut out);
+        assert_eq!(len, frame::base64_len(n as usize));
+        assert_eq!(
+            common::base64_decode(std::str::from_utf8(&out[..len]).unwrap()),
+            data
+        );
+    }
+    assert_eq!(frame::crc32(0, b"123456789"), 0xcbf4_3926);
+    assert_eq!(
+        frame::crc32(frame::crc32(0, b"1234"), b"56789"),
+        0xcbf4_3926
+    );
+}
+
+#[test]
+fn guest_parses_what_the_host_builds() {
+    let text: Vec<u8> = (0..=255u8).collect();
+    let built = Job::new()
+        .out(&text)
+        .err("a, b: c %d")
+        .sleep(50)
+        .copy(1, 2, 1 << 20)
+        .bulk(262_144)
+        .ignore_cad()
+        .panic("p")
+        .hang()
+        .triple()
+        .exit(255)
+        .to_string();
+    let ops: Vec<_> = job::ops(built.as_bytes())
+        .map(|(_, op)| op.unwrap())
+        .collect();
+    let mut buf = [0u8; 4096];
+    assert_eq!(ops.len(), 10);
+    assert!(matches!(ops[0], job::Op::Out(t) if job::decode(t, &mut buf) == &text[..]));
+    assert!(matches!(ops[1], job::Op::Err(t) if job::decode(t, &mut buf) == b"a, b: c %d"));
+    assert!(matches!(ops[2], job::Op::Sleep(50)));
+    assert!(matches!(
+        ops[3],
+        job::Op::Copy {
+            from: 1,
+            to: 2,
+            bytes: 1_048_576
+        }
+    ));
+    assert!(matches!(ops[4], job::Op::Bulk(262_144)));
+    assert!(matches!(ops[5], job::Op::IgnoreCad));
+    assert!(matches!(ops[6], job::Op::Panic(b"p")));
+    assert!(matches!(ops[7], job::Op::Hang));
+    assert!(matches!(ops[8], job::Op::Triple));
+    assert!(matches!(ops[9], job::Op::Exit(255)));
+}
+
+#[test]
+fn guest_rejects_bad_jobs() {
+    let reason = |job: &str| job::ops(job.as_bytes()).find_map(|(_, op)| op.err());
+    assert_eq!(reason("out:a,,exit:0,"), None);
+    assert_eq!(reason("exit:256"), Some("exit code above 255"));
+    assert_eq!(reason("exit:-1"), Some("bad number"));
+    assert_eq!(
+        reason("sleep:99999999999999999999"),
+        Some("number too large")
+    );
+    assert_eq!(reason("out:a:b"), Some("wrong number of arguments"));
+    assert_eq!(reason("hang:1"), Some("wrong number of arguments"));
+    assert_eq!(reason("copy:0:1"), Some("wrong number of arguments"));
+    assert_eq!(reason("out:100%"), Some("bad percent escape"));
+    assert_eq!(reason("out:%zz"), Some("bad percent escape"));
+    assert_eq!(reason("reboot"), Some("unknown operation"));
+    assert_eq!(reason("copy:0:1:2:3"), Some("too many arguments"));
+}

@@ -98,7 +98,13 @@ impl Sink {
     /// An agent-mode sink writing `stdout` and `stderr` (truncated first, so
     /// that a restarted executor can decode the serial file again from its start).
     pub fn agent(key: Key, stdout: &Path, stderr: &Path) -> std::io::Result<Sink> {
-        let open = |p: &Path| File::options().create(true).write(true).truncate(true).open(p);
+        let open = |p: &Path| {
+            File::options()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(p)
+        };
         Ok(Sink::Agent(Box::new(AgentSink {
             decoder: FrameDecoder::new(key),
             stdout: open(stdout)?,
@@ -183,7 +189,9 @@ impl AgentSink {
 pub fn read_text(path: &Path) -> String {
     let mut bytes = Vec::new();
     if let Ok(mut f) = File::open(path) {
-        let _ = f.seek(SeekFrom::Start(0)).and_then(|_| f.read_to_end(&mut bytes));
+        let _ = f
+            .seek(SeekFrom::Start(0))
+            .and_then(|_| f.read_to_end(&mut bytes));
     }
     String::from_utf8_lossy(&bytes).into_owned()
 }

@@ -200,14 +200,20 @@ impl Executor {
         };
         let phase = exec.snapshot().phase;
         if phase.is_terminal() {
-            return Err(wrong(format!("it already ended ({})", exec.status().as_str())));
+            return Err(wrong(format!(
+                "it already ended ({})",
+                exec.status().as_str()
+            )));
         }
         if phase == crate::lifecycle::Phase::Stopping {
             return Err(wrong("it is being cancelled".into()));
         }
         let commands = exec.commands().ok_or(ExecutorError::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
-        commands.send(make(reply)).await.map_err(|_| ExecutorError::ShuttingDown)?;
+        commands
+            .send(make(reply))
+            .await
+            .map_err(|_| ExecutorError::ShuttingDown)?;
         match answer.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(wrong(reason)),
@@ -282,13 +288,13 @@ impl Executor {
                 let _ = self.cancel(id).await;
                 self.wait(id).await
             };
-            tokio::time::timeout(timeout, stopped)
-                .await
-                .map_err(|_| ExecutorError::WrongState {
+            tokio::time::timeout(timeout, stopped).await.map_err(|_| {
+                ExecutorError::WrongState {
                     id: id.to_string(),
                     op: "remove",
                     reason: format!("its VM did not stop within {timeout:?}"),
-                })??;
+                }
+            })??;
         }
         self.shared.lock().remove(id);
         exec.paths.remove().map_err(|source| ExecutorError::Io {
@@ -304,9 +310,16 @@ impl Executor {
         let all: Vec<Arc<Execution>> = self.shared.lock().values().cloned().collect();
         let timeout = self.shared.config.stop_policy.sigterm
             + self.shared.config.stop_policy.sigkill
-            + self.shared.config.stop_policy.ctrl_alt_del.unwrap_or_default()
+            + self
+                .shared
+                .config
+                .stop_policy
+                .ctrl_alt_del
+                .unwrap_or_default()
             + Duration::from_secs(1);
-        let removals = all.iter().map(|e| async move { (e.id.clone(), self.remove(&e.id, timeout).await) });
+        let removals = all
+            .iter()
+            .map(|e| async move { (e.id.clone(), self.remove(&e.id, timeout).await) });
         let failures: Vec<(String, String)> = futures_util::future::join_all(removals)
             .await
             .into_iter()

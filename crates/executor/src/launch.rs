@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use firecracker_api::exit::log_tail;
-use firecracker_api::{SpawnOptions, StopPolicy, Vmm, VmmError, VmmExit};
+use firecracker_api::{SpawnOptions, StopPolicy, Vmm, VmmError};
 use tokio::sync::mpsc;
 
 use crate::capture::Sink;
@@ -27,7 +27,10 @@ use crate::supervisor::Supervisor;
 use crate::validate::{validate, DriveRole, ValidatedRequest};
 
 /// Starts `request` (see the module doc).
-pub(crate) async fn start(shared: &Arc<Shared>, request: &ExecutionRequest) -> Result<(), ExecutorError> {
+pub(crate) async fn start(
+    shared: &Arc<Shared>,
+    request: &ExecutionRequest,
+) -> Result<(), ExecutorError> {
     let id = request.execution_id.clone();
     if let Some(existing) = shared.lock().get(&id) {
         return Err(if existing.snapshot().phase.is_terminal() {
@@ -76,7 +79,15 @@ pub(crate) async fn start(shared: &Arc<Shared>, request: &ExecutionRequest) -> R
         None => Ok(Sink::plain()),
     }
     .map_err(|e| creation(&id, format!("cannot create the output files: {e}")))?;
-    supervise(shared, exec, Some(vmm), record, sink, receiver, valid.boot_timeout);
+    supervise(
+        shared,
+        exec,
+        Some(vmm),
+        record,
+        sink,
+        receiver,
+        valid.boot_timeout,
+    );
     Ok(())
 }
 
@@ -126,28 +137,35 @@ async fn launch(
 
     match vmm.wait_ready(shared.config.ready_timeout).await {
         Ok(()) => {}
-        // A guest that finishes first is not a failure: the supervisor settles it.
-        Err(VmmError::ExitedEarly {
-            exit: VmmExit::Exited(0),
-            ..
-        }) => return Ok((vmm, record)),
+        // A guest that ran and ended first is not a creation failure: the
+        // supervisor settles its result.
+        Err(VmmError::ExitedEarly { .. }) if booted(paths) => return Ok((vmm, record)),
         Err(e) => return Err(abandon(vmm, id, e.to_string()).await),
     }
     // The API answers once the VMM has built (and so booted) the VM.
     if let Some(client) = vmm.client() {
         if let Err(e) = client.describe_instance().await {
-            if let Ok(Ok(exit)) = tokio::time::timeout(Duration::from_secs(1), vmm.wait()).await {
-                if exit.success() {
-                    return Ok((vmm, record));
-                }
+            let ended = tokio::time::timeout(Duration::from_secs(1), vmm.wait()).await;
+            if ended.is_ok() && booted(paths) {
+                return Ok((vmm, record));
             }
-            let reason = format!("{e}; the VMM log ends with: {}", log_tail(&paths.vmm_log(), 3));
+            let reason = format!(
+                "{e}; the VMM log ends with: {}",
+                log_tail(&paths.vmm_log(), 3)
+            );
             return Err(abandon(vmm, id, reason).await);
         }
     }
     set_phase(exec, &mut record, Phase::Running);
     save(&record, exec)?;
     Ok((vmm, record))
+}
+
+/// True when the VMM's log says it started the guest (so an exit is the
+/// guest's doing, not a failure to create the VM).
+fn booted(paths: &crate::state_dir::ExecPaths) -> bool {
+    std::fs::read_to_string(paths.vmm_log())
+        .is_ok_and(|log| log.contains("Successfully started microvm"))
 }
 
 /// Stops a VMM whose launch failed and builds the error.
@@ -204,7 +222,9 @@ pub(crate) async fn expire(shared: Weak<Shared>, exec: Arc<Execution>, expires_m
         _ = tokio::time::sleep(wait) => {}
         _ = shutdown.changed() => return,
     }
-    let Some(shared) = shared.upgrade() else { return };
+    let Some(shared) = shared.upgrade() else {
+        return;
+    };
     let mut map = shared.lock();
     if map.get(&exec.id).is_some_and(|e| Arc::ptr_eq(e, &exec)) {
         map.remove(&exec.id);
@@ -221,7 +241,10 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
             .filter_map(|d| match &d.role {
                 DriveRole::Output { index, target } => Some(OutputCopy {
                     image: d.path.display().to_string(),
-                    destination: dir.join(output_name(*index, target, &d.path)).display().to_string(),
+                    destination: dir
+                        .join(output_name(*index, target, &d.path))
+                        .display()
+                        .to_string(),
                 }),
                 _ => None,
             })
@@ -250,12 +273,20 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
 /// The file name an output image gets under `results_dir`: the last
 /// component of its target, else of its image, prefixed by its index.
 pub fn output_name(index: usize, target: &str, image: &std::path::Path) -> String {
-    let from_target = target.rsplit('/').find(|c| !c.is_empty() && *c != "." && *c != "..");
+    let from_target = target
+        .rsplit('/')
+        .find(|c| !c.is_empty() && *c != "." && *c != "..");
     let from_image = image.file_name().and_then(|n| n.to_str());
     let base = from_target.or(from_image).unwrap_or("output");
     let safe: String = base
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     format!("{index}-{safe}")
 }
@@ -269,7 +300,10 @@ fn set_phase(exec: &Execution, record: &mut ExecutionRecord, to: Phase) {
     let mut phase = exec.snapshot().phase;
     if phase.transition(to).is_ok() {
         record.phase = phase;
-        exec.publish(Snapshot { phase, result: None });
+        exec.publish(Snapshot {
+            phase,
+            result: None,
+        });
     }
 }
 

@@ -1,16 +1,67 @@
-//! fcexec: runs jobs inside Firecracker microVMs and reports their results.
+//! fcexec runs jobs inside Firecracker microVMs and reports their results.
+//!
+//! ```no_run
+//! use fcexec::{Executor, ExecutorConfig, ExecutionRequest};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let executor = Executor::new("node-1", ExecutorConfig::default()).await?;
+//! let request: ExecutionRequest = serde_json::from_str(r#"{
+//!     "job_id": "job-1",
+//!     "execution_id": "exec-1",
+//!     "engine_spec": {"type": "firecracker", "params": {
+//!         "kernel_image": "/var/lib/images/vmlinux",
+//!         "root_file_system": "/var/lib/images/rootfs.ext4",
+//!         "kernel_args": "console=ttyS0 reboot=k panic=1"}},
+//!     "resources": {"cpu": {"cores": 1.5}, "ram": {"size": 268435456}}
+//! }"#)?;
+//! let result = executor.run(&request).await?;
+//! println!("exit code {}: {}", result.exit_code, result.stdout);
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! Data flows one way, each arrow a function that can be tested alone:
+//!
+//! request ([`request`], [`spec`]) → validate ([`validate`], [`resources`]) →
+//! plan ([`plan`]) → launch ([`launch`]) → supervise ([`supervisor`]: serial
+//! capture in [`capture`], the guest protocol in [`guest_protocol`], process
+//! exit) → result ([`outcome`], [`result`]) → cleanup.
+//!
+//! One execution's life is the [`lifecycle::Phase`] state machine, driven only
+//! by its supervisor; callers observe it through [`execution::Execution`].
+//! Everything lives in the [`state_dir`]; [`record`] persists what
+//! [`recovery`] needs after a restart; [`logs`] streams stored output.
 #![warn(missing_docs)]
 
+mod capture;
 pub mod config_drive;
+pub mod error;
+mod execution;
+pub mod executor;
 pub mod guest_protocol;
+mod launch;
+pub mod lifecycle;
+pub mod logs;
+pub mod outcome;
+pub mod plan;
+pub mod record;
+mod recovery;
 pub mod request;
 pub mod resources;
 pub mod result;
 pub mod spec;
+pub mod state_dir;
+mod supervisor;
 pub mod validate;
 
 pub use config_drive::Key;
+pub use error::{CleanupError, ExecutorError};
+pub use executor::{Executor, ExecutorConfig};
+pub use firecracker_api::StopPolicy;
 pub use guest_protocol::{Event, FrameDecoder};
+pub use lifecycle::Phase;
+pub use logs::{LogChunk, LogOptions, LogStream, Logs};
 pub use request::{ExecutionRequest, Resources, StorageVolume};
 pub use resources::{HostLimits, MachineSize};
 pub use result::{ExecutionResult, ExecutionStatus, ListItem};

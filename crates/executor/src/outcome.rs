@@ -34,7 +34,7 @@ pub struct Ending {
     pub cancelled: bool,
     /// Set when the execution ran out of time.
     pub timed_out: Option<Duration>,
-    /// The last lines of the VMM's own log.
+    /// The last lines of the VMM's own log, joined by ` | `.
     pub vmm_log_tail: String,
 }
 
@@ -47,15 +47,29 @@ pub fn decide(end: &Ending) -> ExecutionResult {
         return ExecutionResult::killed("cancelled: the VM was stopped on request");
     }
     if let Some(limit) = end.timed_out {
-        return ExecutionResult::killed(format!("timed out: the execution ran longer than {limit:?}"));
+        return ExecutionResult::killed(format!(
+            "timed out: the execution ran longer than {limit:?}"
+        ));
     }
-    if end.mode == Mode::Agent {
-        if let Some(reason) = &end.agent.fail {
-            return ExecutionResult::failed(format!("guest agent failed: {reason}"));
-        }
-        if let Some(error) = &end.agent.protocol_error {
-            return ExecutionResult::failed(format!("guest protocol error: {error}"));
-        }
+    if let Some(reason) = end.agent.fail.as_ref().filter(|_| end.mode == Mode::Agent) {
+        return ExecutionResult::failed(format!("guest agent failed: {reason}"));
+    }
+    // Firecracker 1.16 sometimes exits 0 after a guest crash (a race in its
+    // vCPU exit path), so the log, not the status, says whether it crashed.
+    if let Some(cause) = crash_cause(&end.vmm_log_tail) {
+        return ExecutionResult::failed(cause);
+    }
+    // A VMM that died explains a frame it cut short, not the other way round.
+    if !end.vmm_exit.success() {
+        return ExecutionResult::failed(vmm_failure(end.vmm_exit, &end.vmm_log_tail));
+    }
+    if let Some(error) = end
+        .agent
+        .protocol_error
+        .as_ref()
+        .filter(|_| end.mode == Mode::Agent)
+    {
+        return ExecutionResult::failed(format!("guest protocol error: {error}"));
     }
     match (end.mode, end.vmm_exit) {
         (Mode::Plain, VmmExit::Exited(0)) => ExecutionResult::new(0),
@@ -70,18 +84,29 @@ pub fn decide(end: &Ending) -> ExecutionResult {
     }
 }
 
+/// The guest crash the VMM's log reports, if any.
+pub fn crash_cause(log_tail: &str) -> Option<&'static str> {
+    if log_tail.contains("exit reason on vcpu run: Shutdown") {
+        Some("the guest triple-faulted (KVM_EXIT_SHUTDOWN) and the VMM stopped")
+    } else if log_tail.contains("KVM_EXIT_INTERNAL_ERROR") {
+        Some("the guest ran an instruction KVM could not emulate (KVM_EXIT_INTERNAL_ERROR) and the VMM stopped")
+    } else {
+        None
+    }
+}
+
 /// A reason for a VMM failure that a user can act on.
 pub fn vmm_failure(exit: VmmExit, log_tail: &str) -> String {
-    if log_tail.contains("exit reason on vcpu run: Shutdown") {
-        return "the guest triple-faulted (KVM_EXIT_SHUTDOWN) and the VMM stopped".to_string();
-    }
-    if log_tail.contains("KVM_EXIT_INTERNAL_ERROR") {
-        return "the guest ran an instruction KVM could not emulate (KVM_EXIT_INTERNAL_ERROR) and the VMM stopped"
-            .to_string();
+    if let Some(cause) = crash_cause(log_tail) {
+        return cause.to_string();
     }
     match exit {
         VmmExit::Signaled(_) | VmmExit::Unknown => format!("the VMM {exit}"),
-        VmmExit::Exited(_) => format!("the VMM {exit}; its log ends with: {log_tail}"),
+        VmmExit::Exited(_) => {
+            let last: Vec<&str> = log_tail.rsplit(" | ").take(2).collect();
+            let last: Vec<&str> = last.into_iter().rev().collect();
+            format!("the VMM {exit}; its log ends with: {}", last.join(" | "))
+        }
     }
 }
 
@@ -122,12 +147,23 @@ mod tests {
     fn failures_carry_a_reason() {
         let cases = [
             (end(Mode::Plain, VmmExit::Signaled(9)), "signal 9 (SIGKILL)"),
-            (end(Mode::Plain, VmmExit::Unknown), "without a recorded exit status"),
+            (
+                end(Mode::Plain, VmmExit::Unknown),
+                "without a recorded exit status",
+            ),
             (end(Mode::Agent, VmmExit::Exited(0)), "agent installed"),
             (
                 Ending {
                     vmm_log_tail: "Unexpected exit reason on vcpu run: Shutdown".into(),
                     ..end(Mode::Agent, VmmExit::Exited(1))
+                },
+                "triple-faulted",
+            ),
+            (
+                // Firecracker may exit 0 after the crash: the log decides.
+                Ending {
+                    vmm_log_tail: "Unexpected exit reason on vcpu run: Shutdown".into(),
+                    ..end(Mode::Plain, VmmExit::Exited(0))
                 },
                 "triple-faulted",
             ),
@@ -162,7 +198,11 @@ mod tests {
         for (e, needle) in cases {
             let r = decide(&e);
             assert_eq!(r.exit_code, -1, "{e:?}");
-            assert!(r.error_msg.contains(needle), "{} lacks {needle}", r.error_msg);
+            assert!(
+                r.error_msg.contains(needle),
+                "{} lacks {needle}",
+                r.error_msg
+            );
         }
     }
 

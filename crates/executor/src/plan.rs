@@ -48,7 +48,14 @@ impl VmPlan {
         let mut drives: Vec<models::Drive> = request
             .drives
             .iter()
-            .map(|d| drive(&d.drive_id, d.path.display().to_string(), d.is_root_device, d.read_only))
+            .map(|d| {
+                drive(
+                    &d.drive_id,
+                    d.path.display().to_string(),
+                    d.is_root_device,
+                    d.read_only,
+                )
+            })
             .collect();
         let config_drive = match (request.mode, key) {
             (Mode::Agent, Some(key)) => {
@@ -97,9 +104,11 @@ impl VmPlan {
         }
         match &self.mmds {
             Some(mmds) => {
-                std::fs::write(paths.metadata(), mmds.to_string()).map_err(|source| ConfigDriveError::Write {
-                    path: paths.metadata(),
-                    source,
+                std::fs::write(paths.metadata(), mmds.to_string()).map_err(|source| {
+                    ConfigDriveError::Write {
+                        path: paths.metadata(),
+                        source,
+                    }
                 })?;
                 Ok(Some(paths.metadata()))
             }

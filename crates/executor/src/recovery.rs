@@ -25,7 +25,9 @@ use crate::spec::Mode;
 /// Loads every execution of the state directory into `shared`.
 pub(crate) fn recover(shared: &Arc<Shared>) {
     for id in shared.state.execution_ids() {
-        let Ok(paths) = shared.state.execution(&id) else { continue };
+        let Ok(paths) = shared.state.execution(&id) else {
+            continue;
+        };
         let record = match ExecutionRecord::load(&paths.record()) {
             Ok(r) => r,
             Err(e) => {
@@ -42,7 +44,14 @@ pub(crate) fn recover(shared: &Arc<Shared>) {
             result: record.result.clone().map(Arc::new),
         };
         if record.phase.is_terminal() {
-            let exec = Arc::new(Execution::new(id.clone(), record.job_id.clone(), paths, record.mode, snapshot, None));
+            let exec = Arc::new(Execution::new(
+                id.clone(),
+                record.job_id.clone(),
+                paths,
+                record.mode,
+                snapshot,
+                None,
+            ));
             exec.publish_logs(LogProgress {
                 stdout: file_len(&exec.stdout_path()),
                 stderr: file_len(&exec.stderr_path()),
@@ -75,10 +84,11 @@ pub(crate) fn recover(shared: &Arc<Shared>) {
         });
         tracing::info!(%id, alive = vmm.is_some(), phase = ?record.phase, "recovered execution");
         let sink = match (record.mode, record.key.as_deref().map(str::parse::<Key>)) {
-            (Mode::Agent, Some(Ok(key))) => Sink::agent(key, &paths.stdout(), &paths.stderr()).unwrap_or_else(|e| {
-                tracing::warn!(%id, error = %e, "cannot reopen the output files");
-                Sink::plain()
-            }),
+            (Mode::Agent, Some(Ok(key))) => Sink::agent(key, &paths.stdout(), &paths.stderr())
+                .unwrap_or_else(|e| {
+                    tracing::warn!(%id, error = %e, "cannot reopen the output files");
+                    Sink::plain()
+                }),
             _ => Sink::plain(),
         };
         let (commands, receiver) = mpsc::channel(8);

@@ -256,7 +256,17 @@ mod tests {
 
     #[test]
     fn ids_that_escape_are_rejected() {
-        for bad in ["", ".", "..", "../x", "a/b", ".hidden", "a b", "a\0b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/b",
+            ".hidden",
+            "a b",
+            "a\0b",
+            &"x".repeat(65),
+        ] {
             assert!(check_id("execution_id", bad).is_err(), "{bad:?}");
         }
         for good in ["a", "exec-1", "job_2.retry", &"x".repeat(64)] {
@@ -282,7 +292,10 @@ mod tests {
         let deep = root.path().join("d".repeat(60));
         let dir = StateDir::open(&deep, "ex").unwrap();
         let err = dir.execution(&"e".repeat(64)).unwrap_err();
-        assert!(matches!(err, StateDirError::SocketPathTooLong { .. }), "{err}");
+        assert!(
+            matches!(err, StateDirError::SocketPathTooLong { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("execution_id"));
         let ok = dir.execution("short").unwrap();
         assert!(ok.api_socket().starts_with(dir.path()));

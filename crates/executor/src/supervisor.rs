@@ -263,7 +263,7 @@ impl Supervisor {
             agent: self.sink.report(),
             cancelled,
             timed_out,
-            vmm_log_tail: log_tail(&self.exec.paths.vmm_log(), 4),
+            vmm_log_tail: log_tail(&self.exec.paths.vmm_log(), 12),
         };
         let mut result = decide(&ending);
         result.stdout = read_text(&self.exec.stdout_path());
@@ -278,12 +278,20 @@ impl Supervisor {
                 ..crate::result::ExecutionResult::failed(e)
             };
         }
-        for path in [self.exec.paths.vm_config(), self.exec.paths.config_drive(), self.exec.paths.metadata()] {
+        for path in [
+            self.exec.paths.vm_config(),
+            self.exec.paths.config_drive(),
+            self.exec.paths.metadata(),
+        ] {
             let _ = std::fs::remove_file(path);
         }
         let _ = std::fs::remove_file(self.exec.paths.api_socket());
         tracing::info!(exit_code = result.exit_code, error = %result.error_msg, killed = result.killed, "execution ended");
-        let phase = if result.is_success() { Phase::Succeeded } else { Phase::Failed };
+        let phase = if result.is_success() {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        };
         self.record.result = Some(result.clone());
         self.record.finished_ms = Some(now_ms());
         self.record.key = None;
@@ -308,7 +316,12 @@ impl Supervisor {
         for output in &self.record.outputs {
             tokio::fs::copy(&output.image, &output.destination)
                 .await
-                .map_err(|e| format!("cannot copy output {} to {}: {e}", output.image, output.destination))?;
+                .map_err(|e| {
+                    format!(
+                        "cannot copy output {} to {}: {e}",
+                        output.image, output.destination
+                    )
+                })?;
         }
         Ok(())
     }

@@ -1,0 +1,147 @@
+//! The harness of the executor's real-VMM tests: a temporary state
+//! directory, the test guest's kernel, a small root file system image, and
+//! requests shaped as the node sends them.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fcexec::{ExecutionRequest, Executor, ExecutorConfig, StopPolicy};
+use serde_json::json;
+use test_guest::Job;
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub kernel: PathBuf,
+    pub rootfs: PathBuf,
+    pub vmm: testkit::Vmm,
+}
+
+impl Harness {
+    pub fn new(vmm: testkit::Vmm) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = test_guest::write_kernel(dir.path()).unwrap();
+        let rootfs = dir.path().join("rootfs.img");
+        std::fs::write(&rootfs, vec![0u8; 64 * 1024]).unwrap();
+        Harness {
+            dir,
+            kernel,
+            rootfs,
+            vmm,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn state_root(&self) -> PathBuf {
+        self.path("state")
+    }
+
+    pub fn config(&self) -> ExecutorConfig {
+        ExecutorConfig {
+            state_root: Some(self.state_root()),
+            firecracker: Some(self.vmm.firecracker.clone()),
+            stop_policy: StopPolicy {
+                ctrl_alt_del: Some(Duration::from_millis(300)),
+                sigterm: Duration::from_millis(500),
+                sigkill: Duration::from_secs(5),
+            },
+            ..ExecutorConfig::default()
+        }
+    }
+
+    pub async fn executor(&self, id: &str) -> Executor {
+        Executor::new(id, self.config()).await.unwrap()
+    }
+
+    /// An agent-mode request running `job` in the test guest.
+    pub fn agent(&self, id: &str, job: &Job) -> ExecutionRequest {
+        self.request(
+            id,
+            json!({"agent": true, "kernel_args": format!("console=ttyS0 {}", job.to_kernel_arg())}),
+        )
+    }
+
+    /// A plain-mode request running `job` in the test guest.
+    pub fn plain(&self, id: &str, job: &Job) -> ExecutionRequest {
+        self.request(
+            id,
+            json!({"kernel_args": format!("console=ttyS0 {}", job.to_kernel_arg())}),
+        )
+    }
+
+    /// A request with extra engine params merged in.
+    pub fn request(&self, id: &str, extra: serde_json::Value) -> ExecutionRequest {
+        let mut params = json!({
+            "kernel_image": self.kernel,
+            "root_file_system": self.rootfs,
+        });
+        if let (Some(p), Some(e)) = (params.as_object_mut(), extra.as_object()) {
+            for (k, v) in e {
+                p.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(json!({
+            "job_id": format!("job-{id}"),
+            "execution_id": id,
+            "engine_spec": {"type": "firecracker", "params": params},
+            "resources": {"cpu": {"cores": 1}, "ram": {"size": 32u64 << 20}},
+        }))
+        .unwrap()
+    }
+}
+
+/// The pids of firecracker processes whose command line mentions `needle`.
+pub fn firecracker_pids(needle: &Path) -> Vec<u32> {
+    let needle = needle.display().to_string();
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains("firecracker") && cmdline.contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Every file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Waits until `f` holds, polling every 10 ms, at most `limit`.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    f()
+}

@@ -66,4 +66,5 @@ pub use request::{ExecutionRequest, Resources, StorageVolume};
 pub use resources::{HostLimits, MachineSize};
 pub use result::{ExecutionResult, ExecutionStatus, ListItem};
 pub use spec::{EngineSpec, Mode, SpecConfig};
+pub use state_dir::StateDirError;
 pub use validate::{validate, Drive, DriveRole, ValidatedRequest, ValidationError};

@@ -1,0 +1,126 @@
+//! Restart recovery against the real VMM: an executor dropped while VMs run,
+//! and a new one on the same state directory.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{firecracker_pids, Harness};
+use fcexec::{ExecutionStatus, Executor, ExecutorError, LogOptions, StateDirError};
+use test_guest::Job;
+
+#[tokio::test]
+async fn a_new_executor_reattaches_to_three_running_vms() {
+    let h = Harness::new(testkit::require_vmm!());
+    let first = h.executor("restart").await;
+    first
+        .start(&h.agent("to-cancel", &Job::new().hang()))
+        .await
+        .unwrap();
+    first
+        .start(
+            &h.agent(
+                "to-wait",
+                &Job::new()
+                    .out("before\n")
+                    .sleep(1500)
+                    .out("after\n")
+                    .exit(7),
+            ),
+        )
+        .await
+        .unwrap();
+    first
+        .start(&h.agent(
+            "to-follow",
+            &Job::new().sleep(800).out("one\n").sleep(300).out("two\n"),
+        ))
+        .await
+        .unwrap();
+    let dir = first.state_dir().to_path_buf();
+    drop(first);
+    assert_eq!(
+        firecracker_pids(&dir).len(),
+        3,
+        "the VMs outlive their executor"
+    );
+
+    let second = h.executor("restart").await;
+    let listed: Vec<_> = second.list().into_iter().map(|i| i.execution_id).collect();
+    assert_eq!(listed, ["to-cancel", "to-follow", "to-wait"]);
+    assert_eq!(
+        second.status("to-cancel").unwrap(),
+        ExecutionStatus::Running
+    );
+
+    second.cancel("to-cancel").await.unwrap();
+    let cancelled = second.wait("to-cancel").await.unwrap();
+    assert!(cancelled.killed, "{cancelled:?}");
+
+    let logs = second
+        .logs(
+            "to-follow",
+            LogOptions {
+                follow: true,
+                tail: None,
+            },
+        )
+        .unwrap();
+    let (out, _) = logs.collect().await.unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), "one\ntwo\n");
+
+    let waited = second.wait("to-wait").await.unwrap();
+    assert_eq!(waited.exit_code, 7, "{waited:?}");
+    assert_eq!(waited.stdout, "before\nafter\n");
+    second.cleanup().await.unwrap();
+    assert!(firecracker_pids(&dir).is_empty());
+}
+
+#[tokio::test]
+async fn a_vm_that_died_while_no_executor_watched_is_failed_with_a_reason() {
+    let h = Harness::new(testkit::require_vmm!());
+    let first = h.executor("died").await;
+    first
+        .start(&h.agent("victim", &Job::new().hang()))
+        .await
+        .unwrap();
+    first
+        .start(&h.agent("finisher", &Job::new().sleep(100).out("done\n").exit(4)))
+        .await
+        .unwrap();
+    let dir = first.state_dir().to_path_buf();
+    drop(first);
+    let victim = firecracker_pids(&dir.join("victim"));
+    // SAFETY: kill(2) of a firecracker process this test started.
+    unsafe { libc::kill(victim[0] as i32, libc::SIGKILL) };
+    // Let the finisher finish while no executor runs.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let second = h.executor("died").await;
+    let r = second.wait("victim").await.unwrap();
+    assert_eq!(r.exit_code, -1);
+    assert!(
+        r.error_msg.contains("without a recorded exit status"),
+        "{r:?}"
+    );
+    // The finisher's exit code is decoded from its serial log.
+    let r = second.wait("finisher").await.unwrap();
+    assert_eq!((r.exit_code, r.stdout.as_str()), (4, "done\n"), "{r:?}");
+    second.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_second_executor_on_the_same_directory_is_refused() {
+    let h = Harness::new(testkit::require_vmm!());
+    let _first = h.executor("locked").await;
+    let err = Executor::new("locked", h.config()).await.unwrap_err();
+    assert!(
+        matches!(err, ExecutorError::StateDir(StateDirError::Locked(_))),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("in use by another fcexec executor"),
+        "{err}"
+    );
+}

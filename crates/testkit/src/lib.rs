@@ -75,6 +75,13 @@ pub fn require_vmm(test: &str) -> Option<Vmm> {
         (_, None, _) => "jailer not found (install the v1.16.1 release on PATH or set JAILER_BIN)",
         (_, _, false) => "/dev/kvm is missing or not readable and writable",
     };
+    skip(test, reason);
+    None
+}
+
+/// Counts the calling test as skipped for `reason` (it should return next).
+/// Panics instead when `FCEXEC_REQUIRE_VMM=1` forbids skipping.
+pub fn skip(test: &str, reason: &str) {
     if std::env::var_os("FCEXEC_REQUIRE_VMM").is_some_and(|v| v == "1") {
         panic!("{test}: {reason}, and FCEXEC_REQUIRE_VMM=1 forbids skipping");
     }
@@ -89,7 +96,6 @@ pub fn require_vmm(test: &str) -> Option<Vmm> {
             libc::atexit(report_skips);
         }
     });
-    None
 }
 
 extern "C" fn report_skips() {
@@ -103,7 +109,7 @@ extern "C" fn report_skips() {
     // Written straight to stderr so that the test harness does not capture it.
     let _ = writeln!(
         std::io::stderr(),
-        "SKIPPED {n} real-VMM test(s) in {bin}: {reason}"
+        "SKIPPED {n} test(s) in {bin}: {reason}"
     );
 }
 

@@ -21,24 +21,21 @@ pub struct Spec {
     pub defs: Map<String, Value>,
 }
 
-/// Where the spec is.
-fn spec_path() -> PathBuf {
+/// Where the spec is, if it can be found.
+fn spec_path() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(SPEC_ENV) {
-        return path.into();
+        return Some(path.into());
     }
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     for dir in manifest.ancestors() {
         for sub in ["reference", "shared/reference", "docs"] {
             let candidate = dir.join(sub).join(SPEC_FILE);
             if candidate.is_file() {
-                return candidate;
+                return Some(candidate);
             }
         }
     }
-    panic!(
-        "{SPEC_FILE} not found in reference/, shared/reference/ or docs/ above {}; set {SPEC_ENV}",
-        manifest.display()
-    );
+    None
 }
 
 /// YAML to JSON, with map keys such as `200` turned into strings.
@@ -69,18 +66,25 @@ fn yaml_to_json(yaml: serde_yaml::Value) -> Value {
     }
 }
 
-pub fn load_spec() -> Spec {
-    let path = spec_path();
+/// The spec, or `None` (the test is then counted as skipped) when it is not found.
+pub fn load_spec() -> Option<Spec> {
+    let Some(path) = spec_path() else {
+        testkit::skip(
+            "contract",
+            &format!("Firecracker's API spec {SPEC_FILE} not found in reference/ or shared/reference/ above the workspace; set {SPEC_ENV}"),
+        );
+        return None;
+    };
     let text = std::fs::read_to_string(&path).unwrap();
     let mut doc = yaml_to_json(serde_yaml::from_str(&text).unwrap());
     let mut section = |name: &str| match doc.get_mut(name).map(Value::take) {
         Some(Value::Object(map)) => map,
         _ => panic!("{}: no `{name}` map", path.display()),
     };
-    Spec {
+    Some(Spec {
         paths: section("paths"),
         defs: section("definitions"),
-    }
+    })
 }
 
 pub fn ref_name(schema: &Value) -> Option<&str> {

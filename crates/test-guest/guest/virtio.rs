@@ -273,12 +273,12 @@ fn request(
     data: u64,
     len: usize,
 ) -> Result<(), &'static str> {
-    if len == 0 || len % SECTOR != 0 || len > u32::MAX as usize {
+    if len == 0 || len & (SECTOR - 1) != 0 || len > u32::MAX as usize {
         return Err("bad request length");
     }
     let drive = ready(index)?;
     let end = sector.checked_add((len / SECTOR) as u64);
-    if end.map_or(true, |end| end > drive.sectors) {
+    if !matches!(end, Some(end) if end <= drive.sectors) {
         return Err("request beyond the end of the drive");
     }
     // SAFETY: the drive's queue page, which the device reads only after the
@@ -337,7 +337,7 @@ fn request(
         while read_volatile(addr_of!((*q).used.idx)) != drive.next_avail {
             core::hint::spin_loop();
             spins = spins.wrapping_add(1);
-            if spins % 65536 == 0
+            if spins & 0xffff == 0
                 && deadline
                     .zip(crate::clock::now_ns())
                     .is_some_and(|(d, now)| now > d)

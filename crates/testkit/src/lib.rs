@@ -71,7 +71,9 @@ pub fn require_vmm(test: &str) -> Option<Vmm> {
                 jailer: j.clone(),
             })
         }
-        (None, _, _) => "firecracker not found (install the v1.16.1 release on PATH or set FIRECRACKER_BIN)",
+        (None, _, _) => {
+            "firecracker not found (install the v1.16.1 release on PATH or set FIRECRACKER_BIN)"
+        }
         (_, None, _) => "jailer not found (install the v1.16.1 release on PATH or set JAILER_BIN)",
         (_, _, false) => "/dev/kvm is missing or not readable and writable",
     };
@@ -107,10 +109,7 @@ extern "C" fn report_skips() {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     // Written straight to stderr so that the test harness does not capture it.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {n} test(s) in {bin}: {reason}"
-    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {n} test(s) in {bin}: {reason}");
 }
 
 /// Returns the real binaries, or returns early from the calling test.

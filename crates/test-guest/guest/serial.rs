@@ -3,7 +3,9 @@
 //!
 //! Firecracker's UART accepts a byte at any time, so the line status register
 //! is not polled (that would double the number of VM exits, the main cost of
-//! output here). It takes one-byte writes only, so `rep outsb` is no use.
+//! output here). It takes one-byte writes only, so `rep outsb` is no use; an
+//! unrolled run of single `outsb`s is the fewest instructions per byte (ring 0
+//! is emulated here, about 1 µs per instruction, next to 15 µs per VM exit).
 
 use core::arch::asm;
 
@@ -15,19 +17,33 @@ pub fn write(bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
-    // SAFETY: reads `bytes.len()` bytes from `bytes` (DF is clear, as the ABI
-    // guarantees) and writes them to the UART's data port.
+    let (head, tail) = bytes.split_at(bytes.len() & !15);
+    // SAFETY: `outsb` reads the byte at RSI (DF is clear, as the ABI
+    // guarantees), writes it to the port in DX and advances RSI; the loops
+    // read exactly `bytes.len()` bytes from `bytes`.
     unsafe {
-        asm!(
-            "2:",
-            "lodsb",
-            "out dx, al",
-            "loop 2b",
-            inout("rsi") bytes.as_ptr() => _,
-            inout("rcx") bytes.len() => _,
-            in("dx") COM1,
-            out("al") _,
-            options(nostack, readonly),
-        );
+        if !head.is_empty() {
+            asm!(
+                "2:",
+                "outsb", "outsb", "outsb", "outsb", "outsb", "outsb", "outsb", "outsb",
+                "outsb", "outsb", "outsb", "outsb", "outsb", "outsb", "outsb", "outsb",
+                "loop 2b",
+                inout("rsi") head.as_ptr() => _,
+                inout("rcx") head.len() / 16 => _,
+                in("dx") COM1,
+                options(nostack, readonly),
+            );
+        }
+        if !tail.is_empty() {
+            asm!(
+                "2:",
+                "outsb",
+                "loop 2b",
+                inout("rsi") tail.as_ptr() => _,
+                inout("rcx") tail.len() => _,
+                in("dx") COM1,
+                options(nostack, readonly),
+            );
+        }
     }
 }

@@ -21,13 +21,12 @@ use crate::guest_protocol::{Event, FrameDecoder};
 use crate::outcome::AgentReport;
 
 /// Bytes read from the serial file per step.
-const READ_STEP: usize = 64 * 1024;
+pub const READ_STEP: usize = 16 * 1024;
 
 /// Follows a file that another process appends to.
 pub struct SerialTail {
     file: File,
     events: EventStream<Vec<u8>>,
-    buf: Vec<u8>,
 }
 
 impl std::fmt::Debug for SerialTail {
@@ -43,11 +42,7 @@ impl SerialTail {
         inotify.watches().add(path, WatchMask::MODIFY)?;
         let file = File::open(path)?;
         let events = inotify.into_event_stream(vec![0u8; 256])?;
-        Ok(SerialTail {
-            file,
-            events,
-            buf: Vec::new(),
-        })
+        Ok(SerialTail { file, events })
     }
 
     /// Resolves when the file was written to since the last call. Cancel-safe.
@@ -58,12 +53,10 @@ impl SerialTail {
         }
     }
 
-    /// Reads what is new, at most [`READ_STEP`] bytes; empty at the end.
-    pub fn read_new(&mut self) -> std::io::Result<&[u8]> {
-        self.buf.resize(READ_STEP, 0);
-        let n = self.file.read(&mut self.buf)?;
-        self.buf.truncate(n);
-        Ok(&self.buf)
+    /// Reads what is new into `buf`; 0 at the end. The caller owns the
+    /// buffer, so an idle execution holds none.
+    pub fn read_new(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.file.read(buf)
     }
 }
 

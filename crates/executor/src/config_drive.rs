@@ -197,8 +197,8 @@ pub fn write_config_drive(
         // `mode` applies only when the file is new; an old file gets it here.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(&sector)?;
-        file.set_len(CONFIG_DRIVE_SIZE)?;
-        file.sync_all()
+        // No fsync: the VMM reads the image through the same page cache.
+        file.set_len(CONFIG_DRIVE_SIZE)
     };
     write().map_err(|source| ConfigDriveError::Write {
         path: path.to_path_buf(),

@@ -235,11 +235,12 @@ impl Supervisor {
         let Some(tail) = self.tail.as_mut() else {
             return;
         };
+        let mut buf = vec![0u8; crate::capture::READ_STEP];
         loop {
-            match tail.read_new() {
-                Ok([]) => break,
-                Ok(bytes) => {
-                    if let Err(e) = self.sink.feed(bytes) {
+            match tail.read_new(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if let Err(e) = self.sink.feed(&buf[..n]) {
                         tracing::warn!(error = %e, "cannot store output");
                     }
                 }

@@ -346,18 +346,14 @@ impl Vmm {
         };
         let ready = async {
             watch::until_exists(&socket).await?;
-            // The socket file appears at bind(); listen() follows at once.
-            let client = Client::new(&socket);
+            // The socket file appears at bind(); listen() follows at once, so
+            // a refused connection is retried after a short, growing pause.
             let mut pause = Duration::from_micros(200);
-            loop {
-                match client.send::<()>(hyper::Method::GET, "/", None).await {
-                    Err(e) if e.is_not_running() => {
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(Duration::from_millis(20));
-                    }
-                    _ => return Ok::<(), VmmError>(()),
-                }
+            while tokio::net::UnixStream::connect(&socket).await.is_err() {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
             }
+            Ok::<(), VmmError>(())
         };
         let ready = tokio::time::timeout(deadline, ready);
         let outcome = {

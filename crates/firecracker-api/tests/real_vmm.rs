@@ -365,3 +365,40 @@ async fn a_vmm_rejoined_after_detach_is_stopped_through_its_pidfd() {
     assert!(!process_exists(pid), "reaped by tokio's orphan reaper");
     assert!(!fx.path("det.sock").exists());
 }
+
+/// Prints, as the median of 20: spawn to API ready, and spawn to InstanceStart
+/// accepted. A measurement, not a timed test: run it with
+/// `cargo test --release -p firecracker-api --test real_vmm -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement; run on demand"]
+async fn measure_startup() {
+    let vmm = testkit::require_vmm!();
+    let fx = Fixture::new(&vmm);
+    let kernel = fx.kernel("m\n", Then::Reset);
+    let (mut ready, mut started) = (Vec::new(), Vec::new());
+    for i in 0..20 {
+        let id = format!("m{i}");
+        let t0 = std::time::Instant::now();
+        let mut vm = firecracker_api::Vmm::spawn(fx.options(&id)).await.unwrap();
+        vm.wait_ready(Duration::from_secs(5)).await.unwrap();
+        ready.push(t0.elapsed());
+        let api = vm.client().unwrap();
+        api.put_guest_boot_source(&boot_source(&kernel))
+            .await
+            .unwrap();
+        api.put_machine_configuration(&machine(16)).await.unwrap();
+        api.instance_start().await.unwrap();
+        started.push(t0.elapsed());
+        vm.wait().await.unwrap();
+        vm.stop(StopPolicy::default()).await.unwrap();
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!(
+        "spawn -> API ready: median {:?}; spawn -> InstanceStart accepted: median {:?} (n=20)",
+        median(&mut ready),
+        median(&mut started)
+    );
+}

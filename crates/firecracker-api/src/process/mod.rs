@@ -23,8 +23,13 @@ use crate::attach::Pidfd;
 use crate::client::Client;
 use crate::exit::{exit_from_log, log_tail, VmmExit};
 use crate::jailer::{Jail, JailerOptions};
-use crate::models::{InstanceActionInfo, InstanceActionType};
-use crate::watch::{self, WatchError};
+use crate::watch;
+
+mod error;
+mod stop;
+
+pub use error::VmmError;
+pub use stop::{StopPolicy, StopStep};
 
 /// The longest Unix socket path the kernel accepts (`sun_path` less its NUL).
 pub const MAX_SOCKET_PATH: usize = 107;
@@ -56,113 +61,6 @@ pub struct SpawnOptions {
     pub extra_sockets: Vec<PathBuf>,
     /// Run through the jailer with these options.
     pub jailer: Option<JailerOptions>,
-}
-
-/// The deadlines of [`Vmm::stop`]'s three steps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StopPolicy {
-    /// Time the guest gets after Ctrl+Alt+Del; `None` skips this step.
-    pub ctrl_alt_del: Option<Duration>,
-    /// Time the VMM gets after SIGTERM.
-    pub sigterm: Duration,
-    /// Time the kernel gets to deliver SIGKILL and let us reap.
-    pub sigkill: Duration,
-}
-
-impl Default for StopPolicy {
-    fn default() -> Self {
-        StopPolicy {
-            ctrl_alt_del: Some(Duration::from_millis(500)),
-            sigterm: Duration::from_millis(500),
-            sigkill: Duration::from_secs(5),
-        }
-    }
-}
-
-/// The step of [`Vmm::stop`] that ended the VMM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopStep {
-    /// It had already exited, or exited before any signal.
-    AlreadyExited,
-    /// The guest shut down after Ctrl+Alt+Del.
-    CtrlAltDel,
-    /// SIGTERM ended it.
-    Sigterm,
-    /// SIGKILL ended it.
-    Sigkill,
-}
-
-/// Why a VMM could not be started, reached or stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum VmmError {
-    /// The socket path is longer than a Unix socket address can hold.
-    #[error("socket path {path} is {len} bytes long, the kernel allows at most {MAX_SOCKET_PATH}; use a shorter state directory")]
-    SocketPathTooLong {
-        /// The path.
-        path: PathBuf,
-        /// Its length in bytes.
-        len: usize,
-    },
-    /// A live VMM already listens on the socket.
-    #[error("socket {0} is in use by a running VMM; stop it or pick another path")]
-    SocketInUse(PathBuf),
-    /// `--no-api` without a config file cannot boot anything.
-    #[error("a VMM without an API socket needs a config file")]
-    NoApiNoConfig,
-    /// A file or directory the VMM needs could not be prepared.
-    #[error("cannot prepare {path}: {source}")]
-    Prepare {
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The binary could not be started.
-    #[error("cannot start {binary}: {source}; install the Firecracker v1.16 release and put it on PATH, or set FIRECRACKER_BIN / JAILER_BIN")]
-    Spawn {
-        /// The binary.
-        binary: PathBuf,
-        /// The spawn error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The VMM exited before its API was ready.
-    #[error("the VMM {exit} before its API socket was ready; its log ends with: {log_tail}")]
-    ExitedEarly {
-        /// How it ended.
-        exit: VmmExit,
-        /// The last lines of its log.
-        log_tail: String,
-    },
-    /// The API socket did not appear in time.
-    #[error("the VMM's API socket {socket} did not appear within {deadline:?}")]
-    NotReady {
-        /// The socket.
-        socket: PathBuf,
-        /// The deadline.
-        deadline: Duration,
-    },
-    /// Waiting for the socket failed.
-    #[error(transparent)]
-    Watch(#[from] WatchError),
-    /// Waiting for the process failed.
-    #[error("cannot wait for VMM process {pid}: {source}")]
-    Wait {
-        /// Its pid.
-        pid: u32,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The VMM did not die even after SIGKILL.
-    #[error("VMM process {pid} is still running {waited:?} after SIGKILL")]
-    Unkillable {
-        /// Its pid.
-        pid: u32,
-        /// How long we waited.
-        waited: Duration,
-    },
 }
 
 /// One running (or exited, not yet cleaned up) firecracker process.
@@ -402,62 +300,6 @@ impl Vmm {
         };
         self.exit = Some(exit);
         Ok(exit)
-    }
-
-    /// Stops the VMM: Ctrl+Alt+Del, then SIGTERM, then SIGKILL, each with the
-    /// policy's deadline; reaps it and removes its sockets.
-    pub async fn stop(&mut self, policy: StopPolicy) -> Result<(VmmExit, StopStep), VmmError> {
-        if let Some(exit) = self.exit {
-            self.cleanup();
-            return Ok((exit, StopStep::AlreadyExited));
-        }
-        if let (Some(grace), Some(client)) = (policy.ctrl_alt_del, self.client()) {
-            let action = InstanceActionInfo {
-                action_type: InstanceActionType::SendCtrlAltDel,
-            };
-            let sent = client
-                .with_timeout(grace)
-                .call_empty(hyper::Method::PUT, "/actions", Some(&action))
-                .await;
-            if sent.is_ok() {
-                if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
-                    self.cleanup();
-                    return Ok((exit?, StopStep::CtrlAltDel));
-                }
-            }
-        }
-        for (signal, grace, step) in [
-            (libc::SIGTERM, policy.sigterm, StopStep::Sigterm),
-            (libc::SIGKILL, policy.sigkill, StopStep::Sigkill),
-        ] {
-            self.signal(signal);
-            if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
-                self.cleanup();
-                return Ok((exit?, step));
-            }
-        }
-        Err(VmmError::Unkillable {
-            pid: self.pid,
-            waited: policy.sigkill,
-        })
-    }
-
-    /// Sends a signal to the VMM unless it is known to have exited.
-    pub fn signal(&self, signal: libc::c_int) {
-        if self.exit.is_some() || self.pid == 0 {
-            return;
-        }
-        match &self.handle {
-            Handle::Child(_) => {
-                // SAFETY: kill(2) takes plain integers; the pid is our own
-                // child's, which stays reserved until we reap it.
-                unsafe {
-                    libc::kill(self.pid as libc::pid_t, signal);
-                }
-            }
-            Handle::Pidfd(pidfd) => pidfd.signal(signal),
-            Handle::Detached => {}
-        }
     }
 
     /// Removes the sockets (and the jail) the VMM leaves behind. Safe to call twice.

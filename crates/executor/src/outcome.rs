@@ -32,7 +32,7 @@ pub struct Ending {
     pub agent: AgentReport,
     /// True when cancel (or cleanup) stopped the VM.
     pub cancelled: bool,
-    /// Set when the execution ran out of time.
+    /// Set when the guest agent did not say hello in time (`boot_timeout_ms`).
     pub timed_out: Option<Duration>,
     /// The last lines of the VMM's own log, joined by ` | `.
     pub vmm_log_tail: String,
@@ -47,8 +47,9 @@ pub fn decide(end: &Ending) -> ExecutionResult {
         return ExecutionResult::killed("cancelled: the VM was stopped on request");
     }
     if let Some(limit) = end.timed_out {
-        return ExecutionResult::killed(format!(
-            "timed out: the execution ran longer than {limit:?}"
+        return ExecutionResult::failed(format!(
+            "boot timed out: the guest agent did not say hello within {limit:?}; \
+             is the fcexec agent installed, and is boot_timeout_ms long enough?"
         ));
     }
     if let Some(reason) = end.agent.fail.as_ref().filter(|_| end.mode == Mode::Agent) {
@@ -192,7 +193,7 @@ mod tests {
                     timed_out: Some(Duration::from_secs(1)),
                     ..end(Mode::Plain, VmmExit::Signaled(15))
                 },
-                "timed out",
+                "boot timed out",
             ),
         ];
         for (e, needle) in cases {

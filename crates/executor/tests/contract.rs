@@ -268,3 +268,50 @@ async fn logs_follow_during_the_run_and_tail_after_it() {
     let (out, _) = tail.collect().await.unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), "three\n");
 }
+
+#[tokio::test]
+async fn a_result_is_forgotten_when_persist_logs_duration_runs_out() {
+    let h = Harness::new(testkit::require_vmm!());
+    let ex = h.executor("persist").await;
+    let mut request = h.agent("short", &Job::new().exit(0));
+    request.persist_logs_duration = 300_000_000; // 300 ms, in Go's nanoseconds
+    ex.run(&request).await.unwrap();
+    assert_eq!(ex.status("short").unwrap(), ExecutionStatus::Success);
+    assert!(
+        eventually(Duration::from_secs(3), || ex.status("short").is_err()).await,
+        "forgotten after its persist_logs_duration"
+    );
+    assert!(!ex.state_dir().join("short").exists());
+}
+
+#[tokio::test]
+async fn a_guest_without_the_agent_fails_with_a_reason() {
+    use testkit::tiny_guest::{tiny_guest, Then};
+    let h = Harness::new(testkit::require_vmm!());
+    let ex = h.executor("noagent").await;
+    let plain_kernel = h.path("tiny.elf");
+    std::fs::write(&plain_kernel, tiny_guest("no agent here\n", Then::Reset)).unwrap();
+    let halting_kernel = h.path("halt.elf");
+    std::fs::write(&halting_kernel, tiny_guest("silent\n", Then::Halt)).unwrap();
+
+    let r = ex
+        .run(&h.request(
+            "quits",
+            serde_json::json!({"agent": true, "kernel_image": plain_kernel}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, -1);
+    assert!(r.error_msg.contains("agent installed"), "{r:?}");
+
+    let started = Instant::now();
+    let r = ex
+        .run(&h.request(
+            "hangs",
+            serde_json::json!({"agent": true, "kernel_image": halting_kernel, "boot_timeout_ms": 300}),
+        ))
+        .await
+        .unwrap();
+    assert!(r.error_msg.contains("boot timed out"), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

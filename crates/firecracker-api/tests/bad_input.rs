@@ -130,7 +130,7 @@ async fn a_stale_socket_file_left_by_an_earlier_run() {
     let vmm = testkit::require_vmm!();
     let fx = Fixture::new(&vmm);
     let socket = fx.path("stale.sock");
-    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    testkit::stale_socket(&socket);
     assert!(socket.exists());
     // The stale file is removed and the VMM starts...
     let mut vm = fx.spawn("stale").await;

@@ -14,6 +14,8 @@
 //! }
 //! ```
 
+pub mod tiny_guest;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,6 +51,23 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
+}
+
+/// Creates a socket file nothing listens on, as a VMM that exited leaves
+/// behind. (Binding and dropping a listener would do too, were it not that a
+/// process forked meanwhile by another test holds the listener until it execs.)
+pub fn stale_socket(path: &Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).expect("no NUL in path");
+    // SAFETY: mknod with a valid C string; S_IFSOCK needs no device number.
+    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFSOCK | 0o600, 0) };
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
 }
 
 /// True when `/dev/kvm` can be opened for reading and writing.

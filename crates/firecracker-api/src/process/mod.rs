@@ -463,7 +463,7 @@ mod tests {
     async fn stale_sockets_are_removed_live_ones_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("api.sock");
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        testkit::stale_socket(&path);
         remove_stale_socket(&path).await.unwrap();
         assert!(!path.exists());
         let _live = tokio::net::UnixListener::bind(&path).unwrap();

@@ -11,16 +11,13 @@ use std::path::PathBuf;
 use firecracker_api::models;
 use serde_json::json;
 
-use crate::config_drive::{write_config_drive, ConfigDriveError, Key};
+use crate::config_drive::{write_config_drive, ConfigDriveError, Key, CONFIG_DRIVE_ID};
 use crate::spec::Mode;
 use crate::state_dir::ExecPaths;
 use crate::validate::ValidatedRequest;
 
 /// The kernel command line used when the request gives none.
 pub const DEFAULT_KERNEL_ARGS: &str = "console=ttyS0 reboot=k panic=1";
-
-/// Drive id of the agent-mode config drive.
-pub const CONFIG_DRIVE_ID: &str = "fcexec-config";
 
 /// Everything the VMM is configured with.
 #[derive(Debug, Clone, PartialEq)]
@@ -139,5 +136,83 @@ fn machine(vcpus: u8, mem_mib: u32) -> models::MachineConfiguration {
         track_dirty_pages: None,
         vcpu_count: vcpus,
         huge_pages: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::ExecutionRequest;
+    use crate::resources::HostLimits;
+    use crate::state_dir::StateDir;
+
+    fn validated(dir: &std::path::Path, agent: bool) -> ValidatedRequest {
+        let kernel = dir.join("vmlinux");
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[18] = 0x3E;
+        std::fs::write(&kernel, elf).unwrap();
+        std::fs::write(dir.join("rootfs"), [0u8; 512]).unwrap();
+        std::fs::write(dir.join("in"), [0u8; 512]).unwrap();
+        let request: ExecutionRequest = serde_json::from_value(json!({
+            "job_id": "j", "execution_id": "e",
+            "engine_spec": {"type": "firecracker", "params": {
+                "kernel_image": kernel, "root_file_system": dir.join("rootfs"), "agent": agent,
+                "mmds_message": "{\"a\": 1}"}},
+            "inputs": [{"source": dir.join("in"), "target": "/mnt/in", "readonly": true}],
+            "resources": {"cpu": {"cores": 2}, "ram": {"size": 64u64 << 20}}
+        }))
+        .unwrap();
+        crate::validate::validate(
+            &request,
+            &HostLimits {
+                cpus: 4,
+                mem_mib: 1024,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn agent_mode_plans_the_config_drive_last_and_the_default_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state"), "x").unwrap();
+        let paths = state.execution("e").unwrap();
+        let key = Key::from_bytes([7; 16]);
+        let plan = VmPlan::new(&validated(dir.path(), true), &paths, Some(key));
+        let ids: Vec<&str> = plan.drives.iter().map(|d| d.drive_id.as_str()).collect();
+        assert_eq!(ids, ["rootfs", "input0", CONFIG_DRIVE_ID]);
+        assert_eq!(plan.drives[2].is_read_only, Some(true));
+        assert_eq!(
+            plan.boot_source.boot_args.as_deref(),
+            Some(DEFAULT_KERNEL_ARGS)
+        );
+        assert_eq!(
+            (plan.machine.vcpu_count, plan.machine.mem_size_mib),
+            (2, 64)
+        );
+        let config = plan.config_json();
+        assert_eq!(config["drives"][0]["is_root_device"], json!(true));
+        assert_eq!(config["machine-config"]["vcpu_count"], json!(2));
+        paths.create().unwrap();
+        let metadata = plan.write(&paths).unwrap();
+        assert_eq!(metadata, Some(paths.metadata()));
+        assert_eq!(
+            std::fs::read_to_string(paths.metadata()).unwrap(),
+            r#"{"a":1}"#
+        );
+        assert!(paths.config_drive().exists());
+    }
+
+    #[test]
+    fn plain_mode_has_no_config_drive() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state"), "x").unwrap();
+        let paths = state.execution("e").unwrap();
+        let plan = VmPlan::new(&validated(dir.path(), false), &paths, None);
+        assert_eq!(plan.drives.len(), 2);
+        assert!(plan.config_drive.is_none());
     }
 }

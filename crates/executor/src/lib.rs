@@ -40,6 +40,7 @@ pub mod error;
 mod execution;
 pub mod executor;
 pub mod guest_protocol;
+pub mod inspect;
 mod launch;
 pub mod lifecycle;
 pub mod logs;

@@ -1,0 +1,107 @@
+//! `fcexec ps`: the executor's executions as a table (ID, STATUS, JOB,
+//! CREATED, EXIT) or as JSON.
+//!
+//! The columns come from the persisted records ([`fcexec::inspect::list`]).
+//! When this process can open the executor, it does, so that VMs left running
+//! are re-attached and those that ended while nobody watched are settled; the
+//! executor's statuses then win over the records'. Otherwise (another process
+//! owns it) the records are shown as they are.
+
+use std::time::Duration;
+
+use fcexec::inspect::{self, Summary};
+use fcexec::record::now_ms;
+
+use crate::args::PsArgs;
+use crate::context::{Access, Context};
+use crate::exit::Exit;
+use crate::output;
+
+/// How long re-attached supervisors get to settle executions whose VMM
+/// ended while nobody watched.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// Runs `fcexec ps`.
+pub async fn run(ctx: &Context, args: PsArgs) -> anyhow::Result<Exit> {
+    let all = match ctx.open_or_view().await? {
+        Access::Owner(executor) => {
+            let deadline = tokio::time::Instant::now() + SETTLE;
+            for item in executor.list().iter().filter(|i| !i.status.is_terminal()) {
+                let _ = tokio::time::timeout_at(deadline, executor.wait(&item.execution_id)).await;
+            }
+            let mut all = inspect::list(executor.state_dir());
+            for summary in &mut all {
+                if let Ok(status) = executor.status(&summary.execution_id) {
+                    summary.status = status;
+                }
+            }
+            all
+        }
+        Access::ReadOnly { dir } => inspect::list(&dir),
+    };
+    if args.json {
+        output::print_json(&all)?;
+    } else {
+        print!("{}", table(&all, now_ms()));
+    }
+    Ok(Exit::Success)
+}
+
+/// The table of `fcexec ps`.
+fn table(all: &[Summary], now_ms: u64) -> String {
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|s| {
+            let exit = match (s.exit_code, s.killed) {
+                (Some(code), false) => code.to_string(),
+                (Some(code), true) => format!("{code} (killed)"),
+                (None, _) => "-".to_string(),
+            };
+            vec![
+                s.execution_id.clone(),
+                s.status.to_string(),
+                s.job_id.clone(),
+                output::ago(now_ms, s.created_ms),
+                exit,
+            ]
+        })
+        .collect();
+    output::table(&["ID", "STATUS", "JOB", "CREATED", "EXIT"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fcexec::{ExecutionStatus, Mode, Phase};
+
+    fn summary(id: &str, status: ExecutionStatus, exit: Option<i32>, killed: bool) -> Summary {
+        Summary {
+            execution_id: id.into(),
+            job_id: "demo".into(),
+            status,
+            phase: Phase::Running,
+            mode: Mode::Agent,
+            created_ms: 1_000,
+            finished_ms: None,
+            pid: None,
+            exit_code: exit,
+            error_msg: String::new(),
+            killed,
+        }
+    }
+
+    #[test]
+    fn rows_show_exit_codes_and_kills() {
+        let all = [
+            summary("a", ExecutionStatus::Running, None, false),
+            summary("b", ExecutionStatus::Failed, Some(-1), true),
+            summary("c", ExecutionStatus::Success, Some(0), false),
+        ];
+        let text = table(&all, 61_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "ID   STATUS    JOB    CREATED   EXIT");
+        assert_eq!(lines[1], "a    running   demo   1m ago    -");
+        assert_eq!(lines[2], "b    failed    demo   1m ago    -1 (killed)");
+        assert_eq!(lines[3], "c    success   demo   1m ago    0");
+    }
+}

@@ -1,0 +1,130 @@
+//! `fcexec run`: start an execution, stream its output live, and exit with
+//! the workload's exit code.
+//!
+//! 1. The options become a request ([`super::request::build`]); without
+//!    `--kernel` the demo's images are written first.
+//! 2. SIGINT and SIGTERM handlers are installed *before* the VM starts, so a
+//!    Ctrl-C during the start is not lost: it is seen right after.
+//! 3. The executor is opened (waiting briefly for a lock held by a
+//!    short-lived `fcexec ps` or `logs`) and the execution started.
+//! 4. `--detach`: print the id and leave; the VM runs on, and a later `logs
+//!    -f`, `wait` or `cancel` re-attaches. Otherwise the output is copied to
+//!    the terminal as it comes (or, with `--json`, the result printed at the
+//!    end) while waiting for the result.
+//! 5. A signal meanwhile cancels the execution, waits for its (killed)
+//!    result, and exits 130 (SIGINT) or 143 (SIGTERM).
+
+use anyhow::Context as _;
+use fcexec::{ExecutionResult, Executor, LogOptions};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use super::request;
+use crate::args::RunArgs;
+use crate::context::{Context, LOCK_PATIENCE};
+use crate::demo;
+use crate::exit::Exit;
+use crate::output;
+use crate::stream::{Copier, Source};
+
+/// How long `--rm` gives a VM to stop (it has ended already, normally).
+const REMOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `fcexec run`.
+pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Exit> {
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => request::new_execution_id(),
+    };
+    crate::context::check_execution_id(&id)?;
+    let images = match args.kernel {
+        Some(_) => None,
+        None => Some(demo::prepare(&ctx.root)?),
+    };
+    let request = request::build(&args, &id, images.as_ref())?;
+    let mut signals = Signals::new()?;
+    let executor = ctx.open_patiently(LOCK_PATIENCE).await?;
+    executor
+        .start(&request)
+        .await
+        .with_context(|| format!("cannot start execution {id}"))?;
+    if args.detach {
+        println!("{id}");
+        return Ok(Exit::Success);
+    }
+    let (result, interrupted) = tokio::select! {
+        result = attach(&executor, &id, args.json) => (result?, None),
+        exit = signals.recv() => (cancel(&executor, &id).await?, Some(exit)),
+    };
+    if args.json {
+        output::print_json(&result)?;
+    }
+    if args.rm {
+        executor
+            .remove(&id, REMOVE_TIMEOUT)
+            .await
+            .with_context(|| format!("cannot remove execution {id}"))?;
+    }
+    if let Some(exit) = interrupted {
+        eprintln!("fcexec: execution {id} cancelled");
+        return Ok(exit);
+    }
+    Ok(report(&id, &result))
+}
+
+/// The exit of a result, printing why it failed when it did.
+pub fn report(id: &str, result: &ExecutionResult) -> Exit {
+    let (exit, message) = Exit::of_result(id, result);
+    if let Some(message) = message {
+        eprintln!("fcexec: {message}");
+    }
+    exit
+}
+
+/// Streams the output (unless `quiet`) and waits for the result.
+async fn attach(executor: &Executor, id: &str, quiet: bool) -> anyhow::Result<ExecutionResult> {
+    if !quiet {
+        let options = LogOptions {
+            follow: true,
+            tail: None,
+        };
+        let logs = executor.logs(id, options)?;
+        Copier::new().copy(&mut Source::Owner(logs)).await?;
+    }
+    Ok(executor.wait(id).await?)
+}
+
+/// Cancels the execution and returns its result.
+async fn cancel(executor: &Executor, id: &str) -> anyhow::Result<ExecutionResult> {
+    if let Err(e) = executor.cancel(id).await {
+        // It may have ended on its own meanwhile; its result says so.
+        tracing::info!(%id, error = %e, "cancel after a signal");
+    }
+    executor
+        .wait(id)
+        .await
+        .with_context(|| format!("cannot wait for execution {id} after cancelling it"))
+}
+
+/// The signals that cancel a run.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; from now on these signals no longer kill fcexec.
+    fn new() -> anyhow::Result<Signals> {
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    /// Resolves at the next signal, with the exit it calls for.
+    async fn recv(&mut self) -> Exit {
+        tokio::select! {
+            _ = self.interrupt.recv() => Exit::Interrupted,
+            _ = self.terminate.recv() => Exit::Terminated,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! `fcexec doctor`: checks what fcexec needs on this host and says how to
+//! fix what is missing.
+//!
+//! One line per check, `ok   <what>` or `FAIL <problem>; fix: <how>`:
+//!
+//! 1. firecracker: found through `FIRECRACKER_BIN` or `PATH`, executable, and
+//!    a supported version (`firecracker --version`);
+//! 2. jailer: the same through `JAILER_BIN`;
+//! 3. `/dev/kvm`: exists, is a character device, opens read-write;
+//! 4. the state directory: `<root>` and `<root>/<executor id>` exist as
+//!    directories owned by this user with mode 0700, or can be created; the
+//!    socket paths fit.
+//!
+//! Nothing is changed on the host. Exits 1 when any check fails.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use firecracker_api::version::{self, FIRST_UNSUPPORTED, MIN_SUPPORTED};
+use nix::unistd::{access, geteuid, AccessFlags};
+
+use crate::args::Global;
+use crate::exit::Exit;
+
+/// How to install Firecracker.
+const INSTALL: &str = "install the v1.16.1 release from \
+    https://github.com/firecracker-microvm/firecracker/releases and put firecracker and jailer \
+    on PATH, or set FIRECRACKER_BIN / JAILER_BIN";
+
+/// The longest execution id `fcexec run` generates (`run-<13 digits>-<7 digits>`).
+const TYPICAL_ID_LEN: usize = 25;
+
+/// The outcome of one check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Check {
+    /// Passed: what was found.
+    Ok(String),
+    /// Failed: what is wrong, and how to fix it.
+    Fail {
+        /// The problem.
+        problem: String,
+        /// The fix.
+        fix: String,
+    },
+}
+
+impl Check {
+    fn fail(problem: impl Into<String>, fix: impl Into<String>) -> Check {
+        Check::Fail {
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Check::Ok(what) => write!(f, "ok   {what}"),
+            Check::Fail { problem, fix } => write!(f, "FAIL {problem}; fix: {fix}"),
+        }
+    }
+}
+
+/// Runs `fcexec doctor`.
+pub async fn run(global: &Global) -> anyhow::Result<Exit> {
+    let checks = [
+        binary("firecracker", "FIRECRACKER_BIN").await,
+        binary("jailer", "JAILER_BIN").await,
+        kvm(Path::new("/dev/kvm")),
+        state_dir(global),
+    ];
+    for check in &checks {
+        println!("{check}");
+    }
+    let failed = checks
+        .iter()
+        .filter(|c| matches!(c, Check::Fail { .. }))
+        .count();
+    Ok(if failed == 0 {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+/// Checks a Firecracker binary: present, executable, a supported version.
+async fn binary(name: &str, var: &str) -> Check {
+    let path = match find(name, var) {
+        Ok(path) => path,
+        Err(problem) => return Check::fail(format!("{name}: {problem}"), INSTALL),
+    };
+    match version::probe(&path).await {
+        Ok(v) if v.is_supported() => Check::Ok(format!("{name} {v} at {}", path.display())),
+        Ok(v) => Check::fail(
+            format!(
+                "{name} {v} at {} is not supported (fcexec supports {MIN_SUPPORTED} up to, not \
+                 including, {FIRST_UNSUPPORTED})",
+                path.display()
+            ),
+            INSTALL,
+        ),
+        Err(e) => Check::fail(format!("{name} at {}: {e}", path.display()), INSTALL),
+    }
+}
+
+/// Finds `name` through the variable `var`, else on `PATH`.
+fn find(name: &str, var: &str) -> Result<PathBuf, String> {
+    if let Some(given) = std::env::var_os(var) {
+        let path = PathBuf::from(&given);
+        return match std::fs::metadata(&path) {
+            Err(e) => Err(format!("{var}={} does not exist ({e})", path.display())),
+            Ok(m) if !m.is_file() => Err(format!("{var}={} is not a file", path.display())),
+            Ok(m) if m.permissions().mode() & 0o111 == 0 => {
+                Err(format!("{var}={} is not executable", path.display()))
+            }
+            Ok(_) => Ok(path),
+        };
+    }
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| format!("no executable {name} on PATH and {var} is not set"))
+}
+
+/// Checks that `/dev/kvm` exists and opens read-write.
+fn kvm(path: &Path) -> Check {
+    let load = "load KVM: sudo modprobe kvm_intel (Intel) or sudo modprobe kvm_amd (AMD), and \
+                enable virtualization (VT-x / AMD-V) in the firmware, or nested virtualization \
+                on a cloud VM";
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) => return Check::fail(format!("{}: {e}", path.display()), load),
+    };
+    if !meta.file_type().is_char_device() {
+        return Check::fail(
+            format!("{} is not a character device", path.display()),
+            load,
+        );
+    }
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
+        Ok(_) => Check::Ok(format!("{} is readable and writable", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Check::fail(
+            format!(
+                "{} is not readable and writable by uid {}",
+                path.display(),
+                geteuid()
+            ),
+            "sudo usermod -aG kvm $USER, then log in again (or, until the next boot: \
+             sudo setfacl -m u:$USER:rw /dev/kvm)",
+        ),
+        Err(e) => Check::fail(format!("cannot open {}: {e}", path.display()), load),
+    }
+}
+
+/// Checks the state directory and this executor's directory in it.
+fn state_dir(global: &Global) -> Check {
+    let root = match &global.state_dir {
+        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+        None => match fcexec::state_dir::default_root() {
+            Ok(root) => root,
+            Err(e) => {
+                return Check::fail(
+                    format!("state directory: {e}"),
+                    "pass --state-dir DIR or set FCEXEC_STATE_DIR",
+                )
+            }
+        },
+    };
+    if let Err(e) = fcexec::state_dir::check_id("--executor", &global.executor) {
+        return Check::fail(
+            format!("state directory: {e}"),
+            "pass a valid --executor ID",
+        );
+    }
+    let dir = root.join(&global.executor);
+    for path in [&root, &dir] {
+        if let Some(problem) = directory_problem(path) {
+            return problem;
+        }
+    }
+    // <dir>/<id>/api.sock must fit in a Unix socket address.
+    let longest = dir.as_os_str().len() + 1 + TYPICAL_ID_LEN + "/api.sock".len();
+    let max = firecracker_api::process::MAX_SOCKET_PATH;
+    if longest > max {
+        return Check::fail(
+            format!(
+                "state directory {} is too long: socket paths in it would be {longest} bytes, \
+                 more than the {max} a Unix socket allows",
+                dir.display()
+            ),
+            "use a shorter --state-dir",
+        );
+    }
+    let state = if dir.exists() {
+        match fcexec::inspect::lock_holder(&dir) {
+            Some(pid) => format!("exists, in use by pid {pid}"),
+            None => "exists".to_string(),
+        }
+    } else {
+        "will be created with mode 0700".to_string()
+    };
+    Check::Ok(format!("state directory {} ({state})", dir.display()))
+}
+
+/// What is wrong with `path` as a state directory, if anything: an existing
+/// one must be a directory of this user with mode 0700; a missing one needs a
+/// writable parent.
+fn directory_problem(path: &Path) -> Option<Check> {
+    let shown = path.display();
+    let me = geteuid();
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_dir() => Some(Check::fail(
+            format!("state directory {shown} is not a directory"),
+            "remove it or pass another --state-dir",
+        )),
+        Ok(meta) if meta.uid() != me.as_raw() => Some(Check::fail(
+            format!(
+                "state directory {shown} is owned by uid {}, not uid {me}",
+                meta.uid()
+            ),
+            format!("sudo chown {me} {shown}, or pass a --state-dir of your own"),
+        )),
+        Ok(meta) if meta.permissions().mode() & 0o777 != 0o700 => Some(Check::fail(
+            format!(
+                "state directory {shown} has mode {:o}, not 700",
+                meta.permissions().mode() & 0o777
+            ),
+            format!("chmod 700 {shown}"),
+        )),
+        Ok(_) => None,
+        Err(_) => {
+            let parent = path.ancestors().skip(1).find(|p| p.exists())?;
+            let writable = access(parent, AccessFlags::W_OK | AccessFlags::X_OK).is_ok();
+            (!writable).then(|| {
+                Check::fail(
+                    format!(
+                        "state directory {shown} cannot be created: {} is not writable by uid {me}",
+                        parent.display()
+                    ),
+                    format!(
+                        "run as root, pass a --state-dir you can write, or create it: \
+                         sudo install -d -m 700 -o {me} {shown}"
+                    ),
+                )
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_start_with_ok_or_fail() {
+        assert_eq!(Check::Ok("x".into()).to_string(), "ok   x");
+        assert_eq!(Check::fail("y", "z").to_string(), "FAIL y; fix: z");
+    }
+
+    #[test]
+    fn directories_must_be_private_and_ours() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        assert_eq!(directory_problem(&dir), None, "creatable");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let Some(Check::Fail { fix, .. }) = directory_problem(&dir) else {
+            panic!("mode 755 passed");
+        };
+        assert_eq!(fix, format!("chmod 700 {}", dir.display()));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert_eq!(directory_problem(&dir), None);
+        let file = tmp.path().join("f");
+        std::fs::write(&file, b"").unwrap();
+        assert!(matches!(directory_problem(&file), Some(Check::Fail { .. })));
+    }
+
+    #[test]
+    fn a_missing_kvm_says_how_to_load_it() {
+        let check = kvm(Path::new("/nonexistent/kvm"));
+        assert!(check.to_string().contains("modprobe kvm_intel"), "{check}");
+        let tmp = tempfile::NamedTempFile::new().unwrap();
+        let check = kvm(tmp.path());
+        assert!(
+            check.to_string().contains("not a character device"),
+            "{check}"
+        );
+        assert_eq!(
+            kvm(Path::new("/dev/null")),
+            Check::Ok("/dev/null is readable and writable".into())
+        );
+    }
+}

@@ -13,10 +13,20 @@ mod common;
 
 use std::time::Duration;
 
-use common::{median, spawn, VmSpec};
+use common::{spawn, VmSpec};
 use test_guest::Job;
 
 const RUNS: usize = 20;
+
+/// "median M (min m, max x)" of some durations.
+fn summary(v: &[Duration]) -> String {
+    let min = v.iter().min().copied().unwrap_or_default();
+    let max = v.iter().max().copied().unwrap_or_default();
+    format!(
+        "median {:?} (min {min:?}, max {max:?})",
+        common::median(v.to_vec())
+    )
+}
 
 fn first_guest_line(out: &common::Outcome) -> Duration {
     out.lines

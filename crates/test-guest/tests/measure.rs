@@ -50,16 +50,16 @@ fn measure() {
         agent_exit.push(out.wall);
     }
     println!(
-        "spawn to first guest output, plain mode (greeting): median {:?}",
-        median(plain)
+        "spawn to first guest output, plain mode (greeting): {}",
+        summary(&plain)
     );
     println!(
-        "spawn to first guest output, agent mode (hello frame): median {:?}",
-        median(agent)
+        "spawn to first guest output, agent mode (hello frame): {}",
+        summary(&agent)
     );
     println!(
-        "whole run of `exit:0` in agent mode (spawn to VMM exit): median {:?}",
-        median(agent_exit)
+        "whole `exit:0` run in agent mode (spawn to VMM exit): {}",
+        summary(&agent_exit)
     );
 
     const BYTES: usize = 256 * 1024;
@@ -74,13 +74,10 @@ fn measure() {
         deliver.push(exit - hello);
         wall.push(out.wall);
     }
-    let deliver = median(deliver);
+    let rate = 256.0 / common::median(deliver.clone()).as_secs_f64();
     println!(
-        "256 KiB bulk output, hello frame to exit frame: median {deliver:?} ({:.0} KiB/s of payload)",
-        256.0 / deliver.as_secs_f64()
+        "256 KiB bulk output, hello frame to exit frame: {} ({rate:.0} KiB/s)",
+        summary(&deliver)
     );
-    println!(
-        "256 KiB bulk output, spawn to VMM exit: median {:?}",
-        median(wall)
-    );
+    println!("256 KiB bulk output, spawn to VMM exit: {}", summary(&wall));
 }

@@ -25,9 +25,10 @@ pub enum ExecutorError {
     /// The host's limits could not be read.
     #[error("cannot read this host's CPU and memory: {0}")]
     HostLimits(String),
-    /// The request is invalid.
+    /// The request is invalid. (Not a `#[source]`: the message already holds
+    /// it, so printing the cause chain does not repeat it.)
     #[error("invalid request: {0}")]
-    Invalid(#[from] ValidationError),
+    Invalid(ValidationError),
     /// No execution has this id.
     #[error("no execution {0:?} in this executor")]
     NotFound(String),
@@ -91,6 +92,12 @@ pub enum ExecutorError {
     /// The executor is shutting down.
     #[error("the executor is shutting down")]
     ShuttingDown,
+}
+
+impl From<ValidationError> for ExecutorError {
+    fn from(e: ValidationError) -> Self {
+        ExecutorError::Invalid(e)
+    }
 }
 
 /// Every failure of [`crate::Executor::cleanup`], reported together.

@@ -70,6 +70,45 @@ pub fn stale_socket(path: &Path) {
     );
 }
 
+/// The pids of firecracker processes whose command line mentions `needle`
+/// (a test's temporary directory): what a test must leave none of.
+pub fn firecracker_pids(needle: &Path) -> Vec<u32> {
+    let needle = needle.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("firecracker") && cmdline.contains(&needle)).then_some(pid)
+        })
+        .collect()
+}
+
+/// Every file under `dir`, relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else if let Ok(rel) = p.strip_prefix(base) {
+                out.push(rel.display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
 /// True when `/dev/kvm` can be opened for reading and writing.
 pub fn kvm_usable() -> bool {
     std::fs::OpenOptions::new()

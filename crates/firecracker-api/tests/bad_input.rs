@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use common::{boot_source, machine, process_exists, Fixture, Then};
+use common::{boot, boot_source, machine, process_exists, Fixture, Then};
 use firecracker_api::{ApiError, StopPolicy, Vmm, VmmError};
 
 /// The files in the fixture directory, sorted.
@@ -74,11 +74,7 @@ async fn a_call_to_a_vmm_that_has_exited() {
     let kernel = fx.kernel("bye\n", Then::Reset);
     let mut vm = fx.spawn("gone").await;
     let api = vm.client().unwrap();
-    api.put_guest_boot_source(&boot_source(&kernel))
-        .await
-        .unwrap();
-    api.put_machine_configuration(&machine(16)).await.unwrap();
-    api.instance_start().await.unwrap();
+    boot(&api, &kernel).await;
     vm.wait().await.unwrap();
     vm.stop(StopPolicy::default()).await.unwrap();
     let err = api.describe_instance().await.unwrap_err();

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{boot_source, machine, process_exists, wait_for_text, Fixture, Then};
+use common::{boot, boot_source, machine, process_exists, wait_for_text, Fixture, Then};
 use firecracker_api::models::{self, InstanceInfoState};
 use firecracker_api::{StopPolicy, StopStep, VmmExit};
 use serde_json::json;
@@ -63,11 +63,7 @@ async fn pause_resume_snapshot_and_load_into_a_second_vmm() {
     let kernel = fx.kernel("snap\n", Then::Halt);
     let mut vm = fx.spawn("src").await;
     let api = vm.client().unwrap();
-    api.put_guest_boot_source(&boot_source(&kernel))
-        .await
-        .unwrap();
-    api.put_machine_configuration(&machine(16)).await.unwrap();
-    api.instance_start().await.unwrap();
+    boot(&api, &kernel).await;
     wait_for_text(&fx.path("src.serial"), "snap\n").await;
     api.pause().await.unwrap();
     assert_eq!(
@@ -249,11 +245,7 @@ async fn ctrl_alt_del_is_ignored_by_a_halted_guest_and_sigterm_follows() {
     let kernel = fx.kernel("x\n", Then::Halt);
     let mut vm = fx.spawn("esc").await;
     let api = vm.client().unwrap();
-    api.put_guest_boot_source(&boot_source(&kernel))
-        .await
-        .unwrap();
-    api.put_machine_configuration(&machine(16)).await.unwrap();
-    api.instance_start().await.unwrap();
+    boot(&api, &kernel).await;
     let policy = StopPolicy {
         ctrl_alt_del: Some(Duration::from_millis(100)),
         ..StopPolicy::default()
@@ -305,11 +297,7 @@ async fn a_jailed_vm_boots() {
     vm.wait_ready(Duration::from_secs(5)).await.unwrap();
     let inside = vm.jail().unwrap().stage(&kernel, "vmlinux").unwrap();
     let api = vm.client().unwrap();
-    api.put_guest_boot_source(&boot_source(&inside))
-        .await
-        .unwrap();
-    api.put_machine_configuration(&machine(16)).await.unwrap();
-    api.instance_start().await.unwrap();
+    boot(&api, &inside).await;
     assert_eq!(vm.wait().await.unwrap(), VmmExit::Exited(0));
     assert_eq!(fx.serial("jailed1"), "jailed hello\n");
     vm.stop(StopPolicy::default()).await.unwrap();
@@ -327,11 +315,7 @@ async fn a_vmm_rejoined_after_detach_is_stopped_through_its_pidfd() {
     let kernel = fx.kernel("detached\n", Then::Halt);
     let vm = fx.spawn("det").await;
     let api = vm.client().unwrap();
-    api.put_guest_boot_source(&boot_source(&kernel))
-        .await
-        .unwrap();
-    api.put_machine_configuration(&machine(16)).await.unwrap();
-    api.instance_start().await.unwrap();
+    boot(&api, &kernel).await;
     let pid = vm.detach();
     let start_time = firecracker_api::attach::start_time(pid).unwrap();
     let mut again = firecracker_api::Vmm::attach(firecracker_api::AttachOptions {

@@ -60,6 +60,15 @@ impl Fixture {
     }
 }
 
+/// Configures a spawned VMM with `kernel` and 16 MiB, and starts it.
+pub async fn boot(api: &firecracker_api::Client, kernel: &Path) {
+    api.put_guest_boot_source(&boot_source(kernel))
+        .await
+        .unwrap();
+    api.put_machine_configuration(&machine(16)).await.unwrap();
+    api.instance_start().await.unwrap();
+}
+
 pub fn boot_source(kernel: &Path) -> models::BootSource {
     models::BootSource {
         kernel_image_path: kernel.display().to_string(),

@@ -32,11 +32,13 @@
 //! | `FCEXEC_BENCH_CONCURRENCY` | `1,10,50,200` (`1,10,50`) | batch sizes of section 3 |
 //! | `FCEXEC_BENCH_LIVE` | 200 (50) | live executions of section 4 |
 //! | `FCEXEC_BENCH_BREAKDOWN` | 30 (8) | launches of section B (and of each raw variant) |
+//! | `FCEXEC_BENCH_BREAKDOWN_AT_ONCE` | 200 (50) | step-by-step launches of section B started at once |
 //! | `FCEXEC_BENCH_ENDURANCE` | 1 (0) | run the endurance part |
 //! | `FCEXEC_BENCH_ENDURANCE_RUNS` | 1000 | its sequential executions |
 //! | `FCEXEC_BENCH_ENDURANCE_BATCH` | 200 | its executions at once |
 //! | `FCEXEC_BENCH_WORKERS` | 2 | tokio worker threads |
 //! | `FCEXEC_BENCH_SECTIONS` | all | only these sections, e.g. `1,5,B` (`E` runs endurance even in quick mode) |
+//! | `FCEXEC_BENCH_DIR` | the system's temporary directory | where the bench's directory (state dir, images) goes |
 //! | `FIRECRACKER_BIN` | `firecracker` on `PATH` | the VMM |
 //!
 //! Everything lives in a temporary directory that is removed at the end; every
@@ -91,6 +93,7 @@ struct Cfg {
     concurrency: Vec<usize>,
     live: usize,
     breakdown: usize,
+    breakdown_at_once: usize,
     endurance: bool,
     endurance_runs: usize,
     endurance_batch: usize,
@@ -140,6 +143,7 @@ impl Cfg {
             concurrency,
             live: env_usize("FCEXEC_BENCH_LIVE", q(200, 50)).max(1),
             breakdown: env_usize("FCEXEC_BENCH_BREAKDOWN", q(30, 8)).max(1),
+            breakdown_at_once: env_usize("FCEXEC_BENCH_BREAKDOWN_AT_ONCE", q(200, 50)),
             endurance: env_flag("FCEXEC_BENCH_ENDURANCE").unwrap_or(!quick),
             endurance_runs: env_usize("FCEXEC_BENCH_ENDURANCE_RUNS", 1000),
             endurance_batch: env_usize("FCEXEC_BENCH_ENDURANCE_BATCH", 200),
@@ -186,7 +190,13 @@ async fn bench(cfg: Cfg) -> i32 {
         eprintln!("SKIPPED: /dev/kvm is missing or not readable and writable");
         return 0;
     }
-    let dir = match tempfile::Builder::new().prefix("fcexec-bench-").tempdir() {
+    let parent = std::env::var_os("FCEXEC_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = match tempfile::Builder::new()
+        .prefix("fcexec-bench-")
+        .tempdir_in(&parent)
+    {
         Ok(dir) => dir,
         Err(e) => {
             eprintln!("cannot create a temporary directory: {e}");
@@ -258,7 +268,7 @@ async fn sections(ctx: &Arc<Ctx>, cfg: &Cfg) -> Result<(), String> {
         verdict(errors == 0),
     ]);
     if cfg.wants("B") {
-        breakdown(ctx, cfg.breakdown).await?;
+        breakdown(ctx, cfg.breakdown, cfg.breakdown_at_once).await?;
     }
     if cfg.wants("E") {
         endurance(ctx, cfg.endurance_runs, cfg.endurance_batch).await?;
@@ -774,84 +784,133 @@ async fn first_output(ctx: &Ctx, runs: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// CPU spent by `runs` sequential executions of `job`: in `run`, in
-/// `remove`, and by the VMMs; and the failures.
-async fn exec_cpu(
-    ctx: &Ctx,
-    runs: usize,
-    job: &Job,
-    expected: &str,
-) -> (procfs::Cpu, procfs::Cpu, procfs::Cpu, usize) {
-    let (mut in_run, mut in_remove) = (procfs::Cpu::default(), procfs::Cpu::default());
-    let children = procfs::cpu_children();
-    let mut fails = 0;
-    for _ in 0..runs {
-        let request = ctx.request("p", job);
-        let c0 = procfs::cpu_self();
-        let result = tokio::time::timeout(RUN_LIMIT, ctx.executor.run(&request)).await;
-        let c1 = procfs::cpu_self();
-        remove(ctx, &request.execution_id).await;
-        let c2 = procfs::cpu_self();
-        in_run = in_run.plus(c1.since(c0));
-        in_remove = in_remove.plus(c2.since(c1));
-        if let Err(e) = check_output(result, expected) {
-            fails += 1;
-            eprintln!("executor run failed: {e}");
-        }
-    }
-    let vmm = procfs::cpu_children().since(children);
-    (in_run, in_remove, vmm, fails)
+/// CPU of one sequential execution: this process during `run` and during
+/// `remove`, and the VMM (reaped child).
+#[derive(Debug, Clone, Copy, Default)]
+struct RunCpu {
+    run: Duration,
+    remove: Duration,
+    vmm: Duration,
+    user: Duration,
+    sys: Duration,
 }
 
-/// CPU spent by `runs` sequential raw runs: this process's, the VMMs';
-/// the failures and the serial output's size.
-async fn raw_cpu(raw: &RawVmm, runs: usize) -> (procfs::Cpu, procfs::Cpu, usize, usize) {
-    let (s0, c0) = (procfs::cpu_self(), procfs::cpu_children());
-    let (mut fails, mut bytes) = (0, 0);
-    for _ in 0..runs {
-        let run = raw.run(RawMode::NoApi).await;
-        bytes = bytes.max(run.serial_bytes);
-        if let Some(e) = run.error {
-            fails += 1;
-            eprintln!("raw run failed: {e}");
-        }
-    }
-    (
-        procfs::cpu_self().since(s0),
-        procfs::cpu_children().since(c0),
-        fails,
-        bytes,
-    )
+/// One execution of `job` through the executor, with its CPU.
+async fn exec_cpu_once(ctx: &Ctx, job: &Job, expected: &str) -> Result<RunCpu, String> {
+    let request = ctx.request("p", job);
+    let (c0, v0) = (procfs::cpu_self(), procfs::cpu_children());
+    let result = tokio::time::timeout(RUN_LIMIT, ctx.executor.run(&request)).await;
+    let c1 = procfs::cpu_self();
+    remove(ctx, &request.execution_id).await;
+    let (c2, v2) = (procfs::cpu_self(), procfs::cpu_children());
+    check_output(result, expected)?;
+    let all = c2.since(c0);
+    Ok(RunCpu {
+        run: c1.since(c0).total(),
+        remove: c2.since(c1).total(),
+        vmm: v2.since(v0).total(),
+        user: all.user,
+        sys: all.sys,
+    })
 }
 
-/// Section 5: CPU time per execution, sequential runs.
+/// One raw run with its CPU: this process's (`run`), the VMM's.
+async fn raw_cpu_once(raw: &RawVmm) -> Result<(RunCpu, usize), String> {
+    let (c0, v0) = (procfs::cpu_self(), procfs::cpu_children());
+    let run = raw.run(RawMode::NoApi).await;
+    let (c1, v1) = (procfs::cpu_self(), procfs::cpu_children());
+    if let Some(e) = run.error {
+        return Err(e);
+    }
+    let all = c1.since(c0);
+    Ok((
+        RunCpu {
+            run: all.total(),
+            remove: Duration::ZERO,
+            vmm: v1.since(v0).total(),
+            user: all.user,
+            sys: all.sys,
+        },
+        run.serial_bytes,
+    ))
+}
+
+/// Per-run CPU samples of both sides, interleaved A/B.
+#[derive(Default)]
+struct CpuSamples {
+    exec: Vec<RunCpu>,
+    raw: Vec<RunCpu>,
+    serial_bytes: usize,
+    failures: usize,
+}
+
+impl CpuSamples {
+    /// Median of `f` over one side.
+    fn median(side: &[RunCpu], f: fn(&RunCpu) -> Duration) -> Duration {
+        summarize(&side.iter().map(f).collect::<Vec<_>>()).p50
+    }
+}
+
+async fn cpu_ab(ctx: &Ctx, runs: usize, job: &Job, raw: &RawVmm, expected: &str) -> CpuSamples {
+    let mut samples = CpuSamples::default();
+    for i in 0..runs {
+        for side in [i % 2, 1 - i % 2] {
+            if side == 0 {
+                match exec_cpu_once(ctx, job, expected).await {
+                    Ok(c) => samples.exec.push(c),
+                    Err(e) => {
+                        samples.failures += 1;
+                        eprintln!("executor run failed: {e}");
+                    }
+                }
+            } else {
+                match raw_cpu_once(raw).await {
+                    Ok((c, bytes)) => {
+                        samples.raw.push(c);
+                        samples.serial_bytes = samples.serial_bytes.max(bytes);
+                    }
+                    Err(e) => {
+                        samples.failures += 1;
+                        eprintln!("raw run failed: {e}");
+                    }
+                }
+            }
+        }
+    }
+    samples
+}
+
+/// Section 5: CPU time per execution, sequential runs, interleaved with the
+/// raw VMM; medians of per-run `getrusage` deltas (robust to the machine's
+/// noise), with the means alongside.
 async fn cpu(ctx: &Ctx, runs: usize) -> Result<(), String> {
     eprintln!("5: CPU per execution, {runs} sequential runs each");
-    let per = |d: Duration| d / runs as u32;
-    let cell = |c: procfs::Cpu| {
+    let med = CpuSamples::median;
+    let total = |c: &RunCpu| c.run + c.remove;
+    let mean_of =
+        |side: &[RunCpu], f: fn(&RunCpu) -> Duration| mean(&side.iter().map(f).collect::<Vec<_>>());
+    let small = cpu_ab(ctx, runs, &hi_job(), &ctx.raw, HI).await;
+    let (e, r) = (&small.exec, &small.raw);
+    let exec_cpu = med(e, total);
+    ctx.add(&[
+        "5".into(),
+        format!("CPU per execution of this process, `run` + `remove`: median (mean) of {runs} sequential runs, interleaved (getrusage SELF, tokio runtime included; raw: tokio spawn + wait + check)"),
         format!(
-            "{} (user {} + sys {})",
-            ms2(per(c.total())),
-            ms2(per(c.user)),
-            ms2(per(c.sys))
-        )
-    };
-    let (run, rm, vmm, fails) = exec_cpu(ctx, runs, &hi_job(), HI).await;
-    let (raw_self, raw_vmm, raw_fails, serial) = raw_cpu(&ctx.raw, runs).await;
-    let exec = run.plus(rm);
-    ctx.add(&[
-        "5".into(),
-        format!("CPU per execution of this process, `run` + `remove` (getrusage SELF, tokio runtime included; raw: tokio spawn + wait + check; {runs} sequential)"),
-        cell(exec),
-        cell(raw_self),
-        format!("{:.2}", dratio(exec.total(), raw_self.total())),
+            "{} ({}; user {} + sys {})",
+            ms2(exec_cpu),
+            ms2(mean_of(e, total)),
+            ms2(mean_of(e, |c| c.user)),
+            ms2(mean_of(e, |c| c.sys))
+        ),
+        format!("{} ({})", ms2(med(r, total)), ms2(mean_of(r, total))),
+        format!("{:.2}", dratio(exec_cpu, med(r, total))),
         "≤ 2 ms".into(),
-        verdict(per(exec.total()) <= Duration::from_millis(2) && fails == 0),
+        verdict(exec_cpu <= Duration::from_millis(2)),
     ]);
     ctx.add(&[
         "5".into(),
-        "  of which during `run`; during `remove`".into(),
-        format!("{}; {}", ms2(per(run.total())), ms2(per(rm.total()))),
+        "  of which during `run`; during `remove` (medians)".into(),
+        format!("{}; {}", ms2(med(e, |c| c.run)), ms2(med(e, |c| c.remove))),
         String::new(),
         String::new(),
         String::new(),
@@ -859,59 +918,64 @@ async fn cpu(ctx: &Ctx, runs: usize) -> Result<(), String> {
     ]);
     ctx.add(&[
         "5".into(),
-        "CPU per execution of the VMM process (getrusage CHILDREN)".into(),
-        cell(vmm),
-        cell(raw_vmm),
-        format!("{:.2}", dratio(vmm.total(), raw_vmm.total())),
+        "CPU per execution of the VMM process (getrusage CHILDREN): median (mean)".into(),
+        format!(
+            "{} ({})",
+            ms2(med(e, |c| c.vmm)),
+            ms2(mean_of(e, |c| c.vmm))
+        ),
+        format!(
+            "{} ({})",
+            ms2(med(r, |c| c.vmm)),
+            ms2(mean_of(r, |c| c.vmm))
+        ),
+        format!("{:.2}", dratio(med(e, |c| c.vmm), med(r, |c| c.vmm))),
         String::new(),
         String::new(),
     ]);
     // The same with more output: the VMM writes the serial console one byte
     // per write(2), and the executor follows the file with inotify.
     let big = big_output();
-    let (run, rm, vmm_big, fails_big) =
-        exec_cpu(ctx, runs, &Job::new().out(&big).exit(0), &big).await;
-    let (raw_self_big, raw_vmm_big, raw_fails_big, serial_big) = raw_cpu(&ctx.raw_big, runs).await;
-    let exec_big = run.plus(rm);
+    let large = cpu_ab(ctx, runs, &Job::new().out(&big).exit(0), &ctx.raw_big, &big).await;
+    let (eb, rb) = (&large.exec, &large.raw);
     ctx.add(&[
         "5".into(),
         format!(
-            "the same, job printing {} bytes ({serial_big} bytes of serial output, vs {serial}): this process; the VMM",
+            "the same, job printing {} bytes ({} bytes of serial output, vs {}): this process; the VMM (medians)",
             big.len(),
+            large.serial_bytes,
+            small.serial_bytes
         ),
-        format!("{}; {}", ms2(per(exec_big.total())), ms2(per(vmm_big.total()))),
-        format!("{}; {}", ms2(per(raw_self_big.total())), ms2(per(raw_vmm_big.total()))),
-        format!("{:.2}", dratio(exec_big.total(), raw_self_big.total())),
+        format!("{}; {}", ms2(med(eb, total)), ms2(med(eb, |c| c.vmm))),
+        format!("{}; {}", ms2(med(rb, total)), ms2(med(rb, |c| c.vmm))),
+        format!("{:.2}", dratio(med(eb, total), med(rb, total))),
         String::new(),
         String::new(),
     ]);
-    let extra = serial_big.saturating_sub(serial).max(1) as f64;
-    let slope =
-        |a: Duration, b: Duration| (per(a).as_secs_f64() - per(b).as_secs_f64()) * 1e6 / extra;
+    let extra = large.serial_bytes.saturating_sub(small.serial_bytes).max(1) as f64;
+    let slope = |a: Duration, b: Duration| (a.as_secs_f64() - b.as_secs_f64()) * 1e6 / extra;
     ctx.add(&[
         "5".into(),
         "  hence CPU per byte of serial output: this process; the VMM".into(),
         format!(
             "{:.1} µs; {:.1} µs",
-            slope(exec_big.total(), exec.total()),
-            slope(vmm_big.total(), vmm.total())
+            slope(med(eb, total), exec_cpu),
+            slope(med(eb, |c| c.vmm), med(e, |c| c.vmm))
         ),
         format!(
             "{:.1} µs; {:.1} µs",
-            slope(raw_self_big.total(), raw_self.total()),
-            slope(raw_vmm_big.total(), raw_vmm.total())
+            slope(med(rb, total), med(r, total)),
+            slope(med(rb, |c| c.vmm), med(r, |c| c.vmm))
         ),
         String::new(),
         String::new(),
         String::new(),
     ]);
-    let failed = fails + raw_fails + fails_big + raw_fails_big;
+    let failed = small.failures + large.failures;
     if failed > 0 {
-        ctx.report
-            .lock()
-            .unwrap()
-            .notes
-            .push(format!("section 5: {failed} runs failed"));
+        ctx.report.lock().unwrap().notes.push(format!(
+            "section 5: {failed} runs failed (left out of the figures)"
+        ));
     }
     Ok(())
 }
@@ -1316,6 +1380,8 @@ struct Steps {
     validate: Cost,
     files: Cost,
     records: Cost,
+    /// The first record save (before the VMM is spawned).
+    records_before_spawn: Cost,
     spawn: Cost,
     ready: Cost,
     describe: Cost,
@@ -1324,13 +1390,16 @@ struct Steps {
     total: Cost,
     /// CPU of the VMM process (reaped child).
     vmm_cpu: Duration,
+    /// From `origin` (the batch's start) to the VMM spawned, and to the end.
+    spawned_at: Duration,
+    done_at: Duration,
     exited_before_ready: bool,
 }
 
 /// One launch with the executor's building blocks, timed step by step:
 /// validate → plan files → record → `Vmm::spawn` → `wait_ready` →
 /// `describe_instance` → wait for the VMM's exit → decode, store, clean up.
-async fn replica_once(ctx: &Ctx) -> Result<Steps, String> {
+async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     let request = ctx.request("x", &hi_job());
     let mut st = Steps::default();
@@ -1370,7 +1439,8 @@ async fn replica_once(ctx: &Ctx) -> Result<Steps, String> {
         result: None,
     };
     record.save(&paths.record()).map_err(|e| s(&e))?;
-    st.records += laps.lap();
+    st.records_before_spawn = laps.lap();
+    st.records += st.records_before_spawn;
 
     let mut vmm = Vmm::spawn(SpawnOptions {
         firecracker: ctx.firecracker.clone(),
@@ -1386,6 +1456,7 @@ async fn replica_once(ctx: &Ctx) -> Result<Steps, String> {
     .await
     .map_err(|e| s(&e))?;
     st.spawn = laps.lap();
+    st.spawned_at = origin.elapsed();
 
     record.pid = Some(vmm.pid());
     record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
@@ -1437,6 +1508,7 @@ async fn replica_once(ctx: &Ctx) -> Result<Steps, String> {
     record.save(&paths.record()).map_err(|e| s(&e))?;
     st.finish = laps.lap();
     st.total = whole.lap();
+    st.done_at = origin.elapsed();
     st.vmm_cpu = procfs::cpu_children().since(children).total();
     let _ = paths.remove();
     if code != Some(0)
@@ -1473,9 +1545,39 @@ fn mean(samples: &[Duration]) -> Duration {
     }
 }
 
-/// Section B: where one launch's time goes.
-async fn breakdown(ctx: &Ctx, runs: usize) -> Result<(), String> {
-    eprintln!("B: breakdown, {runs} runs of each variant");
+/// A breakdown row: its name, the step it shows, what the step is.
+type StepRow = (&'static str, fn(&Steps) -> Cost, &'static str);
+
+/// One row of the breakdown: wall p50/p95 and mean CPU of sequential
+/// launches, and wall p50/p95 of launches all started at once.
+fn step_row(t: &mut Table, name: &str, seq: &[Cost], conc: &[Cost], what: &str) {
+    let wall = |c: &[Cost]| summarize(&c.iter().map(|c| c.wall).collect::<Vec<_>>());
+    let (w, wc) = (wall(seq), wall(conc));
+    let cpu = mean(&seq.iter().map(|c| c.cpu).collect::<Vec<_>>());
+    let blank_if_none = |c: &[Cost], d: Duration| {
+        if c.is_empty() {
+            String::new()
+        } else {
+            ms2(d)
+        }
+    };
+    t.row(&[
+        name.to_string(),
+        blank_if_none(seq, w.p50),
+        blank_if_none(seq, w.p95),
+        blank_if_none(seq, cpu),
+        blank_if_none(conc, wc.p50),
+        blank_if_none(conc, wc.p95),
+        what.to_string(),
+    ]);
+}
+
+/// Section B: where one launch's time goes, sequentially and with
+/// `at_once` launches started together.
+async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), String> {
+    eprintln!(
+        "B: breakdown, {runs} runs of each variant, then {at_once} step-by-step launches at once"
+    );
     let (mut steps, mut no_api, mut api) = (Vec::new(), Vec::new(), Vec::new());
     let mut drive_writes = Vec::new();
     let scratch = ctx.replica.path().join("drive-scratch.img");
@@ -1483,7 +1585,7 @@ async fn breakdown(ctx: &Ctx, runs: usize) -> Result<(), String> {
         // Rotate the order so no variant always follows another.
         for variant in (0..3).map(|k| (i + k) % 3) {
             match variant {
-                0 => match replica_once(ctx).await {
+                0 => match replica_once(ctx, Instant::now()).await {
                     Ok(st) => steps.push(st),
                     Err(e) => eprintln!("step-by-step launch failed: {e}"),
                 },
@@ -1498,106 +1600,174 @@ async fn breakdown(ctx: &Ctx, runs: usize) -> Result<(), String> {
         drive_writes.push(laps.lap());
     }
     let _ = std::fs::remove_file(&scratch);
+
+    // The same launches, all at once: which step grows under load?
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = Instant::now();
+    let tasks: Vec<_> = (0..at_once)
+        .map(|_| {
+            let ctx = ctx.clone();
+            tokio::spawn(async move { replica_once(&ctx, t0).await })
+        })
+        .collect();
+    let mut conc = Vec::new();
+    let mut conc_failures = 0;
+    for result in futures_util::future::join_all(tasks).await {
+        match result.map_err(|e| e.to_string()).and_then(|r| r) {
+            Ok(st) => conc.push(st),
+            Err(e) => {
+                conc_failures += 1;
+                eprintln!("step-by-step launch (at once) failed: {e}");
+            }
+        }
+    }
+    let conc_wall = t0.elapsed();
+    for dir in std::fs::read_dir(ctx.replica.path())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if dir.path().is_dir() {
+            let _ = std::fs::remove_dir_all(dir.path());
+        }
+    }
+
     let early = steps.iter().filter(|s| s.exited_before_ready).count();
-    let mut t = Table::new(&["step", "wall p50", "wall p95", "CPU mean", "what it is"]);
-    let mut row = |name: &str, costs: &[Cost], what: &str| {
-        let wall = summarize(&costs.iter().map(|c| c.wall).collect::<Vec<_>>());
-        let cpu = mean(&costs.iter().map(|c| c.cpu).collect::<Vec<_>>());
-        t.row(&[
-            name.to_string(),
-            ms2(wall.p50),
-            ms2(wall.p95),
-            ms2(cpu),
-            what.to_string(),
-        ]);
-    };
-    let col = |f: fn(&Steps) -> Cost| steps.iter().map(f).collect::<Vec<_>>();
-    row(
-        "validate + key",
-        &col(|s| s.validate),
-        "`validate`, `StateDir::execution`, `Key::generate`",
-    );
-    row(
-        "plan files",
-        &col(|s| s.files),
-        "mkdir, `VmPlan::write`: vm.json and the config drive",
-    );
-    row(
-        "  of which the config drive alone",
-        &drive_writes,
-        "`write_config_drive` to a scratch file (not in the total)",
-    );
-    row(
-        "record saves (x3)",
-        &col(|s| s.records),
-        "record.json written and renamed: pending, booting, running",
-    );
-    row(
-        "`Vmm::spawn`",
-        &col(|s| s.spawn),
-        "stale-socket check, open serial + log, fork/exec firecracker",
-    );
-    row(
-        "`wait_ready`",
-        &col(|s| s.ready),
-        "`Vmm::wait_ready`: until the API socket exists and accepts a connection",
-    );
-    row(
-        "`describe_instance`",
-        &col(|s| s.describe),
-        "`GET /`: the VMM answers once it has built and started the VM",
-    );
-    row(
-        "guest runs → VMM reaped",
-        &col(|s| s.exit),
-        "`Vmm::wait` after the checks: the rest of the guest's work and the VMM's exit",
-    );
-    row(
-        "finish",
-        &col(|s| s.finish),
-        "decode serial, write stdout/stderr, remove VMM files, save the record",
-    );
-    row(
-        "total, step by step",
-        &col(|s| s.total),
-        "all of the above in sequence, in one task",
-    );
-    let vmm_cpu = |v: &[Duration]| Cost {
-        wall: Duration::ZERO,
-        cpu: mean(v),
-    };
-    let costs = |v: &[(Duration, Duration)]| {
-        v.iter()
-            .map(|&(wall, cpu)| Cost { wall, cpu })
-            .collect::<Vec<_>>()
-    };
+    let mut t = Table::new(&[
+        "step",
+        "wall p50",
+        "wall p95",
+        "CPU mean",
+        &format!("wall p50, {at_once} at once"),
+        &format!("wall p95, {at_once} at once"),
+        "what it is",
+    ]);
+    let col = |v: &[Steps], f: fn(&Steps) -> Cost| v.iter().map(f).collect::<Vec<_>>();
+    let rows: [StepRow; 12] = [
+        (
+            "validate + key",
+            |s| s.validate,
+            "`validate`, `StateDir::execution`, `Key::generate`",
+        ),
+        (
+            "plan files",
+            |s| s.files,
+            "mkdir, `VmPlan::write`: vm.json and the config drive",
+        ),
+        (
+            "record saves (x3)",
+            |s| s.records,
+            "record.json written and renamed: pending, booting, running",
+        ),
+        (
+            "`Vmm::spawn`",
+            |s| s.spawn,
+            "stale-socket check, open serial + log, fork/exec firecracker",
+        ),
+        (
+            "`wait_ready`",
+            |s| s.ready,
+            "`Vmm::wait_ready`: until the API socket exists and accepts a connection",
+        ),
+        (
+            "`describe_instance`",
+            |s| s.describe,
+            "`GET /`: the VMM answers once it has built and started the VM",
+        ),
+        (
+            "guest runs → VMM reaped",
+            |s| s.exit,
+            "`Vmm::wait` after the checks: the rest of the guest's work and the VMM's exit",
+        ),
+        (
+            "finish",
+            |s| s.finish,
+            "decode serial, write stdout/stderr, remove VMM files, save the record",
+        ),
+        (
+            "total, step by step",
+            |s| s.total,
+            "all of the above in sequence, in one task",
+        ),
+        (
+            "  time to reach `Vmm::spawn` (start of the VMM)",
+            |s| {
+                let mut c = s.validate;
+                c += s.files;
+                c += s.records_before_spawn;
+                c
+            },
+            "validate + plan files + first record save: how late the VMM starts",
+        ),
+        (
+            "  launch start → VMM spawned (at once: batch start → VMM spawned)",
+            |s| Cost {
+                wall: s.spawned_at,
+                cpu: Duration::ZERO,
+            },
+            "includes, at once, the wait for a runtime worker to first poll the task",
+        ),
+        (
+            "  launch start → done (at once: batch start → done)",
+            |s| Cost {
+                wall: s.done_at,
+                cpu: Duration::ZERO,
+            },
+            "",
+        ),
+    ];
+    for (i, (name, f, what)) in rows.iter().enumerate() {
+        step_row(&mut t, name, &col(&steps, *f), &col(&conc, *f), what);
+        if i == 1 {
+            step_row(
+                &mut t,
+                "  of which the config drive alone",
+                &drive_writes,
+                &[],
+                "`write_config_drive` to a scratch file (not in the total)",
+            );
+        }
+    }
+    t.row(&[
+        format!("{at_once} step-by-step launches at once: wall; throughput; failures"),
+        String::new(),
+        String::new(),
+        String::new(),
+        format!(
+            "{}; {:.1}/s; {conc_failures}",
+            ms(conc_wall),
+            conc.len() as f64 / conc_wall.as_secs_f64()
+        ),
+        String::new(),
+        "compare with section 3 at the same N".to_string(),
+    ]);
     let stepwise_vmm: Vec<Duration> = steps.iter().map(|s| s.vmm_cpu).collect();
     t.row(&[
         "VMM CPU, step-by-step launch".to_string(),
         String::new(),
         String::new(),
-        ms2(vmm_cpu(&stepwise_vmm).cpu),
+        ms2(mean(&stepwise_vmm)),
+        String::new(),
+        String::new(),
         "getrusage CHILDREN across the launch (the firecracker process)".to_string(),
     ]);
-    let mut row = |name: &str, costs: &[Cost], what: &str| {
-        let wall = summarize(&costs.iter().map(|c| c.wall).collect::<Vec<_>>());
-        let cpu = mean(&costs.iter().map(|c| c.cpu).collect::<Vec<_>>());
-        t.row(&[
-            name.to_string(),
-            ms2(wall.p50),
-            ms2(wall.p95),
-            ms2(cpu),
-            what.to_string(),
-        ]);
+    let costs = |v: &[(Duration, Duration)]| {
+        v.iter()
+            .map(|&(wall, cpu)| Cost { wall, cpu })
+            .collect::<Vec<_>>()
     };
-    row(
+    step_row(
+        &mut t,
         "raw VMM, --no-api",
         &costs(&no_api),
+        &[],
         "spawn → reaped; CPU is the VMM's (getrusage CHILDREN)",
     );
-    row(
+    step_row(
+        &mut t,
         "raw VMM, --api-sock, no API call",
         &costs(&api),
+        &[],
         "what giving the VMM an API socket alone costs; CPU is the VMM's",
     );
     let e2e = ctx.report.lock().unwrap().e2e;
@@ -1607,13 +1777,15 @@ async fn breakdown(ctx: &Ctx, runs: usize) -> Result<(), String> {
             format!("{}; {}", ms2(e.p50), ms2(r.p50)),
             format!("{}; {}", ms2(e.p95), ms2(r.p95)),
             String::new(),
+            String::new(),
+            String::new(),
             "for comparison".to_string(),
         ]);
     }
     let mut report = ctx.report.lock().unwrap();
     report.breakdown = t;
     report.notes.push(format!(
-        "breakdown: in {early} of {} step-by-step launches the VMM had already exited before its API answered",
+        "breakdown: in {early} of {} sequential step-by-step launches the VMM had already exited before its API answered",
         steps.len()
     ));
     Ok(())

@@ -158,14 +158,6 @@ impl Cpu {
         self.user + self.sys
     }
 
-    /// `self + other`.
-    pub fn plus(&self, other: Cpu) -> Cpu {
-        Cpu {
-            user: self.user + other.user,
-            sys: self.sys + other.sys,
-        }
-    }
-
     /// `self - earlier`.
     pub fn since(&self, earlier: Cpu) -> Cpu {
         Cpu {

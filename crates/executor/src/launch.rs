@@ -114,7 +114,6 @@ async fn launch(
     let plan = VmPlan::new(valid, paths, key.clone());
     let metadata = plan.write(paths).map_err(|e| creation(id, e.to_string()))?;
     let mut record = new_record(valid, key.as_ref());
-    save(&record, exec)?;
 
     let mut vmm = Vmm::spawn(SpawnOptions {
         firecracker: shared.firecracker.clone(),
@@ -133,6 +132,7 @@ async fn launch(
     record.pid = Some(vmm.pid());
     record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
     set_phase(exec, &mut record, Phase::Booting);
+    // The one write of the record: from here on, a restarted executor finds this VM.
     save(&record, exec)?;
 
     match vmm.wait_ready(shared.config.ready_timeout).await {
@@ -157,7 +157,6 @@ async fn launch(
         }
     }
     set_phase(exec, &mut record, Phase::Running);
-    save(&record, exec)?;
     Ok((vmm, record))
 }
 

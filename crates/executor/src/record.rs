@@ -1,8 +1,13 @@
 //! The persisted record of one execution: what a restarted executor needs to
 //! find its VM again, and the result once there is one.
 //!
-//! Records are written atomically (a temporary file renamed over the old
-//! one), so a crash leaves either the old record or the new, never a torn one.
+//! A record is three files, each written once and never replaced:
+//! `record.json` (written when the VMM is spawned: what to re-attach to),
+//! `cancel` (present once cancel was asked) and `result.json` (the end).
+//! Each is written to a temporary name and renamed into place, so a crash
+//! never leaves a torn file; and since no rename replaces an existing file,
+//! ext4 does not flush data on every change of phase (which cost about
+//! 1.5 ms of CPU per save when records were rewritten in place).
 
 use std::io::Write;
 use std::path::Path;
@@ -67,6 +72,27 @@ pub struct ExecutionRecord {
     pub result: Option<ExecutionResult>,
 }
 
+/// The end of an execution, as `result.json` holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Outcome {
+    phase: Phase,
+    result: Option<ExecutionResult>,
+    finished_ms: Option<u64>,
+}
+
+/// The file holding an execution's end.
+const RESULT_FILE: &str = "result.json";
+/// The file whose presence says cancel was asked.
+const CANCEL_FILE: &str = "cancel";
+
+/// Writes `bytes` to a temporary file and renames it to `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
 /// The record format version written by this code.
 pub const RECORD_VERSION: u32 = 1;
 
@@ -79,19 +105,52 @@ pub fn now_ms() -> u64 {
 }
 
 impl ExecutionRecord {
-    /// Writes the record atomically to `path`.
+    /// Writes the record atomically to `path` (`record.json`).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let json = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let tmp = path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&json)?;
-        std::fs::rename(&tmp, path)
+        write_atomically(
+            path,
+            &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )
     }
 
-    /// Reads a record.
+    /// Writes the end (phase, result, end time) next to the record at `path`,
+    /// as `result.json`.
+    pub fn save_outcome(&self, path: &Path) -> std::io::Result<()> {
+        let outcome = Outcome {
+            phase: self.phase,
+            result: self.result.clone(),
+            finished_ms: self.finished_ms,
+        };
+        let json = serde_json::to_vec_pretty(&outcome).map_err(std::io::Error::other)?;
+        write_atomically(&path.with_file_name(RESULT_FILE), &json)
+    }
+
+    /// Notes, next to the record at `path`, that cancel was asked.
+    pub fn mark_cancel_requested(path: &Path) -> std::io::Result<()> {
+        std::fs::write(path.with_file_name(CANCEL_FILE), b"")
+    }
+
+    /// Reads the record at `path` (`record.json`) with its `cancel` and
+    /// `result.json` companions.
     pub fn load(path: &Path) -> std::io::Result<ExecutionRecord> {
         let bytes = std::fs::read(path)?;
-        serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+        let mut record: ExecutionRecord =
+            serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        if path.with_file_name(CANCEL_FILE).exists() {
+            record.cancel_requested = true;
+        }
+        match std::fs::read(path.with_file_name(RESULT_FILE)) {
+            Ok(bytes) => {
+                let outcome: Outcome =
+                    serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+                record.phase = outcome.phase;
+                record.result = outcome.result;
+                record.finished_ms = outcome.finished_ms;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(record)
     }
 
     /// When the result may be forgotten, Unix milliseconds; `None` keeps it until removed.
@@ -135,6 +194,23 @@ mod tests {
         r.save(&path).unwrap();
         assert_eq!(ExecutionRecord::load(&path).unwrap(), r);
         assert!(!dir.path().join("record.json.tmp").exists());
+    }
+
+    #[test]
+    fn the_end_and_cancel_are_separate_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        let mut r = record();
+        r.save(&path).unwrap();
+        ExecutionRecord::mark_cancel_requested(&path).unwrap();
+        r.phase = Phase::Failed;
+        r.result = Some(ExecutionResult::killed("cancelled"));
+        r.finished_ms = Some(5);
+        r.save_outcome(&path).unwrap();
+        let loaded = ExecutionRecord::load(&path).unwrap();
+        assert!(loaded.cancel_requested);
+        assert_eq!((loaded.phase, loaded.finished_ms), (Phase::Failed, Some(5)));
+        assert_eq!(loaded.result, r.result);
     }
 
     #[test]

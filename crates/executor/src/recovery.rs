@@ -30,6 +30,12 @@ pub(crate) fn recover(shared: &Arc<Shared>) {
         };
         let record = match ExecutionRecord::load(&paths.record()) {
             Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // The record is written as the VMM is spawned: without one, no VM ran.
+                tracing::warn!(%id, "removing an execution directory without a record (a launch that did not finish)");
+                let _ = paths.remove();
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(%id, error = %e, "skipping an execution directory without a readable record");
                 continue;

@@ -132,6 +132,9 @@ impl Supervisor {
                 timed_out: None,
             };
         }
+        if self.exec.snapshot().phase == Phase::Booting && vmm.exit().is_none() {
+            self.sync_phase(&vmm).await;
+        }
         let boot_deadline = self.boot_timeout.map(|t| tokio::time::Instant::now() + t);
         let end = loop {
             if self.sink.report().exit.is_some() || self.sink.report().fail.is_some() {
@@ -192,7 +195,9 @@ impl Supervisor {
             Command::Cancel(reply) => {
                 self.transition(Phase::Stopping);
                 self.record.cancel_requested = true;
-                self.save();
+                if let Err(e) = ExecutionRecord::mark_cancel_requested(&self.exec.paths.record()) {
+                    tracing::warn!(error = %e, "cannot persist the cancel request");
+                }
                 let (exit, _) = stop(vmm, self.settings.stop).await;
                 let _ = reply.send(Ok(()));
                 Some(End::Exited {
@@ -226,7 +231,6 @@ impl Supervisor {
         };
         done.map_err(|e| e.to_string())?;
         self.transition(to);
-        self.save();
         Ok(())
     }
 
@@ -295,9 +299,12 @@ impl Supervisor {
         };
         self.record.result = Some(result.clone());
         self.record.finished_ms = Some(now_ms());
-        self.record.key = None;
+        self.record.phase = phase;
+        // Persisted before it is published: a waiter may remove the directory at once.
+        if let Err(e) = self.record.save_outcome(&self.exec.paths.record()) {
+            tracing::warn!(error = %e, "cannot persist the result");
+        }
         self.transition_with(phase, Some(Arc::new(result)));
-        self.save();
         let mut progress = self.sink.progress();
         progress.done = true;
         self.exec.publish_logs(progress);
@@ -338,13 +345,31 @@ impl Supervisor {
                 self.record.phase = phase;
                 self.exec.publish(Snapshot { phase, result });
             }
-            Err(e) => tracing::error!(error = %e, "refused lifecycle transition"),
+            Err(e) => {
+                tracing::error!(error = %e, "refused lifecycle transition");
+                if result.is_some() {
+                    // Never leave waiters without the result.
+                    self.exec.publish(Snapshot { phase: to, result });
+                }
+            }
         }
     }
 
-    fn save(&self) {
-        if let Err(e) = self.record.save(&self.exec.paths.record()) {
-            tracing::warn!(error = %e, "cannot persist the execution record");
+    /// After a restart the record says only that the VM was booted: ask the
+    /// VMM whether it runs or is paused.
+    async fn sync_phase(&mut self, vmm: &Vmm) {
+        let Some(client) = vmm.client() else { return };
+        let phase = self.exec.snapshot().phase;
+        if let Ok(info) = client.describe_instance().await {
+            use firecracker_api::models::InstanceInfoState as State;
+            match (phase, info.state) {
+                (Phase::Booting, State::Running) => self.transition(Phase::Running),
+                (Phase::Booting, State::Paused) => {
+                    self.transition(Phase::Running);
+                    self.transition(Phase::Paused);
+                }
+                _ => {}
+            }
         }
     }
 }

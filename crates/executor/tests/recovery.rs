@@ -124,3 +124,23 @@ async fn a_second_executor_on_the_same_directory_is_refused() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_paused_vm_is_still_paused_after_a_restart() {
+    let h = Harness::new(testkit::require_vmm!());
+    let first = h.executor("paused").await;
+    first
+        .start(&h.agent("pz", &Job::new().hang()))
+        .await
+        .unwrap();
+    first.pause("pz").await.unwrap();
+    drop(first);
+    let second = h.executor("paused").await;
+    second
+        .wait_for_status("pz", ExecutionStatus::Paused, Duration::from_secs(2))
+        .await
+        .unwrap();
+    second.resume("pz").await.unwrap();
+    assert_eq!(second.status("pz").unwrap(), ExecutionStatus::Running);
+    second.cleanup().await.unwrap();
+}

@@ -39,6 +39,9 @@
 //! | `FCEXEC_BENCH_WORKERS` | 2 | tokio worker threads |
 //! | `FCEXEC_BENCH_SECTIONS` | all | only these sections, e.g. `1,5,B` (`E` runs endurance even in quick mode) |
 //! | `FCEXEC_BENCH_DIR` | the system's temporary directory | where the bench's directory (state dir, images) goes |
+//! | `FCEXEC_BENCH_GRACE_MS` | the executor's default | `ExecutorConfig::after_exit_grace`, for experiments |
+//! | `FCEXEC_BENCH_BATCH_BIG=1` | off | section 3 runs the 1 KiB-output job of section 5 |
+//! | `FCEXEC_BENCH_EVENT_INTERVAL` | tokio's (61) | the runtime's `event_interval`, for experiments |
 //! | `FIRECRACKER_BIN` | `firecracker` on `PATH` | the VMM |
 //!
 //! Everything lives in a temporary directory that is removed at the end; every
@@ -66,7 +69,7 @@ use firecracker_api::{SpawnOptions, Vmm, VmmError};
 use futures_util::FutureExt;
 use serde_json::json;
 use support::procfs;
-use support::raw::{RawMode, RawRun, RawVmm};
+use support::raw::{day_delta, log_times, second_of_day, RawMode, RawRun, RawVmm};
 use support::stats::{dratio, ms, ms2, ratio, summarize, Summary};
 use support::table::Table;
 use test_guest::Job;
@@ -170,11 +173,15 @@ fn main() {
     let cfg = Cfg::from_env();
     let (old, new) = procfs::raise_nofile();
     eprintln!("RLIMIT_NOFILE: soft limit {old} -> {new}");
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cfg.workers)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(cfg.workers).enable_all();
+    if let Some(n) = std::env::var("FCEXEC_BENCH_EVENT_INTERVAL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder.event_interval(n);
+    }
+    let runtime = builder.build().expect("tokio runtime");
     let code = runtime.block_on(bench(cfg));
     runtime.shutdown_timeout(Duration::from_secs(5));
     std::process::exit(code);
@@ -320,11 +327,17 @@ impl Ctx {
         let rootfs = dir.join("rootfs.img");
         std::fs::write(&rootfs, vec![0u8; 64 * 1024]).map_err(|e| e.to_string())?;
         let host = HostLimits::detect().map_err(|e| e.to_string())?;
-        let config = ExecutorConfig {
+        let mut config = ExecutorConfig {
             state_root: Some(dir.join("s")),
             firecracker: Some(firecracker.clone()),
             ..ExecutorConfig::default()
         };
+        if let Some(ms) = std::env::var("FCEXEC_BENCH_GRACE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config.after_exit_grace = Duration::from_millis(ms);
+        }
         let executor = Executor::new("bench", config)
             .await
             .map_err(|e| format!("Executor::new: {e}"))?;
@@ -534,14 +547,8 @@ async fn exec_checked(ctx: &Ctx, job: &Job, expected: &str) -> Result<Duration, 
     checked.map(|()| took)
 }
 
-/// Turns a timed-out, failed or unexpected result into an error.
-fn check(
-    result: Result<Result<ExecutionResult, fcexec::ExecutorError>, tokio::time::error::Elapsed>,
-) -> Result<(), String> {
-    check_output(result, HI)
-}
-
-/// [`check`] for a job that prints `expected`.
+/// Turns a timed-out, failed or unexpected result of a job that prints
+/// `expected` into an error.
 fn check_output(
     result: Result<Result<ExecutionResult, fcexec::ExecutorError>, tokio::time::error::Elapsed>,
     expected: &str,
@@ -993,22 +1000,52 @@ struct Batch {
     /// CPU of this process and of the VMMs during the batch.
     cpu: procfs::Cpu,
     vmm_cpu: procfs::Cpu,
+    /// Batch start → each VMM started, and each VMM's lifetime, from its log.
+    vmm_started: Vec<Duration>,
+    vmm_lifetime: Vec<Duration>,
+    /// Executor only: VMM exit (last log line) → the supervisor's
+    /// `finished_ms` in the record, and `finished_ms` → `run` returned.
+    exit_to_finish: Vec<Duration>,
+    finish_to_caller: Vec<Duration>,
+}
+
+/// The start offsets and lifetimes of VMMs from their log times.
+fn vmm_timeline(origin: f64, times: &[(f64, f64)]) -> (Vec<Duration>, Vec<Duration>) {
+    times
+        .iter()
+        .map(|&(first, last)| (day_delta(origin, first), day_delta(first, last)))
+        .unzip()
+}
+
+/// `FCEXEC_BENCH_BATCH_BIG=1`: section 3's batches run section 5's larger
+/// job (1 KiB of output) instead of `hi_job`, to see what output costs at scale.
+fn batch_big() -> bool {
+    env_flag("FCEXEC_BENCH_BATCH_BIG").unwrap_or(false)
 }
 
 /// `n` executions through the executor, each in its own task, all at once;
 /// latency is from the batch's start to each result. All removed afterwards.
 async fn exec_batch(ctx: &Arc<Ctx>, n: usize, prefix: &str) -> Batch {
-    let requests: Vec<ExecutionRequest> = (0..n).map(|_| ctx.request(prefix, &hi_job())).collect();
+    let big = batch_big();
+    let (job, expected) = if big {
+        (Job::new().out(big_output()).exit(0), big_output())
+    } else {
+        (hi_job(), HI.to_string())
+    };
+    let requests: Vec<ExecutionRequest> = (0..n).map(|_| ctx.request(prefix, &job)).collect();
     let (c0, v0) = (procfs::cpu_self(), procfs::cpu_children());
+    let origin = second_of_day(std::time::SystemTime::now());
     let t0 = Instant::now();
     let tasks: Vec<_> = requests
         .iter()
         .cloned()
         .map(|request| {
             let executor = ctx.executor.clone();
+            let expected = expected.clone();
             tokio::spawn(async move {
                 let result = tokio::time::timeout(RUN_LIMIT, executor.run(&request)).await;
-                (t0.elapsed(), check(result))
+                let returned_ms = now_ms();
+                (t0.elapsed(), check_output(result, &expected), returned_ms)
             })
         })
         .collect();
@@ -1021,10 +1058,14 @@ async fn exec_batch(ctx: &Arc<Ctx>, n: usize, prefix: &str) -> Batch {
     let mut latencies = Vec::new();
     let mut failures = 0;
     let mut first_error = None;
-    for result in results {
+    let mut returned = std::collections::HashMap::new();
+    for (result, request) in results.into_iter().zip(&requests) {
+        if let Ok((_, _, at)) = &result {
+            returned.insert(request.execution_id.clone(), *at);
+        }
         match result {
-            Ok((took, Ok(()))) => latencies.push(took),
-            Ok((_, Err(e))) => {
+            Ok((took, Ok(()), _)) => latencies.push(took),
+            Ok((_, Err(e), _)) => {
                 failures += 1;
                 first_error.get_or_insert(e);
             }
@@ -1037,6 +1078,35 @@ async fn exec_batch(ctx: &Arc<Ctx>, n: usize, prefix: &str) -> Batch {
     if let Some(e) = first_error {
         eprintln!("{failures} of {n} executions failed; the first: {e}");
     }
+    let times: Vec<(f64, f64)> = requests
+        .iter()
+        .filter_map(|r| {
+            log_times(
+                &ctx.executor
+                    .state_dir()
+                    .join(&r.execution_id)
+                    .join("firecracker.log"),
+            )
+        })
+        .collect();
+    let (vmm_started, vmm_lifetime) = vmm_timeline(origin, &times);
+    let (mut exit_to_finish, mut finish_to_caller) = (Vec::new(), Vec::new());
+    for r in &requests {
+        let dir = ctx.executor.state_dir().join(&r.execution_id);
+        let (Some((_, exited)), Ok(record), Some(back)) = (
+            log_times(&dir.join("firecracker.log")),
+            ExecutionRecord::load(&dir.join("record.json")),
+            returned.get(&r.execution_id),
+        ) else {
+            continue;
+        };
+        let Some(finished_ms) = record.finished_ms else {
+            continue;
+        };
+        let finished = (finished_ms % 86_400_000) as f64 / 1e3;
+        exit_to_finish.push(day_delta(exited, finished));
+        finish_to_caller.push(Duration::from_millis(back.saturating_sub(finished_ms)));
+    }
     let removals = requests.iter().map(|r| remove(ctx, &r.execution_id));
     futures_util::future::join_all(removals).await;
     Batch {
@@ -1045,19 +1115,25 @@ async fn exec_batch(ctx: &Arc<Ctx>, n: usize, prefix: &str) -> Batch {
         failures,
         cpu,
         vmm_cpu,
+        vmm_started,
+        vmm_lifetime,
+        exit_to_finish,
+        finish_to_caller,
     }
 }
 
 /// `n` raw VMMs, all at once.
 async fn raw_batch(ctx: &Arc<Ctx>, n: usize) -> Batch {
     let (c0, v0) = (procfs::cpu_self(), procfs::cpu_children());
+    let origin = second_of_day(std::time::SystemTime::now());
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let ctx = ctx.clone();
             tokio::spawn(async move {
-                let run: RawRun = ctx.raw.run(RawMode::NoApi).await;
-                (t0.elapsed(), run.error)
+                let raw = if batch_big() { &ctx.raw_big } else { &ctx.raw };
+                let run: RawRun = raw.run(RawMode::NoApi).await;
+                (t0.elapsed(), run.error, run.vmm_times)
             })
         })
         .collect();
@@ -1069,10 +1145,14 @@ async fn raw_batch(ctx: &Arc<Ctx>, n: usize) -> Batch {
     );
     let mut latencies = Vec::new();
     let mut failures = 0;
+    let mut times = Vec::new();
     for result in results {
+        if let Ok((_, _, Some(t))) = &result {
+            times.push(*t);
+        }
         match result {
-            Ok((took, None)) => latencies.push(took),
-            Ok((_, Some(e))) => {
+            Ok((took, None, _)) => latencies.push(took),
+            Ok((_, Some(e), _)) => {
                 failures += 1;
                 eprintln!("raw run failed: {e}");
             }
@@ -1082,12 +1162,17 @@ async fn raw_batch(ctx: &Arc<Ctx>, n: usize) -> Batch {
             }
         }
     }
+    let (vmm_started, vmm_lifetime) = vmm_timeline(origin, &times);
     Batch {
         wall,
         latency: summarize(&latencies),
         failures,
         cpu,
         vmm_cpu,
+        vmm_started,
+        vmm_lifetime,
+        exit_to_finish: Vec::new(),
+        finish_to_caller: Vec::new(),
     }
 }
 
@@ -1159,6 +1244,47 @@ async fn concurrency(ctx: &Arc<Ctx>, n: usize) -> Result<(), String> {
                 r.cpu.total() + r.vmm_cpu.total()
             )
         ),
+        String::new(),
+        String::new(),
+    ]);
+    let spread = |b: &Batch| {
+        let s = summarize(&b.vmm_started);
+        format!(
+            "{}; last {}",
+            pair(s.p50, s.p95),
+            ms(s.p99
+                .max(*b.vmm_started.iter().max().unwrap_or(&Duration::ZERO)))
+        )
+    };
+    ctx.add(&[
+        "3".into(),
+        format!("N={n}: batch start → VMM started (first line of its log): p50 / p95; last"),
+        spread(&e),
+        spread(&r),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    let life = |b: &Batch| {
+        let s = summarize(&b.vmm_lifetime);
+        pair(s.p50, s.p95)
+    };
+    ctx.add(&[
+        "3".into(),
+        format!("N={n}: VMM lifetime (first to last line of its log): p50 / p95"),
+        life(&e),
+        life(&r),
+        String::new(),
+        String::new(),
+        String::new(),
+    ]);
+    let (a, b) = (summarize(&e.exit_to_finish), summarize(&e.finish_to_caller));
+    ctx.add(&[
+        "3".into(),
+        format!("N={n}: executor: VMM exit (last log line) → result recorded (record.finished_ms) → `run` returned: p50 / p95 each (ms clock)"),
+        format!("{}; {}", pair(a.p50, a.p95), pair(b.p50, b.p95)),
+        String::new(),
+        String::new(),
         String::new(),
         String::new(),
     ]);
@@ -1393,8 +1519,15 @@ struct Steps {
     /// From `origin` (the batch's start) to the VMM spawned, and to the end.
     spawned_at: Duration,
     done_at: Duration,
+    /// The VMM's last log line ("exiting") → its exit seen by `Vmm`.
+    exit_seen: Cost,
     exited_before_ready: bool,
+    /// `describe_instance` failed (the VMM was stopping, or slow).
+    describe_failed: bool,
 }
+
+/// How a step-by-step launch whose VMM never exited is reported.
+const HUNG: &str = "the VMM hung";
 
 /// One launch with the executor's building blocks, timed step by step:
 /// validate → plan files → record → `Vmm::spawn` → `wait_ready` →
@@ -1466,11 +1599,14 @@ async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
 
     let ready = vmm.wait_ready(Duration::from_secs(10)).await;
     st.ready = laps.lap();
+    let mut seen = second_of_day(std::time::SystemTime::now());
     match ready {
         Ok(()) => {
             if let Some(client) = vmm.client() {
                 // A guest that already ended makes this fail, as in `launch`.
-                let _ = client.describe_instance().await;
+                if client.describe_instance().await.is_err() {
+                    st.describe_failed = true;
+                }
             }
             st.describe = laps.lap();
         }
@@ -1481,7 +1617,27 @@ async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
     record.save(&paths.record()).map_err(|e| s(&e))?;
     st.records += laps.lap();
 
-    let exit = vmm.wait().await.map_err(|e| s(&e))?;
+    // A VMM that got a request as it was stopping may never exit (see
+    // BENCHMARKS.md); dropping the handle kills it.
+    let limit = if st.describe_failed {
+        Duration::from_secs(2)
+    } else {
+        RUN_LIMIT
+    };
+    let exit = match tokio::time::timeout(limit, vmm.wait()).await {
+        Ok(exit) => {
+            if !st.exited_before_ready {
+                seen = second_of_day(std::time::SystemTime::now());
+            }
+            exit.map_err(|e| s(&e))?
+        }
+        Err(_) => {
+            return Err(format!(
+                "{HUNG}: no exit {limit:?} after a failed `GET /`; the log ends with: {}",
+                firecracker_api::exit::log_tail(&paths.vmm_log(), 2)
+            ))
+        }
+    };
     st.exit = laps.lap();
 
     let serial = std::fs::read(paths.serial()).map_err(|e| s(&e))?;
@@ -1509,6 +1665,12 @@ async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
     st.finish = laps.lap();
     st.total = whole.lap();
     st.done_at = origin.elapsed();
+    if let Some((_, exited)) = log_times(&paths.vmm_log()) {
+        st.exit_seen = Cost {
+            wall: day_delta(exited, seen),
+            cpu: Duration::ZERO,
+        };
+    }
     st.vmm_cpu = procfs::cpu_children().since(children).total();
     let _ = paths.remove();
     if code != Some(0)
@@ -1580,6 +1742,7 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
     );
     let (mut steps, mut no_api, mut api) = (Vec::new(), Vec::new(), Vec::new());
     let mut drive_writes = Vec::new();
+    let mut hung = 0;
     let scratch = ctx.replica.path().join("drive-scratch.img");
     for i in 0..runs {
         // Rotate the order so no variant always follows another.
@@ -1587,7 +1750,10 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
             match variant {
                 0 => match replica_once(ctx, Instant::now()).await {
                     Ok(st) => steps.push(st),
-                    Err(e) => eprintln!("step-by-step launch failed: {e}"),
+                    Err(e) => {
+                        hung += usize::from(e.starts_with(HUNG));
+                        eprintln!("step-by-step launch failed: {e}");
+                    }
                 },
                 1 => no_api.extend(raw_costed(ctx, RawMode::NoApi).await),
                 _ => api.extend(raw_costed(ctx, RawMode::ApiSocket).await),
@@ -1617,6 +1783,7 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
             Ok(st) => conc.push(st),
             Err(e) => {
                 conc_failures += 1;
+                hung += usize::from(e.starts_with(HUNG));
                 eprintln!("step-by-step launch (at once) failed: {e}");
             }
         }
@@ -1643,7 +1810,7 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
         "what it is",
     ]);
     let col = |v: &[Steps], f: fn(&Steps) -> Cost| v.iter().map(f).collect::<Vec<_>>();
-    let rows: [StepRow; 12] = [
+    let rows: [StepRow; 13] = [
         (
             "validate + key",
             |s| s.validate,
@@ -1706,6 +1873,11 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
                 cpu: Duration::ZERO,
             },
             "includes, at once, the wait for a runtime worker to first poll the task",
+        ),
+        (
+            "  VMM's last log line (exiting) → its exit seen by `Vmm`",
+            |s| s.exit_seen,
+            "`Vmm::wait` (tokio's pidfd reaper) noticing the exit; `wait_ready` when the VMM ended first",
         ),
         (
             "  launch start → done (at once: batch start → done)",
@@ -1785,8 +1957,9 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
     let mut report = ctx.report.lock().unwrap();
     report.breakdown = t;
     report.notes.push(format!(
-        "breakdown: in {early} of {} sequential step-by-step launches the VMM had already exited before its API answered",
-        steps.len()
+        "breakdown: in {early} of {} sequential step-by-step launches the VMM had already exited before its API socket accepted; `GET /` failed in {} (the guest was done); {hung} VMM(s) never exited after such a `GET /` (killed)",
+        steps.len(),
+        steps.iter().filter(|s| s.describe_failed).count()
     ));
     Ok(())
 }

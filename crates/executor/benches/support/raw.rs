@@ -42,6 +42,8 @@ pub struct RawRun {
     pub first_stdout: Option<Duration>,
     /// Bytes of serial output (frames and console text).
     pub serial_bytes: usize,
+    /// The VMM's first and last log lines' times (see [`log_times`]).
+    pub vmm_times: Option<(f64, f64)>,
     /// Why the run failed: the VMM failed, or the output was not the expected one.
     pub error: Option<String>,
 }
@@ -161,6 +163,7 @@ impl RawVmm {
         }
         let status = child.wait().await.map_err(|e| e.to_string())?;
         let total = started.elapsed();
+        let vmm_times = log_times(&log_path);
         if mode != RawMode::FirstOutput {
             let serial = std::fs::read(&serial_path).map_err(|e| e.to_string())?;
             serial_bytes = serial.len();
@@ -187,6 +190,7 @@ impl RawVmm {
                 .first_stdout
                 .filter(|_| mode == RawMode::FirstOutput),
             serial_bytes,
+            vmm_times,
             error,
         })
     }
@@ -235,4 +239,38 @@ impl Decoded {
             }
         }
     }
+}
+
+/// Seconds since midnight UTC of `at`.
+pub fn second_of_day(at: std::time::SystemTime) -> f64 {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() % 86_400.0)
+        .unwrap_or(0.0)
+}
+
+/// The times (seconds since midnight UTC) of a Firecracker log's first line
+/// (the VMM started: "Running Firecracker") and last line (it exited).
+pub fn log_times(path: &Path) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let stamp = |line: &str| -> Option<f64> {
+        // 2026-11-28T03:42:16.469248220 [id:main] ...
+        let time = line.get(11..)?.split_whitespace().next()?;
+        let mut parts = time.split(':');
+        let h: f64 = parts.next()?.parse().ok()?;
+        let m: f64 = parts.next()?.parse().ok()?;
+        let s: f64 = parts.next()?.parse().ok()?;
+        Some(h * 3600.0 + m * 60.0 + s)
+    };
+    let first = stamp(text.lines().next()?)?;
+    let last = stamp(text.lines().rev().find(|l| !l.trim().is_empty())?)?;
+    Some((first, last))
+}
+
+/// `to - from` in seconds of the day, across midnight.
+pub fn day_delta(from: f64, to: f64) -> Duration {
+    let mut d = to - from;
+    if d < -43_200.0 {
+        d += 86_400.0;
+    }
+    Duration::from_secs_f64(d.max(0.0))
 }

@@ -30,7 +30,7 @@ pub struct ExecutorConfig {
     pub firecracker: Option<PathBuf>,
     /// How cancel, remove and cleanup stop a VM.
     pub stop_policy: StopPolicy,
-    /// How long a new VMM gets to open its API socket.
+    /// How long a new VMM gets to start its guest.
     pub ready_timeout: Duration,
     /// How long a guest gets to power off after its agent reported the end.
     pub after_exit_grace: Duration,

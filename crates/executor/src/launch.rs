@@ -1,15 +1,14 @@
 //! Launching: from a request to a booted VM under supervision.
 //!
 //! request → validate → plan → write the plan's files → spawn firecracker
-//! with `--config-file` (it boots at once) → wait for its API → confirm the
-//! guest runs → hand the VMM to a supervisor. A failure on the way removes
+//! with `--config-file` (it boots at once) → wait for its log to say the
+//! guest started → hand the VMM to a supervisor. A failure on the way removes
 //! everything the attempt created and reports "VM creation failed" with the
 //! VMM's own words.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use firecracker_api::exit::log_tail;
 use firecracker_api::{SpawnOptions, StopPolicy, Vmm, VmmError};
 use tokio::sync::mpsc;
 
@@ -135,36 +134,17 @@ async fn launch(
     // The one write of the record: from here on, a restarted executor finds this VM.
     save(&record, exec)?;
 
-    match vmm.wait_ready(shared.config.ready_timeout).await {
+    // Booted once the VMM's log says so. No API request here: see
+    // `Vmm::wait_started` for the Firecracker deadlock this avoids.
+    match vmm.wait_started(shared.config.ready_timeout).await {
         Ok(()) => {}
         // A guest that ran and ended first is not a creation failure: the
         // supervisor settles its result.
-        Err(VmmError::ExitedEarly { .. }) if booted(paths) => return Ok((vmm, record)),
+        Err(VmmError::ExitedEarly { .. }) if vmm.has_started() => return Ok((vmm, record)),
         Err(e) => return Err(abandon(vmm, id, e.to_string()).await),
-    }
-    // The API answers once the VMM has built (and so booted) the VM.
-    if let Some(client) = vmm.client() {
-        if let Err(e) = client.describe_instance().await {
-            let ended = tokio::time::timeout(Duration::from_secs(1), vmm.wait()).await;
-            if ended.is_ok() && booted(paths) {
-                return Ok((vmm, record));
-            }
-            let reason = format!(
-                "{e}; the VMM log ends with: {}",
-                log_tail(&paths.vmm_log(), 3)
-            );
-            return Err(abandon(vmm, id, reason).await);
-        }
     }
     set_phase(exec, &mut record, Phase::Running);
     Ok((vmm, record))
-}
-
-/// True when the VMM's log says it started the guest (so an exit is the
-/// guest's doing, not a failure to create the VM).
-fn booted(paths: &crate::state_dir::ExecPaths) -> bool {
-    std::fs::read_to_string(paths.vmm_log())
-        .is_ok_and(|log| log.contains("Successfully started microvm"))
 }
 
 /// Stops a VMM whose launch failed and builds the error.

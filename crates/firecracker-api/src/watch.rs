@@ -1,8 +1,9 @@
-//! Waiting for a file to appear, without a busy loop.
+//! Waiting for a file to appear, or for a line to be written to it, without
+//! a busy loop.
 //!
-//! The VMM signals API readiness by creating its socket. We watch the socket's
-//! directory with inotify and wake on its creation, so readiness costs no CPU
-//! while waiting and is seen within microseconds.
+//! The VMM signals API readiness by creating its socket, and a started guest
+//! by a line in its log. We watch with inotify and wake on the change, so
+//! waiting costs no CPU and the event is seen within microseconds.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,47 @@ pub async fn until_exists(path: &Path) -> Result<(), WatchError> {
     Ok(())
 }
 
+/// Resolves once `path` (which must exist) holds `needle`, reading only what
+/// is appended after each change. The caller bounds it with a deadline.
+pub async fn until_contains(path: &Path, needle: &[u8]) -> Result<(), WatchError> {
+    use std::io::Read;
+    let fail = |source| WatchError::Inotify {
+        dir: path.to_path_buf(),
+        name: String::from_utf8_lossy(needle).into_owned(),
+        source,
+    };
+    let inotify = Inotify::init().map_err(fail)?;
+    inotify
+        .watches()
+        .add(path, WatchMask::MODIFY)
+        .map_err(fail)?;
+    let mut file = std::fs::File::open(path).map_err(fail)?;
+    let mut events = inotify.into_event_stream([0u8; 256]).map_err(fail)?;
+    // The text read so far, less what cannot be the start of a match any more.
+    let mut window: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        loop {
+            let n = file.read(&mut chunk).map_err(fail)?;
+            if n == 0 {
+                break;
+            }
+            window.extend_from_slice(&chunk[..n]);
+            if window.windows(needle.len()).any(|w| w == needle) {
+                return Ok(());
+            }
+            let keep = needle.len().saturating_sub(1).min(window.len());
+            window.drain(..window.len() - keep);
+        }
+        match events.next().await {
+            Some(event) => {
+                event.map_err(fail)?;
+            }
+            None => return Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +127,27 @@ mod tests {
         let path = dir.path().join("now");
         std::fs::write(&path, b"x").unwrap();
         until_exists(&path).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sees_a_line_written_later_across_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        std::fs::write(&path, b"start\nSucc").unwrap();
+        let p2 = path.clone();
+        tokio::spawn(async move {
+            use std::io::Write;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let mut f = std::fs::OpenOptions::new().append(true).open(p2).unwrap();
+            f.write_all(b"essfully started\n").unwrap();
+        });
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            until_contains(&path, b"Successfully started"),
+        )
+        .await
+        .expect("in time")
+        .unwrap();
     }
 
     #[tokio::test]

@@ -58,6 +58,12 @@ pub enum VmmError {
         /// The deadline.
         deadline: Duration,
     },
+    /// The VMM's log did not say it started the guest in time.
+    #[error("the VMM did not start the guest within {deadline:?}")]
+    NotStarted {
+        /// The deadline.
+        deadline: Duration,
+    },
     /// Waiting for the socket failed.
     #[error(transparent)]
     Watch(#[from] WatchError),

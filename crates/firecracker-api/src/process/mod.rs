@@ -237,6 +237,38 @@ impl Vmm {
         self.exit
     }
 
+    /// Waits until the VMM's log says it started the guest (a VMM started with
+    /// a config file), the VMM exits, or the deadline passes. Unlike
+    /// [`Vmm::wait_ready`] this sends no API request: Firecracker 1.16 can
+    /// leave an API request unanswered, and itself unable to exit, when the
+    /// request arrives while a guest that already finished is shutting down.
+    pub async fn wait_started(&mut self, deadline: Duration) -> Result<(), VmmError> {
+        let log = self.log_path.clone();
+        let started = tokio::time::timeout(deadline, watch::until_contains(&log, STARTED_LINE));
+        let outcome = {
+            let exited = self.wait();
+            tokio::pin!(exited);
+            tokio::select! {
+                started = started => Ok(started),
+                exit = &mut exited => Err(exit),
+            }
+        };
+        match outcome {
+            Ok(Ok(result)) => Ok(result?),
+            Ok(Err(_)) => Err(VmmError::NotStarted { deadline }),
+            Err(exit) => Err(VmmError::ExitedEarly {
+                exit: exit?,
+                log_tail: log_tail(&self.log_path, 3),
+            }),
+        }
+    }
+
+    /// True when the VMM's log says it started the guest.
+    pub fn has_started(&self) -> bool {
+        std::fs::read(&self.log_path)
+            .is_ok_and(|log| log.windows(STARTED_LINE.len()).any(|w| w == STARTED_LINE))
+    }
+
     /// Waits until the API socket accepts requests, the VMM exits, or the deadline passes.
     pub async fn wait_ready(&mut self, deadline: Duration) -> Result<(), VmmError> {
         let Some(socket) = self.api_socket.clone() else {
@@ -413,6 +445,9 @@ impl Vmm {
         }))
     }
 }
+
+/// What Firecracker logs once it has started a guest from a config file.
+const STARTED_LINE: &[u8] = b"Successfully started microvm";
 
 /// Wraps an I/O error about preparing `path`.
 fn prepare(path: &Path) -> impl FnOnce(std::io::Error) -> VmmError {

@@ -1506,7 +1506,7 @@ struct Steps {
     validate: Cost,
     files: Cost,
     records: Cost,
-    /// The first record save (before the VMM is spawned).
+    /// Building the record (before the VMM is spawned).
     records_before_spawn: Cost,
     spawn: Cost,
     ready: Cost,
@@ -1571,9 +1571,7 @@ async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
         persist_ms: 0,
         result: None,
     };
-    record.save(&paths.record()).map_err(|e| s(&e))?;
     st.records_before_spawn = laps.lap();
-    st.records += st.records_before_spawn;
 
     let mut vmm = Vmm::spawn(SpawnOptions {
         firecracker: ctx.firecracker.clone(),
@@ -1614,8 +1612,6 @@ async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
         Err(e) => return Err(e.to_string()),
     }
     record.phase = Phase::Running;
-    record.save(&paths.record()).map_err(|e| s(&e))?;
-    st.records += laps.lap();
 
     // A VMM that got a request as it was stopping may never exit (see
     // BENCHMARKS.md); dropping the handle kills it.
@@ -1661,7 +1657,7 @@ async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
     }
     record.phase = Phase::Succeeded;
     record.finished_ms = Some(now_ms());
-    record.save(&paths.record()).map_err(|e| s(&e))?;
+    record.save_outcome(&paths.record()).map_err(|e| s(&e))?;
     st.finish = laps.lap();
     st.total = whole.lap();
     st.done_at = origin.elapsed();
@@ -1822,9 +1818,9 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
             "mkdir, `VmPlan::write`: vm.json and the config drive",
         ),
         (
-            "record saves (x3)",
+            "record save (x1)",
             |s| s.records,
-            "record.json written and renamed: pending, booting, running",
+            "record.json written and renamed once, after the spawn (as `launch` does since 9e935ff)",
         ),
         (
             "`Vmm::spawn`",
@@ -1849,7 +1845,7 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
         (
             "finish",
             |s| s.finish,
-            "decode serial, write stdout/stderr, remove VMM files, save the record",
+            "decode serial, write stdout/stderr, remove VMM files, write the result file",
         ),
         (
             "total, step by step",
@@ -1864,7 +1860,7 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
                 c += s.records_before_spawn;
                 c
             },
-            "validate + plan files + first record save: how late the VMM starts",
+            "validate + plan files: how late the VMM starts",
         ),
         (
             "  launch start → VMM spawned (at once: batch start → VMM spawned)",

@@ -12,8 +12,7 @@ use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
-use futures_util::StreamExt;
-use inotify::{EventStream, Inotify, WatchMask};
+use firecracker_api::watch::{Subscription, WatchMask, Watcher};
 
 use crate::config_drive::Key;
 use crate::execution::LogProgress;
@@ -24,33 +23,26 @@ use crate::outcome::AgentReport;
 pub const READ_STEP: usize = 16 * 1024;
 
 /// Follows a file that another process appends to.
+#[derive(Debug)]
 pub struct SerialTail {
     file: File,
-    events: EventStream<Vec<u8>>,
-}
-
-impl std::fmt::Debug for SerialTail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SerialTail").finish_non_exhaustive()
-    }
+    changes: Subscription,
 }
 
 impl SerialTail {
     /// Starts following `path` from its beginning.
     pub fn open(path: &Path) -> std::io::Result<SerialTail> {
-        let inotify = Inotify::init()?;
-        inotify.watches().add(path, WatchMask::MODIFY)?;
+        let changes = Watcher::global()
+            .and_then(|w| w.subscribe(path, WatchMask::MODIFY))
+            .map_err(std::io::Error::other)?;
         let file = File::open(path)?;
-        let events = inotify.into_event_stream(vec![0u8; 256])?;
-        Ok(SerialTail { file, events })
+        Ok(SerialTail { file, changes })
     }
 
     /// Resolves when the file was written to since the last call. Cancel-safe.
     pub async fn changed(&mut self) -> std::io::Result<()> {
-        match self.events.next().await {
-            Some(event) => event.map(|_| ()),
-            None => Ok(()),
-        }
+        self.changes.changed().await;
+        Ok(())
     }
 
     /// Reads what is new into `buf`; 0 at the end. The caller owns the

@@ -16,8 +16,8 @@
 //! - 5: the executor's CPU time per execution (`getrusage`);
 //! - 3: N executions started at once, executor and raw VMM;
 //! - B: a breakdown of one launch, step by step, with the executor's own
-//!   building blocks (validate, plan, record, `Vmm::spawn`, `wait_ready`,
-//!   `describe_instance`, exit);
+//!   building blocks (validate, plan, record, `Vmm::spawn`, `wait_started`,
+//!   exit);
 //! - E: endurance: sequential executions, then a batch at once, each removed,
 //!   with fds, threads, memory, files, sockets and processes before and after.
 //!
@@ -1510,7 +1510,6 @@ struct Steps {
     records_before_spawn: Cost,
     spawn: Cost,
     ready: Cost,
-    describe: Cost,
     exit: Cost,
     finish: Cost,
     total: Cost,
@@ -1522,16 +1521,11 @@ struct Steps {
     /// The VMM's last log line ("exiting") → its exit seen by `Vmm`.
     exit_seen: Cost,
     exited_before_ready: bool,
-    /// `describe_instance` failed (the VMM was stopping, or slow).
-    describe_failed: bool,
 }
 
-/// How a step-by-step launch whose VMM never exited is reported.
-const HUNG: &str = "the VMM hung";
-
 /// One launch with the executor's building blocks, timed step by step:
-/// validate → plan files → record → `Vmm::spawn` → `wait_ready` →
-/// `describe_instance` → wait for the VMM's exit → decode, store, clean up.
+/// validate → plan files → record → `Vmm::spawn` → `wait_started` →
+/// wait for the VMM's exit → decode, store, clean up.
 async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
     let s = |e: &dyn std::fmt::Display| e.to_string();
     let request = ctx.request("x", &hi_job());
@@ -1595,32 +1589,20 @@ async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
     record.save(&paths.record()).map_err(|e| s(&e))?;
     st.records += laps.lap();
 
-    let ready = vmm.wait_ready(Duration::from_secs(10)).await;
+    // As `launch` does since 08a5845: wait for the VMM's log to say the
+    // guest started; no API request.
+    let ready = vmm.wait_started(Duration::from_secs(10)).await;
     st.ready = laps.lap();
     let mut seen = second_of_day(std::time::SystemTime::now());
     match ready {
-        Ok(()) => {
-            if let Some(client) = vmm.client() {
-                // A guest that already ended makes this fail, as in `launch`.
-                if client.describe_instance().await.is_err() {
-                    st.describe_failed = true;
-                }
-            }
-            st.describe = laps.lap();
-        }
-        Err(VmmError::ExitedEarly { .. }) => st.exited_before_ready = true,
+        Ok(()) => {}
+        Err(VmmError::ExitedEarly { .. }) if vmm.has_started() => st.exited_before_ready = true,
         Err(e) => return Err(e.to_string()),
     }
     record.phase = Phase::Running;
 
-    // A VMM that got a request as it was stopping may never exit (see
-    // BENCHMARKS.md); dropping the handle kills it.
-    let limit = if st.describe_failed {
-        Duration::from_secs(2)
-    } else {
-        RUN_LIMIT
-    };
-    let exit = match tokio::time::timeout(limit, vmm.wait()).await {
+    // Dropping the handle on a timeout kills the VMM.
+    let exit = match tokio::time::timeout(RUN_LIMIT, vmm.wait()).await {
         Ok(exit) => {
             if !st.exited_before_ready {
                 seen = second_of_day(std::time::SystemTime::now());
@@ -1629,7 +1611,7 @@ async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
         }
         Err(_) => {
             return Err(format!(
-                "{HUNG}: no exit {limit:?} after a failed `GET /`; the log ends with: {}",
+                "the VMM did not exit within {RUN_LIMIT:?}; its log ends with: {}",
                 firecracker_api::exit::log_tail(&paths.vmm_log(), 2)
             ))
         }
@@ -1738,7 +1720,6 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
     );
     let (mut steps, mut no_api, mut api) = (Vec::new(), Vec::new(), Vec::new());
     let mut drive_writes = Vec::new();
-    let mut hung = 0;
     let scratch = ctx.replica.path().join("drive-scratch.img");
     for i in 0..runs {
         // Rotate the order so no variant always follows another.
@@ -1747,7 +1728,6 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
                 0 => match replica_once(ctx, Instant::now()).await {
                     Ok(st) => steps.push(st),
                     Err(e) => {
-                        hung += usize::from(e.starts_with(HUNG));
                         eprintln!("step-by-step launch failed: {e}");
                     }
                 },
@@ -1779,7 +1759,6 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
             Ok(st) => conc.push(st),
             Err(e) => {
                 conc_failures += 1;
-                hung += usize::from(e.starts_with(HUNG));
                 eprintln!("step-by-step launch (at once) failed: {e}");
             }
         }
@@ -1806,7 +1785,7 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
         "what it is",
     ]);
     let col = |v: &[Steps], f: fn(&Steps) -> Cost| v.iter().map(f).collect::<Vec<_>>();
-    let rows: [StepRow; 13] = [
+    let rows: [StepRow; 12] = [
         (
             "validate + key",
             |s| s.validate,
@@ -1828,19 +1807,14 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
             "stale-socket check, open serial + log, fork/exec firecracker",
         ),
         (
-            "`wait_ready`",
+            "`wait_started`",
             |s| s.ready,
-            "`Vmm::wait_ready`: until the API socket exists and accepts a connection",
-        ),
-        (
-            "`describe_instance`",
-            |s| s.describe,
-            "`GET /`: the VMM answers once it has built and started the VM",
+            "`Vmm::wait_started`: until the VMM's log says it started the guest (or the VMM exits)",
         ),
         (
             "guest runs → VMM reaped",
             |s| s.exit,
-            "`Vmm::wait` after the checks: the rest of the guest's work and the VMM's exit",
+            "`Vmm::wait` after that: the rest of the guest's work and the VMM's exit",
         ),
         (
             "finish",
@@ -1873,7 +1847,7 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
         (
             "  VMM's last log line (exiting) → its exit seen by `Vmm`",
             |s| s.exit_seen,
-            "`Vmm::wait` (tokio's pidfd reaper) noticing the exit; `wait_ready` when the VMM ended first",
+            "`Vmm::wait` (tokio's pidfd reaper) noticing the exit; `wait_started` when the VMM ended first",
         ),
         (
             "  launch start → done (at once: batch start → done)",
@@ -1953,9 +1927,8 @@ async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), St
     let mut report = ctx.report.lock().unwrap();
     report.breakdown = t;
     report.notes.push(format!(
-        "breakdown: in {early} of {} sequential step-by-step launches the VMM had already exited before its API socket accepted; `GET /` failed in {} (the guest was done); {hung} VMM(s) never exited after such a `GET /` (killed)",
-        steps.len(),
-        steps.iter().filter(|s| s.describe_failed).count()
+        "breakdown: in {early} of {} sequential step-by-step launches the VMM had already exited when `wait_started` returned",
+        steps.len()
     ));
     Ok(())
 }

@@ -8,7 +8,8 @@
 //! executor runs, while it allows hundreds of thousands of watches. A
 //! dedicated thread reads the events and wakes each [`Subscription`] of the
 //! watched file, so waiting costs no CPU and is independent of any async
-//! runtime.
+//! runtime. The thread reads at most once per [`COALESCE`], so a VMM writing
+//! its serial output byte by byte wakes us a bounded number of times.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,10 @@ pub enum WatchError {
         source: std::io::Error,
     },
 }
+
+/// How long the reader lets events gather after each batch: the most a
+/// change waits to be seen, and what bounds the wakeups per second.
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Subscribers per watch descriptor.
 type Subscribers = HashMap<WatchDescriptor, Vec<Weak<Notify>>>;
@@ -86,14 +91,20 @@ impl Watcher {
                             return;
                         }
                     };
-                    let subs = subs.lock().unwrap_or_else(|e| e.into_inner());
-                    for event in events {
-                        for notify in subs.get(&event.wd).into_iter().flatten() {
-                            if let Some(notify) = notify.upgrade() {
-                                notify.notify_one();
+                    {
+                        let subs = subs.lock().unwrap_or_else(|e| e.into_inner());
+                        for event in events {
+                            for notify in subs.get(&event.wd).into_iter().flatten() {
+                                if let Some(notify) = notify.upgrade() {
+                                    notify.notify_one();
+                                }
                             }
                         }
                     }
+                    // Let events gather: the VMM writes serial output a byte
+                    // at a time, and waking on each write would cost far more
+                    // CPU (in context switches) than the output is worth.
+                    std::thread::sleep(COALESCE);
                 }
             })?;
         Ok(Watcher {

@@ -270,9 +270,14 @@ pub fn output_name(index: usize, target: &str, image: &std::path::Path) -> Strin
     format!("{index}-{safe}")
 }
 
-/// Firecracker's `--id` allows `[A-Za-z0-9_-]`; execution ids also allow `.`.
+/// Firecracker's `--id` allows only `[A-Za-z0-9-]` (it aborts on anything
+/// else); execution ids also allow `.` and `_`, which become `-`. The id only
+/// names the VMM in its own log, so two ids mapping alike is harmless.
 fn vmm_id(execution_id: &str) -> String {
-    execution_id.replace('.', "_")
+    execution_id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
 }
 
 fn set_phase(exec: &Execution, record: &mut ExecutionRecord, to: Phase) {
@@ -306,6 +311,12 @@ fn creation(id: &str, reason: String) -> ExecutorError {
 mod tests {
     use super::*;
     use std::path::Path;
+
+    #[test]
+    fn vmm_ids_are_what_firecracker_accepts() {
+        assert_eq!(vmm_id("job_1.retry-2"), "job-1-retry-2");
+        assert!(firecracker_api::process::check_instance_id(&vmm_id("a_b.c")).is_ok());
+    }
 
     #[test]
     fn output_names_are_safe_and_unique() {

@@ -18,6 +18,9 @@ pub enum VmmError {
         /// Its length in bytes.
         len: usize,
     },
+    /// The instance id is not one Firecracker accepts.
+    #[error("instance id {0:?} is invalid: use 1 to 64 characters from A-Z, a-z, 0-9 and '-'")]
+    InvalidInstanceId(String),
     /// A live VMM already listens on the socket.
     #[error("socket {0} is in use by a running VMM; stop it or pick another path")]
     SocketInUse(PathBuf),

@@ -92,10 +92,7 @@ impl Vmm {
     /// Starts a VMM. Returns as soon as the process runs; call
     /// [`Vmm::wait_ready`] before using the API.
     pub async fn spawn(options: SpawnOptions) -> Result<Vmm, VmmError> {
-        crate::client::check_id("instance id", &options.id).map_err(|e| VmmError::Prepare {
-            path: options.id.clone().into(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
-        })?;
+        check_instance_id(&options.id)?;
         let exec_name = options
             .firecracker
             .file_name()
@@ -455,6 +452,20 @@ fn prepare(path: &Path) -> impl FnOnce(std::io::Error) -> VmmError {
     move |source| VmmError::Prepare { path, source }
 }
 
+/// Checks an instance id (`--id`) the way Firecracker does: 1 to 64
+/// characters, each alphanumeric or `-` (unlike resource ids, no `_`:
+/// Firecracker 1.16 aborts on one).
+pub fn check_instance_id(id: &str) -> Result<(), VmmError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.chars().all(|c| c == '-' || c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(VmmError::InvalidInstanceId(id.to_string()))
+    }
+}
+
 /// Rejects a socket path the kernel cannot bind.
 pub fn check_socket_path(path: &Path) -> Result<(), VmmError> {
     let len = path.as_os_str().len();
@@ -485,6 +496,14 @@ async fn remove_stale_socket(path: &Path) -> Result<(), VmmError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instance_ids_follow_firecrackers_rule() {
+        assert!(check_instance_id("vm-1").is_ok());
+        for bad in ["", "a_b", "a.b", "a b", &"x".repeat(65)] {
+            assert!(check_instance_id(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn long_socket_paths_are_rejected() {

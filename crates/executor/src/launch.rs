@@ -93,46 +93,20 @@ pub(crate) async fn start(
 /// Plans, writes and boots the VM; returns its VMM and record.
 async fn launch(
     shared: &Shared,
-    exec: &Execution,
+    exec: &Arc<Execution>,
     valid: &ValidatedRequest,
     key: Option<Key>,
 ) -> Result<(Vmm, ExecutionRecord), ExecutorError> {
     let id = &exec.id;
-    let paths = &exec.paths;
-    paths.create().map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AlreadyExists {
-            ExecutorError::AlreadyStarted(id.clone())
-        } else {
-            ExecutorError::Io {
-                context: "cannot create",
-                path: paths.dir().to_path_buf(),
-                source,
-            }
-        }
-    })?;
-    let plan = VmPlan::new(valid, paths, key.clone());
-    let metadata = plan.write(paths).map_err(|e| creation(id, e.to_string()))?;
-    let mut record = new_record(valid, key.as_ref());
-
-    let mut vmm = Vmm::spawn(SpawnOptions {
-        firecracker: shared.firecracker.clone(),
-        id: vmm_id(id),
-        api_socket: Some(paths.api_socket()),
-        config_file: Some(paths.vm_config()),
-        metadata,
-        serial_output: paths.serial(),
-        log_path: paths.vmm_log(),
-        extra_sockets: vec![],
-        jailer: None,
-    })
-    .await
-    .map_err(|e| creation(id, e.to_string()))?;
-    vmm.set_kill_on_drop(false);
-    record.pid = Some(vmm.pid());
-    record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
-    set_phase(exec, &mut record, Phase::Booting);
-    // The one write of the record: from here on, a restarted executor finds this VM.
-    save(&record, exec)?;
+    let plan = VmPlan::new(valid, &exec.paths, key.clone());
+    let record = new_record(valid, key.as_ref());
+    // Files and fork/exec block; on a worker thread they would delay every
+    // other execution's supervision (seen as ~1 s of lag at 200 at once).
+    let (firecracker, exec2) = (shared.firecracker.clone(), exec.clone());
+    let spawned =
+        tokio::task::spawn_blocking(move || spawn_vmm(&firecracker, &exec2, &plan, record)).await;
+    let (mut vmm, mut record) =
+        spawned.map_err(|e| creation(id, format!("the launch task failed: {e}")))??;
 
     // Booted once the VMM's log says so. No API request here: see
     // `Vmm::wait_started` for the Firecracker deadlock this avoids.
@@ -144,6 +118,54 @@ async fn launch(
         Err(e) => return Err(abandon(vmm, id, e.to_string()).await),
     }
     set_phase(exec, &mut record, Phase::Running);
+    Ok((vmm, record))
+}
+
+/// Creates the execution's directory and files, spawns the VMM and writes
+/// the record. Blocking: runs on tokio's blocking pool.
+fn spawn_vmm(
+    firecracker: &std::path::Path,
+    exec: &Execution,
+    plan: &VmPlan,
+    mut record: ExecutionRecord,
+) -> Result<(Vmm, ExecutionRecord), ExecutorError> {
+    let (id, paths) = (&exec.id, &exec.paths);
+    paths.create().map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            ExecutorError::AlreadyStarted(id.clone())
+        } else {
+            ExecutorError::Io {
+                context: "cannot create",
+                path: paths.dir().to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    let metadata = plan.write(paths).map_err(|e| creation(id, e.to_string()))?;
+    let spawn = Vmm::spawn(SpawnOptions {
+        firecracker: firecracker.to_path_buf(),
+        id: vmm_id(id),
+        api_socket: Some(paths.api_socket()),
+        config_file: Some(paths.vm_config()),
+        metadata,
+        serial_output: paths.serial(),
+        log_path: paths.vmm_log(),
+        extra_sockets: vec![],
+        jailer: None,
+    });
+    let mut vmm = tokio::runtime::Handle::current()
+        .block_on(spawn)
+        .map_err(|e| creation(id, e.to_string()))?;
+    vmm.set_kill_on_drop(false);
+    record.pid = Some(vmm.pid());
+    record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
+    set_phase(exec, &mut record, Phase::Booting);
+    // The one write of the record: from here on, a restarted executor finds this VM.
+    if let Err(e) = save(&record, exec) {
+        // Without a record no one could find the VM again: do not leave it running.
+        vmm.set_kill_on_drop(true);
+        return Err(e);
+    }
     Ok((vmm, record))
 }
 

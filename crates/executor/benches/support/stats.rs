@@ -63,3 +63,12 @@ pub fn dratio(a: Duration, b: Duration) -> f64 {
         a.as_secs_f64() / b.as_secs_f64()
     }
 }
+
+/// The mean of `samples`; zero when there are none.
+pub fn mean(samples: &[Duration]) -> Duration {
+    if samples.is_empty() {
+        Duration::ZERO
+    } else {
+        samples.iter().sum::<Duration>() / samples.len() as u32
+    }
+}

@@ -1,0 +1,26 @@
+//! The sections of the bench, one module each, and the warm-up that runs
+//! before them. `benches/executor.rs` runs them in this order: 4, 1, 2, 5, 3,
+//! B, E.
+
+pub mod breakdown;
+pub mod concurrency;
+pub mod cpu;
+pub mod end_to_end;
+pub mod endurance;
+pub mod first_output;
+pub mod memory;
+
+use crate::support::context::{exec_once, hi_job, Ctx};
+use crate::support::raw::RawMode;
+
+/// Runs a few executions and raw VMMs before anything is measured.
+pub async fn warm_up(ctx: &Ctx) -> Result<(), String> {
+    eprintln!("warm-up");
+    for _ in 0..3 {
+        exec_once(ctx, &hi_job()).await?;
+        if let Some(e) = ctx.raw.run(RawMode::NoApi).await.error {
+            return Err(format!("raw VMM: {e}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! What every section shares: the [`Ctx`] (executor, raw VMMs, report), the
+//! benchmarked jobs, and running, checking and removing one execution.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fcexec::state_dir::StateDir;
+use fcexec::{ExecutionRequest, ExecutionResult, Executor, ExecutorConfig, HostLimits};
+use serde_json::json;
+use test_guest::Job;
+
+use super::raw::RawVmm;
+use super::report::Report;
+
+/// What every benchmarked job prints.
+pub const HI: &str = "hi\n";
+/// The longest one execution may take before it counts as failed.
+pub const RUN_LIMIT: Duration = Duration::from_secs(60);
+/// Removing one execution.
+const REMOVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The job of every timed execution: print a line, exit 0.
+pub fn hi_job() -> Job {
+    Job::new().out(HI).exit(0)
+}
+
+/// The output of section 5's larger job: 1 KiB of text.
+pub fn big_output() -> String {
+    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcde\n".repeat(16)
+}
+
+/// Everything the sections share.
+pub struct Ctx {
+    kernel: PathBuf,
+    rootfs: PathBuf,
+    pub firecracker: PathBuf,
+    pub host: HostLimits,
+    pub executor: Arc<Executor>,
+    pub raw: RawVmm,
+    /// The raw VMM running section 5's larger job.
+    pub raw_big: RawVmm,
+    /// State directory of the breakdown's step-by-step launches.
+    pub replica: StateDir,
+    seq: AtomicU64,
+    pub report: Mutex<Report>,
+    /// `remove` calls that failed.
+    pub remove_errors: AtomicUsize,
+    /// Leave what a failed `remove` left (endurance), instead of deleting it.
+    pub keep_leftovers: AtomicBool,
+}
+
+impl Ctx {
+    pub async fn new(dir: &Path, firecracker: PathBuf) -> Result<Ctx, String> {
+        let kernel = test_guest::write_kernel(dir).map_err(|e| e.to_string())?;
+        let rootfs = dir.join("rootfs.img");
+        std::fs::write(&rootfs, vec![0u8; 64 * 1024]).map_err(|e| e.to_string())?;
+        let host = HostLimits::detect().map_err(|e| e.to_string())?;
+        let mut config = ExecutorConfig {
+            state_root: Some(dir.join("s")),
+            firecracker: Some(firecracker.clone()),
+            ..ExecutorConfig::default()
+        };
+        if let Some(ms) = std::env::var("FCEXEC_BENCH_GRACE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            config.after_exit_grace = Duration::from_millis(ms);
+        }
+        let executor = Executor::new("bench", config)
+            .await
+            .map_err(|e| format!("Executor::new: {e}"))?;
+        let template = agent_request(&kernel, &rootfs, "t0", &hi_job());
+        let raw = RawVmm::prepare(
+            &dir.join("r"),
+            &firecracker,
+            &template,
+            &host,
+            HI.as_bytes(),
+        )?;
+        let big = big_output();
+        let template = agent_request(&kernel, &rootfs, "t1", &Job::new().out(&big).exit(0));
+        let raw_big = RawVmm::prepare(
+            &dir.join("rb"),
+            &firecracker,
+            &template,
+            &host,
+            big.as_bytes(),
+        )?;
+        Ok(Ctx {
+            kernel,
+            rootfs,
+            firecracker,
+            host,
+            executor: Arc::new(executor),
+            raw,
+            raw_big,
+            replica: StateDir::open(&dir.join("x"), "replica").map_err(|e| e.to_string())?,
+            seq: AtomicU64::new(0),
+            report: Mutex::new(Report::new()),
+            remove_errors: AtomicUsize::new(0),
+            keep_leftovers: AtomicBool::new(false),
+        })
+    }
+
+    /// A fresh execution id.
+    fn id(&self, prefix: &str) -> String {
+        format!("{prefix}{}", self.seq.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// An agent-mode request running `job`, with a fresh id.
+    pub fn request(&self, prefix: &str, job: &Job) -> ExecutionRequest {
+        agent_request(&self.kernel, &self.rootfs, &self.id(prefix), job)
+    }
+
+    pub fn add(&self, cells: &[String]) {
+        self.report.lock().unwrap().main.row(cells);
+    }
+}
+
+/// An agent-mode request running `job` in the test guest, shaped as the
+/// node sends it (as in `tests/common/mod.rs`).
+fn agent_request(kernel: &Path, rootfs: &Path, id: &str, job: &Job) -> ExecutionRequest {
+    serde_json::from_value(json!({
+        "job_id": format!("job-{id}"),
+        "execution_id": id,
+        "engine_spec": {"type": "firecracker", "params": {
+            "kernel_image": kernel,
+            "root_file_system": rootfs,
+            "agent": true,
+            "kernel_args": format!("console=ttyS0 {}", job.to_kernel_arg()),
+        }},
+        "resources": {"cpu": {"cores": 1}, "ram": {"size": 32u64 << 20}},
+    }))
+    .expect("a valid request")
+}
+
+/// One execution through the executor: `run`, checked, then removed (the
+/// removal is not timed). Returns the time of `run`.
+pub async fn exec_once(ctx: &Ctx, job: &Job) -> Result<Duration, String> {
+    exec_checked(ctx, job, HI).await
+}
+
+/// [`exec_once`] of a job that prints `expected`.
+async fn exec_checked(ctx: &Ctx, job: &Job, expected: &str) -> Result<Duration, String> {
+    let request = ctx.request("e", job);
+    let started = Instant::now();
+    let result = tokio::time::timeout(RUN_LIMIT, ctx.executor.run(&request)).await;
+    let took = started.elapsed();
+    let checked = check_output(result, expected);
+    remove(ctx, &request.execution_id).await;
+    checked.map(|()| took)
+}
+
+/// Turns a timed-out, failed or unexpected result of a job that prints
+/// `expected` into an error.
+pub fn check_output(
+    result: Result<Result<ExecutionResult, fcexec::ExecutorError>, tokio::time::error::Elapsed>,
+    expected: &str,
+) -> Result<(), String> {
+    match result {
+        Err(_) => Err(format!("no result within {RUN_LIMIT:?}")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(r)) if r.exit_code != 0 || r.stdout != expected => Err(format!(
+            "unexpected result: exit {} stdout {:.60?} error {:?}",
+            r.exit_code, r.stdout, r.error_msg
+        )),
+        Ok(Ok(_)) => Ok(()),
+    }
+}
+
+/// `remove`s an execution. A failure is counted and reported once (with what
+/// was left in its directory); outside the endurance part the bench then
+/// deletes the directory itself, so that later sections start clean.
+pub async fn remove(ctx: &Ctx, id: &str) {
+    let Err(e) = ctx.executor.remove(id, REMOVE_LIMIT).await else {
+        return;
+    };
+    if matches!(e, fcexec::ExecutorError::NotFound(_)) {
+        // A start that failed already removed its execution.
+        return;
+    }
+    let dir = ctx.executor.state_dir().join(id);
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let n = ctx.remove_errors.fetch_add(1, Ordering::Relaxed);
+    if n == 0 {
+        ctx.report.lock().unwrap().notes.push(format!(
+            "remove({id}) failed: {e}; left in its directory a moment later: {left:?}"
+        ));
+    }
+    if !ctx.keep_leftovers.load(Ordering::Relaxed) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// Execution directories left in the state directory although the executor
+/// knows no execution (a failed `remove`/`cleanup`); deleted unless
+/// `keep_leftovers`. Returns how many there were.
+pub fn leftover_dirs(ctx: &Ctx) -> usize {
+    let known: Vec<String> = ctx
+        .executor
+        .list()
+        .into_iter()
+        .map(|i| i.execution_id)
+        .collect();
+    let mut count = 0;
+    for entry in std::fs::read_dir(ctx.executor.state_dir())
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.path().is_dir() && !known.contains(&name) {
+            count += 1;
+            if !ctx.keep_leftovers.load(Ordering::Relaxed) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    count
+}

@@ -75,7 +75,13 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// Timeouts and policies.
     pub config: ExecutorConfig,
+    /// Bounds the launches doing blocking work (files, fork/exec) at once, so
+    /// a burst of starts borrows a few blocking-pool threads, not hundreds.
+    pub launch_slots: tokio::sync::Semaphore,
 }
+
+/// Launches doing their blocking part at once.
+pub(crate) const LAUNCH_SLOTS: usize = 4;
 
 impl Shared {
     /// Settings for supervisors.
@@ -129,6 +135,7 @@ impl Executor {
             executions: Mutex::new(HashMap::new()),
             shutdown: watch::Sender::new(false),
             config,
+            launch_slots: tokio::sync::Semaphore::new(LAUNCH_SLOTS),
         });
         crate::recovery::recover(&shared);
         tracing::info!(executor = id, dir = %shared.state.path().display(), "executor ready");

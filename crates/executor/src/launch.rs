@@ -103,8 +103,14 @@ async fn launch(
     // Files and fork/exec block; on a worker thread they would delay every
     // other execution's supervision (seen as ~1 s of lag at 200 at once).
     let (firecracker, exec2) = (shared.firecracker.clone(), exec.clone());
+    let slot = shared
+        .launch_slots
+        .acquire()
+        .await
+        .map_err(|_| ExecutorError::ShuttingDown)?;
     let spawned =
         tokio::task::spawn_blocking(move || spawn_vmm(&firecracker, &exec2, &plan, record)).await;
+    drop(slot);
     let (mut vmm, mut record) =
         spawned.map_err(|e| creation(id, format!("the launch task failed: {e}")))??;
 

@@ -37,8 +37,10 @@ pub enum WatchError {
 }
 
 /// How long the reader lets events gather after each batch: the most a
-/// change waits to be seen, and what bounds the wakeups per second.
-pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(1);
+/// change waits to be seen, and what bounds the wakeups per second. (Measured
+/// here: 4 ms instead of 1 ms took the executor's CPU per execution from
+/// about 2.6 ms to 1.4 ms; each wakeup is a context switch, dear in a VM.)
+pub const COALESCE: std::time::Duration = std::time::Duration::from_millis(4);
 
 /// Subscribers per watch descriptor.
 type Subscribers = HashMap<WatchDescriptor, Vec<Weak<Notify>>>;

@@ -81,7 +81,7 @@ pub(crate) struct Shared {
 }
 
 /// Launches doing their blocking part at once.
-pub(crate) const LAUNCH_SLOTS: usize = 4;
+pub(crate) const LAUNCH_SLOTS: usize = 16;
 
 impl Shared {
     /// Settings for supervisors.

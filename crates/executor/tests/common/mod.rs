@@ -108,3 +108,15 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[allow(unused_imports)]
 pub use testkit::{files_under, firecracker_pids};
+
+impl Drop for Harness {
+    /// Executors let their VMs run on when dropped (for restart recovery), so
+    /// a test that fails midway would leave them behind: kill whatever still
+    /// runs from this harness's directory.
+    fn drop(&mut self) {
+        for pid in firecracker_pids(self.dir.path()) {
+            // SAFETY: kill(2) of a firecracker process this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}

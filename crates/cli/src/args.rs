@@ -29,7 +29,7 @@ pub struct Global {
     /// $XDG_RUNTIME_DIR/fcexec].
     #[arg(long, global = true, env = "FCEXEC_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// The executor id: executions live under <state dir>/<id>, and one
+    /// The executor id: executions live under `<state dir>/<id>`, and one
     /// process at a time owns them.
     #[arg(
         long,

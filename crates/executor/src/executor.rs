@@ -1,6 +1,6 @@
 //! The executor: the node's contract (start, wait, cancel, run, cleanup,
 //! list, status, wait_for_status, pause, resume, remove, logs) over the
-//! lifecycle that [`crate::supervisor`] drives.
+//! lifecycle that the supervisor (`supervisor.rs`) drives.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

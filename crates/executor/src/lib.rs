@@ -23,15 +23,15 @@
 //!
 //! Data flows one way, each arrow a function that can be tested alone:
 //!
-//! request ([`request`], [`spec`]) → validate ([`validate`], [`resources`]) →
-//! plan ([`plan`]) → launch ([`launch`]) → supervise ([`supervisor`]: serial
-//! capture in [`capture`], the guest protocol in [`guest_protocol`], process
+//! request ([`request`], [`spec`]) → validate ([`mod@validate`], [`resources`]) →
+//! plan ([`plan`]) → launch (`launch`) → supervise (`supervisor`: serial
+//! capture in `capture`, the guest protocol in [`guest_protocol`], process
 //! exit) → result ([`outcome`], [`result`]) → cleanup.
 //!
 //! One execution's life is the [`lifecycle::Phase`] state machine, driven only
-//! by its supervisor; callers observe it through [`execution::Execution`].
+//! by its supervisor; callers observe it through `execution::Execution`.
 //! Everything lives in the [`state_dir`]; [`record`] persists what
-//! [`recovery`] needs after a restart; [`logs`] streams stored output.
+//! `recovery` needs after a restart; [`logs`] streams stored output.
 #![warn(missing_docs)]
 
 mod capture;

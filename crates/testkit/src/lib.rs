@@ -1,6 +1,6 @@
 //! Test support shared by fcexec's crates.
 //!
-//! Tests that need the real Firecracker VMM call [`require_vmm`] (or the
+//! Tests that need the real Firecracker VMM call [`require_vmm()`] (or the
 //! [`require_vmm!`] macro) first. When `firecracker`, `jailer` or a usable
 //! `/dev/kvm` is missing the test returns early and counts as skipped; when the
 //! test binary exits it prints one plain line saying how many of its tests were

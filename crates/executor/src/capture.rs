@@ -68,8 +68,8 @@ pub enum Sink {
 #[derive(Debug)]
 pub struct AgentSink {
     decoder: FrameDecoder,
-    stdout: File,
-    stderr: File,
+    stdout: OutputFile,
+    stderr: OutputFile,
     progress: LogProgress,
     report: AgentReport,
 }
@@ -83,17 +83,10 @@ impl Sink {
     /// An agent-mode sink writing `stdout` and `stderr` (truncated first, so
     /// that a restarted executor can decode the serial file again from its start).
     pub fn agent(key: Key, stdout: &Path, stderr: &Path) -> std::io::Result<Sink> {
-        let open = |p: &Path| {
-            File::options()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .open(p)
-        };
         Ok(Sink::Agent(Box::new(AgentSink {
             decoder: FrameDecoder::new(key),
-            stdout: open(stdout)?,
-            stderr: open(stderr)?,
+            stdout: OutputFile::new(stdout)?,
+            stderr: OutputFile::new(stderr)?,
             progress: LogProgress::default(),
             report: AgentReport::default(),
         })))
@@ -167,6 +160,36 @@ impl AgentSink {
             }
         }
         Ok(())
+    }
+}
+
+/// A stream's file, created on its first byte: most jobs write no stderr,
+/// and every file created costs system time (see BENCHMARKS.md).
+#[derive(Debug)]
+struct OutputFile {
+    path: std::path::PathBuf,
+    file: Option<File>,
+}
+
+impl OutputFile {
+    /// Forgets what an earlier decoding of the same serial output wrote.
+    fn new(path: &Path) -> std::io::Result<OutputFile> {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        Ok(OutputFile {
+            path: path.to_path_buf(),
+            file: None,
+        })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(File::create(&self.path)?),
+        };
+        file.write_all(data)
     }
 }
 

@@ -352,7 +352,8 @@ async fn a_vmm_rejoined_after_detach_is_stopped_through_its_pidfd() {
 
 /// Prints, as the median of 20: spawn to API ready, and spawn to InstanceStart
 /// accepted. A measurement, not a timed test: run it with
-/// `cargo test --release -p firecracker-api --test real_vmm -- --ignored --nocapture`.
+/// `cargo test --release --test real_vmm -- --ignored --nocapture measure_startup`
+/// in `crates/firecracker-api`.
 #[tokio::test]
 #[ignore = "a measurement; run on demand"]
 async fn measure_startup() {

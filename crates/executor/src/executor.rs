@@ -153,8 +153,18 @@ impl Executor {
     }
 
     /// Creates and boots the VM of `request`. Returns once the VM runs.
+    ///
+    /// Dropping the returned future does not abandon a launch half way (which
+    /// could leave a VM without a supervisor): the launch runs in its own task
+    /// and the execution goes on; `status` or `wait` find it.
     pub async fn start(&self, request: &ExecutionRequest) -> Result<(), ExecutorError> {
-        launch::start(&self.shared, request).await
+        let (shared, owned) = (self.shared.clone(), request.clone());
+        tokio::spawn(async move { launch::start(&shared, &owned).await })
+            .await
+            .map_err(|e| ExecutorError::VmCreation {
+                id: request.execution_id.clone(),
+                reason: format!("the launch task failed: {e}"),
+            })?
     }
 
     /// Resolves with the result once the execution ends. Cancel-safe: a

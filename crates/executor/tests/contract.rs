@@ -316,3 +316,22 @@ async fn a_guest_without_the_agent_fails_with_a_reason() {
     assert!(r.error_msg.contains("boot timed out"), "{r:?}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn a_start_given_up_by_its_caller_still_launches_and_is_supervised() {
+    let h = Harness::new(testkit::require_vmm!());
+    let ex = h.executor("dropped").await;
+    let request = h.agent("d", &Job::new().out("ran\n").exit(6));
+    // The caller gives up almost at once; the launch goes on in its own task.
+    let _ = tokio::time::timeout(Duration::from_micros(50), ex.start(&request)).await;
+    let r = loop {
+        match ex.wait("d").await {
+            Ok(r) => break r,
+            Err(ExecutorError::NotFound(_)) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!((r.exit_code, r.stdout.as_str()), (6, "ran\n"));
+    ex.cleanup().await.unwrap();
+    assert!(firecracker_pids(ex.state_dir()).is_empty());
+}

@@ -335,3 +335,25 @@ async fn a_start_given_up_by_its_caller_still_launches_and_is_supervised() {
     ex.cleanup().await.unwrap();
     assert!(firecracker_pids(ex.state_dir()).is_empty());
 }
+
+#[tokio::test]
+async fn new_fails_clearly_without_a_supported_firecracker() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = |bin: std::path::PathBuf| fcexec::ExecutorConfig {
+        state_root: Some(dir.path().join("state")),
+        firecracker: Some(bin),
+        ..fcexec::ExecutorConfig::default()
+    };
+    let err = fcexec::Executor::new("x", config(dir.path().join("missing"))).await.unwrap_err();
+    assert!(matches!(err, ExecutorError::FirecrackerMissing(_)), "{err}");
+    assert!(err.to_string().contains("install the Firecracker v1.16.1 release"), "{err}");
+    // A stand-in that only answers --version, as an older release would.
+    let old = dir.path().join("firecracker");
+    std::fs::write(&old, "#!/bin/sh\necho 'Firecracker v1.15.0'\n").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let err = fcexec::Executor::new("x", config(old)).await.unwrap_err();
+    assert!(matches!(err, ExecutorError::FirecrackerVersion(_)), "{err}");
+    assert!(err.to_string().contains("v1.15.0"), "{err}");
+    assert!(!dir.path().join("state").exists(), "nothing created");
+}

@@ -345,9 +345,15 @@ async fn new_fails_clearly_without_a_supported_firecracker() {
         firecracker: Some(bin),
         ..fcexec::ExecutorConfig::default()
     };
-    let err = fcexec::Executor::new("x", config(dir.path().join("missing"))).await.unwrap_err();
+    let err = fcexec::Executor::new("x", config(dir.path().join("missing")))
+        .await
+        .unwrap_err();
     assert!(matches!(err, ExecutorError::FirecrackerMissing(_)), "{err}");
-    assert!(err.to_string().contains("install the Firecracker v1.16.1 release"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("install the Firecracker v1.16.1 release"),
+        "{err}"
+    );
     // A stand-in that only answers --version, as an older release would.
     let old = dir.path().join("firecracker");
     std::fs::write(&old, "#!/bin/sh\necho 'Firecracker v1.15.0'\n").unwrap();

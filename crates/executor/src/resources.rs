@@ -247,7 +247,7 @@ pub fn mem_mib_for(size: Option<i128>, host: &HostLimits) -> Result<u32, Resourc
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::request::{Cpu, Gpu, Ram};
 
@@ -259,7 +259,8 @@ mod tests {
     /// Cores, RAM bytes, the host, then the expected outcome.
     type Row<A, B> = (Option<f64>, Option<i128>, HostLimits, A, B);
 
-    fn res(cores: Option<f64>, size: Option<i128>) -> Resources {
+    /// Resources with only `cpu.cores` and `ram.size` set (shared with the validation tests).
+    pub(crate) fn res(cores: Option<f64>, size: Option<i128>) -> Resources {
         Resources {
             cpu: Some(Cpu {
                 cores,

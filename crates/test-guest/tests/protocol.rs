@@ -12,42 +12,15 @@ mod common;
 
 use test_guest::Job;
 
-fn unhex(s: &str) -> Vec<u8> {
-    if s == "-" {
-        return Vec::new();
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
-
 #[test]
 fn encoder_matches_the_vectors() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../docs/guest-protocol-vectors.txt"
-    );
-    let text = std::fs::read_to_string(path).unwrap();
-    let mut key = None;
+    let (key_hex, vectors) = testkit::protocol_vectors::vectors();
+    let key = &<[u8; 32]>::try_from(key_hex.as_bytes()).unwrap();
     let mut checked = 0;
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        if let Some(k) = line.strip_prefix("key ") {
-            key = Some(<[u8; 32]>::try_from(k.as_bytes()).unwrap());
-            continue;
-        }
-        let key = key.as_ref().expect("key line first");
-        let mut f = line.splitn(4, ' ');
-        let (seq, kind, payload, expected) = (
-            f.next().unwrap(),
-            f.next().unwrap(),
-            f.next().unwrap(),
-            f.next().unwrap(),
-        );
-        let payload = unhex(payload);
+    for v in vectors {
+        let (seq, kind, payload, expected) =
+            (v.seq.to_string(), v.kind.as_str(), v.payload, v.frame);
+        let seq = seq.as_str();
         let mut buf = vec![0u8; frame::MAX_FRAME];
         let n = frame::encode(&mut buf, key, seq.parse().unwrap(), kind, &payload).unwrap();
         assert_eq!(

@@ -14,6 +14,7 @@
 //! }
 //! ```
 
+pub mod protocol_vectors;
 pub mod tiny_guest;
 
 use std::io::Write;

@@ -3,24 +3,12 @@
 
 use super::*;
 
-const VECTORS: &str = include_str!("../../../../docs/guest-protocol-vectors.txt");
-
 fn key() -> Key {
     "0123456789abcdef0123456789abcdef".parse().unwrap()
 }
 
 fn other_key() -> Key {
     "fedcba9876543210fedcba9876543210".parse().unwrap()
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    if s == "-" {
-        return Vec::new();
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
 }
 
 /// Merges neighbouring events of the same byte kind, so that results do not
@@ -72,16 +60,12 @@ impl Rng {
 
 #[test]
 fn vectors_encode_and_parse() {
-    let mut lines = VECTORS.lines().filter(|l| !l.starts_with('#'));
-    let key_line = lines.next().unwrap();
-    let key: Key = key_line.strip_prefix("key ").unwrap().parse().unwrap();
+    let (key, vectors) = testkit::protocol_vectors::vectors();
+    let key: Key = key.parse().unwrap();
     let mut count = 0;
-    for line in lines {
-        let mut parts = line.splitn(4, ' ');
-        let seq: u32 = parts.next().unwrap().parse().unwrap();
-        let kind = FrameKind::parse(parts.next().unwrap().as_bytes()).unwrap();
-        let payload = unhex(parts.next().unwrap());
-        let frame = parts.next().unwrap();
+    for v in vectors {
+        let (seq, payload, frame) = (v.seq, v.payload, v.frame.as_str());
+        let kind = FrameKind::parse(v.kind.as_bytes()).unwrap();
         let encoded = encode_frame(&key, seq, kind, &payload);
         assert_eq!(encoded, format!("{frame}\n").into_bytes(), "seq {seq}");
         let parsed = parse_frame(&key, frame.as_bytes()).unwrap().unwrap();

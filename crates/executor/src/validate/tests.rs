@@ -3,7 +3,7 @@
 //! and the field its message must name.
 
 use super::*;
-use crate::request::{Cpu, Gpu, PortBinding, Ram, Resources};
+use crate::request::{Gpu, PortBinding, Resources};
 use crate::spec::SpecConfig;
 use std::path::Path;
 
@@ -91,17 +91,7 @@ fn set(r: &mut ExecutionRequest, key: &str, value: impl Into<serde_json::Value>)
 }
 
 fn resources(cores: Option<f64>, size: Option<i128>) -> Option<Resources> {
-    Some(Resources {
-        cpu: Some(Cpu {
-            cores,
-            ..Cpu::default()
-        }),
-        ram: Some(Ram {
-            size,
-            ..Ram::default()
-        }),
-        ..Resources::default()
-    })
+    Some(crate::resources::tests::res(cores, size))
 }
 
 #[test]

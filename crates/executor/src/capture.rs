@@ -2,8 +2,9 @@
 //! writes it, and turning its bytes into the workload's stdout and stderr.
 //!
 //! The VMM's stdout is a file in the execution's directory, so output is
-//! stored the moment it is written and survives an executor restart. A
-//! [`SerialTail`] wakes on inotify's modify events and reads what is new.
+//! stored the moment it is written and survives an executor restart. The
+//! supervisor wakes on inotify's modify events ([`watch_serial`]) and a
+//! [`Capture`] reads what is new, up to the executor's output cap.
 //! A [`Sink`] then routes it: in plain mode the serial file *is* stdout; in
 //! agent mode the frames are decoded into the `stdout` and `stderr` files and
 //! the agent's report.
@@ -14,6 +15,7 @@ use std::path::Path;
 
 use firecracker_api::watch::{Subscription, WatchMask, Watcher};
 
+
 use crate::config_drive::Key;
 use crate::execution::LogProgress;
 use crate::guest_protocol::{Event, FrameDecoder};
@@ -22,34 +24,122 @@ use crate::outcome::AgentReport;
 /// Bytes read from the serial file per step.
 pub const READ_STEP: usize = 16 * 1024;
 
-/// Follows a file that another process appends to.
+/// The serial console file, read as the VMM appends to it, with a cap on
+/// how much of it is taken in.
 #[derive(Debug)]
-pub struct SerialTail {
-    file: File,
-    changes: Subscription,
+pub struct Capture {
+    file: Option<File>,
+    sink: Sink,
+    /// Serial bytes taken in so far.
+    taken: u64,
+    /// The most serial bytes taken in (stdout, stderr and console together).
+    limit: u64,
+    /// True once more than `limit` bytes were offered.
+    over_limit: bool,
 }
 
-impl SerialTail {
-    /// Starts following `path` from its beginning.
-    pub fn open(path: &Path) -> std::io::Result<SerialTail> {
-        let changes = Watcher::global()
-            .and_then(|w| w.subscribe(path, WatchMask::MODIFY))
-            .map_err(std::io::Error::other)?;
-        let file = File::open(path)?;
-        Ok(SerialTail { file, changes })
+impl Capture {
+    /// Starts reading `serial` from its beginning into `sink`, taking in at
+    /// most `limit` bytes. A missing file is read as empty.
+    pub fn open(serial: &Path, sink: Sink, limit: u64) -> std::io::Result<Capture> {
+        let file = match File::open(serial) {
+            Ok(file) => Some(file),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        Ok(Capture {
+            file,
+            sink,
+            taken: 0,
+            limit,
+            over_limit: false,
+        })
     }
 
-    /// Resolves when the file was written to since the last call. Cancel-safe.
-    pub async fn changed(&mut self) -> std::io::Result<()> {
-        self.changes.changed().await;
-        Ok(())
+    /// Reads everything new into the sink (blocking: call it off the
+    /// runtime's workers) and returns the progress.
+    pub fn pump(&mut self) -> LogProgress {
+        let Some(file) = self.file.as_mut() else {
+            return self.sink.progress();
+        };
+        let mut buf = vec![0u8; READ_STEP];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let room = self.limit.saturating_sub(self.taken);
+                    let take = (n as u64).min(room) as usize;
+                    if take < n {
+                        self.over_limit = true;
+                    }
+                    self.taken += take as u64;
+                    if let Err(e) = self.sink.feed(&buf[..take]) {
+                        tracing::warn!(error = %e, "cannot store output");
+                    }
+                    if self.over_limit {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the serial output");
+                    break;
+                }
+            }
+        }
+        self.sink.progress()
     }
 
-    /// Reads what is new into `buf`; 0 at the end. The caller owns the
-    /// buffer, so an idle execution holds none.
-    pub fn read_new(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.file.read(buf)
+    /// The serial stream has ended: decodes what is left.
+    pub fn finish(&mut self) -> LogProgress {
+        if let Err(e) = self.sink.finish() {
+            tracing::warn!(error = %e, "cannot store output");
+        }
+        self.sink.progress()
     }
+
+    /// True once the output went past the limit.
+    pub fn over_limit(&self) -> bool {
+        self.over_limit
+    }
+
+    /// The most serial bytes taken in.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Serial bytes taken in.
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// What the agent reported so far (empty in plain mode).
+    pub fn report(&self) -> AgentReport {
+        self.sink.report()
+    }
+
+    /// True once the agent reported the workload's end (exit or failure).
+    pub fn agent_ended(&self) -> bool {
+        match &self.sink {
+            Sink::Plain { .. } => false,
+            Sink::Agent(agent) => agent.report.exit.is_some() || agent.report.fail.is_some(),
+        }
+    }
+
+    /// True once the agent said hello (always false in plain mode).
+    pub fn agent_said_hello(&self) -> bool {
+        match &self.sink {
+            Sink::Plain { .. } => false,
+            Sink::Agent(agent) => agent.report.hello.is_some(),
+        }
+    }
+}
+
+/// Wakes when `path` is written to (inotify), so the supervisor reads only
+/// when there is something new.
+pub fn watch_serial(path: &Path) -> std::io::Result<Subscription> {
+    Watcher::global()
+        .and_then(|w| w.subscribe(path, WatchMask::MODIFY))
+        .map_err(std::io::Error::other)
 }
 
 /// Where serial bytes go.
@@ -193,13 +283,24 @@ impl OutputFile {
     }
 }
 
-/// Reads a whole output file as text (invalid UTF-8 replaced).
-pub fn read_text(path: &Path) -> String {
+/// Reads at most the last `limit` bytes of an output file as text (invalid
+/// UTF-8 replaced); true when the file held more. A missing file is empty.
+pub fn read_tail(path: &Path, limit: u64) -> (String, bool) {
+    let Ok(mut file) = File::open(path) else {
+        return (String::new(), false);
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(limit);
     let mut bytes = Vec::new();
-    if let Ok(mut f) = File::open(path) {
-        let _ = f
-            .seek(SeekFrom::Start(0))
-            .and_then(|_| f.read_to_end(&mut bytes));
+    if file.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = file.take(limit).read_to_end(&mut bytes);
     }
-    String::from_utf8_lossy(&bytes).into_owned()
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if start > 0 {
+        // The cut may split a character: drop its replacement at the front.
+        if let Some(rest) = text.strip_prefix('\u{FFFD}') {
+            text = rest.to_string();
+        }
+    }
+    (text, start > 0)
 }

@@ -23,8 +23,8 @@ pub enum ExecutorError {
     #[error(transparent)]
     StateDir(#[from] StateDirError),
     /// The host's limits could not be read.
-    #[error("cannot read this host's CPU and memory: {0}")]
-    HostLimits(String),
+    #[error("cannot read this host's CPU and memory")]
+    HostLimits(#[source] crate::resources::HostLimitsError),
     /// The request is invalid. (Not a `#[source]`: the message already holds
     /// it, so printing the cause chain does not repeat it.)
     #[error("invalid request: {0}")]
@@ -39,11 +39,29 @@ pub enum ExecutorError {
     #[error("execution {0:?} already finished; remove it before reusing its id")]
     AlreadyFinished(String),
     /// The VM could not be created.
-    #[error("execution {id:?}: VM creation failed: {reason}")]
+    #[error("execution {id:?}: VM creation failed")]
     VmCreation {
         /// The execution.
         id: String,
         /// Why.
+        #[source]
+        source: LaunchError,
+    },
+    /// Starting it would take more than the executor's budget.
+    #[error("execution {id:?} cannot start now: {reason}; wait for others to end, or raise ExecutorConfig::memory_budget_mib / max_live")]
+    OverBudget {
+        /// The execution.
+        id: String,
+        /// What is short.
+        reason: String,
+    },
+    /// The execution's task ended without a result (a bug: the execution
+    /// is failed with this reason rather than left hanging).
+    #[error("execution {id:?}: internal error: {reason}")]
+    Internal {
+        /// The execution.
+        id: String,
+        /// What went wrong.
         reason: String,
     },
     /// The operation does not apply to the execution's current status.
@@ -100,18 +118,64 @@ impl From<ValidationError> for ExecutorError {
     }
 }
 
+/// Why a VM could not be created; the source of [`ExecutorError::VmCreation`].
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The execution's directory could not be created.
+    #[error("cannot create the execution's directory")]
+    CreateDir(#[source] std::io::Error),
+    /// The VM's files (configuration, config drive, MMDS) could not be written.
+    #[error("cannot write the VM's files")]
+    Files(#[source] crate::config_drive::ConfigDriveError),
+    /// The output files could not be opened.
+    #[error("cannot open the output files")]
+    Output(#[source] std::io::Error),
+    /// The agent's key could not be made.
+    #[error("cannot make the agent's key")]
+    Key(#[from] crate::config_drive::ConfigDriveError),
+    /// The VMM failed to spawn or to start the guest.
+    #[error(transparent)]
+    Vmm(#[from] firecracker_api::VmmError),
+    /// The record could not be saved.
+    #[error("cannot save the execution's record")]
+    Record(#[source] std::io::Error),
+    /// The launch task failed.
+    #[error("the launch task failed: {0}")]
+    Task(String),
+    /// A launch hook failed this step (fault injection).
+    #[error("launch step {step:?} failed: {reason}")]
+    Injected {
+        /// The step.
+        step: crate::launch::LaunchStep,
+        /// The hook's reason.
+        reason: String,
+    },
+}
+
 /// Every failure of [`crate::Executor::cleanup`], reported together.
 #[derive(Debug, thiserror::Error)]
 #[error("cleanup failed for {} execution(s): {}", .failures.len(), summary(.failures))]
 pub struct CleanupError {
     /// Each execution that could not be cleaned up, with why.
-    pub failures: Vec<(String, String)>,
+    pub failures: Vec<(String, ExecutorError)>,
 }
 
-fn summary(failures: &[(String, String)]) -> String {
+fn summary(failures: &[(String, ExecutorError)]) -> String {
     failures
         .iter()
-        .map(|(id, why)| format!("{id}: {why}"))
+        .map(|(id, why)| format!("{id}: {}", chain(why)))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// An error with its causes, joined by ": ".
+pub fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -1,109 +1,53 @@
 //! The executor: the node's contract (start, wait, cancel, run, cleanup,
 //! list, status, wait_for_status, pause, resume, remove, logs) over the
-//! lifecycle that the supervisor (`supervisor.rs`) drives.
+//! executions its [`Registry`] holds.
+//!
+//! Ownership, one way: the executor validates a request, reserves the
+//! execution in the registry, and spawns the execution's task
+//! ([`crate::execution_task`]: launch, then supervision) into its tracked
+//! task set. Recovery returns what it found; the executor registers it.
+//! Nothing else spawns tasks or writes the registry, except an execution's
+//! task giving its budget back and scheduling its expiry.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use firecracker_api::StopPolicy;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
+use crate::capture::read_tail;
+use crate::config::ExecutorConfig;
 use crate::error::{CleanupError, ExecutorError};
-use crate::execution::{Command, Execution};
-use crate::launch;
+use crate::execution::{Command, Execution, LogProgress, Snapshot};
+use crate::execution_task::{launch_and_supervise, supervise_recovered, TaskContext};
+use crate::launch::{Launcher, LAUNCH_SLOTS};
+use crate::lifecycle::Phase;
 use crate::logs::{LogOptions, Logs};
+use crate::record::now_ms;
+use crate::recovery::{Found, FoundState};
+use crate::registry::{Budget, Registry};
 use crate::request::ExecutionRequest;
 use crate::resources::HostLimits;
 use crate::result::{ExecutionResult, ExecutionStatus, ListItem};
+use crate::spec::Mode;
 use crate::state_dir::{default_root, StateDir};
-use crate::supervisor::Settings;
-
-/// How an executor is set up. `Default` gives the documented defaults.
-#[derive(Debug, Clone)]
-pub struct ExecutorConfig {
-    /// Root of the state directory; default `/run/fcexec` (root) or
-    /// `$XDG_RUNTIME_DIR/fcexec`.
-    pub state_root: Option<PathBuf>,
-    /// The firecracker binary; default `$FIRECRACKER_BIN`, then `firecracker` on `PATH`.
-    pub firecracker: Option<PathBuf>,
-    /// How cancel, remove and cleanup stop a VM.
-    pub stop_policy: StopPolicy,
-    /// How long a new VMM gets to start its guest.
-    pub ready_timeout: Duration,
-    /// How long a guest gets to power off after its agent reported the end.
-    pub after_exit_grace: Duration,
-    /// The host's CPUs and memory; default: detected.
-    pub host_limits: Option<HostLimits>,
-}
-
-impl Default for ExecutorConfig {
-    fn default() -> Self {
-        ExecutorConfig {
-            state_root: None,
-            firecracker: None,
-            stop_policy: StopPolicy::default(),
-            ready_timeout: Duration::from_secs(10),
-            after_exit_grace: Duration::from_secs(2),
-            host_limits: None,
-        }
-    }
-}
+use crate::supervisor::{Deadlines, Settings};
+use crate::tasks::Tasks;
 
 /// Runs executions in Firecracker microVMs. See the crate docs.
+///
+/// Dropping it stops supervision and lets the VMs run on (a new executor
+/// with the same id re-attaches to them); [`Executor::shutdown`] does the
+/// same and waits until every task has ended.
 #[derive(Debug)]
 pub struct Executor {
-    /// Everything the executor's methods share.
-    pub(crate) shared: Arc<Shared>,
-}
-
-/// The state behind an [`Executor`].
-#[derive(Debug)]
-pub(crate) struct Shared {
-    /// The executor id.
-    pub id: String,
-    /// The firecracker binary.
-    pub firecracker: PathBuf,
-    /// CPUs and memory requests are checked against.
-    pub host: HostLimits,
-    /// The locked state directory.
-    pub state: StateDir,
-    /// Known executions by id.
-    pub executions: Mutex<HashMap<String, Arc<Execution>>>,
-    /// Dropped (or set) when the executor goes: supervisors let their VMs run on.
-    pub shutdown: watch::Sender<bool>,
-    /// Timeouts and policies.
-    pub config: ExecutorConfig,
-    /// Bounds the launches doing blocking work (files, fork/exec) at once, so
-    /// a burst of starts borrows a few blocking-pool threads, not hundreds.
-    pub launch_slots: tokio::sync::Semaphore,
-}
-
-/// Launches doing their blocking part at once.
-pub(crate) const LAUNCH_SLOTS: usize = 16;
-
-impl Shared {
-    /// Settings for supervisors.
-    pub fn settings(&self) -> Settings {
-        Settings {
-            stop: self.config.stop_policy,
-            after_exit_grace: self.config.after_exit_grace,
-        }
-    }
-
-    /// The execution with this id.
-    pub fn get(&self, id: &str) -> Result<Arc<Execution>, ExecutorError> {
-        self.lock()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ExecutorError::NotFound(id.to_string()))
-    }
-
-    /// The execution map, even if a panicking thread poisoned its lock.
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Execution>>> {
-        self.executions.lock().unwrap_or_else(|e| e.into_inner())
-    }
+    id: String,
+    host: HostLimits,
+    state: Arc<StateDir>,
+    registry: Arc<Registry>,
+    tasks: Tasks,
+    ctx: TaskContext,
+    config: ExecutorConfig,
 }
 
 impl Executor {
@@ -120,66 +64,149 @@ impl Executor {
             .map_err(ExecutorError::Kvm)?;
         let host = match config.host_limits {
             Some(h) => h,
-            None => HostLimits::detect().map_err(|e| ExecutorError::HostLimits(e.to_string()))?,
+            None => HostLimits::detect().map_err(ExecutorError::HostLimits)?,
         };
         let root = match &config.state_root {
             Some(root) => root.clone(),
             None => default_root()?,
         };
-        let state = StateDir::open(&root, id)?;
-        let shared = Arc::new(Shared {
+        let state = Arc::new(StateDir::open(&root, id)?);
+        let registry = Arc::new(Registry::new(Budget {
+            memory_mib: config
+                .memory_budget_mib
+                .unwrap_or_else(|| ExecutorConfig::default_memory_budget(host.mem_mib)),
+            live: config.max_live,
+        }));
+        let tasks = Tasks::new();
+        let ctx = TaskContext {
+            launcher: Arc::new(Launcher {
+                firecracker,
+                ready_timeout: config.ready_timeout,
+                max_output: config.max_output,
+                slots: tokio::sync::Semaphore::new(LAUNCH_SLOTS),
+                hook: config.launch_hook.clone(),
+            }),
+            registry: registry.clone(),
+            settings: Settings {
+                stop: config.stop_policy,
+                after_exit_grace: config.after_exit_grace,
+            },
+            stop: tasks.stop_token().clone(),
+        };
+        let executor = Executor {
             id: id.to_string(),
-            firecracker,
             host,
             state,
-            executions: Mutex::new(HashMap::new()),
-            shutdown: watch::Sender::new(false),
+            registry,
+            tasks,
+            ctx,
             config,
-            launch_slots: tokio::sync::Semaphore::new(LAUNCH_SLOTS),
-        });
-        crate::recovery::recover(&shared);
-        tracing::info!(executor = id, dir = %shared.state.path().display(), "executor ready");
-        Ok(Executor { shared })
+        };
+        let (state, max_output) = (executor.state.clone(), executor.config.max_output);
+        let found = tokio::task::spawn_blocking(move || crate::recovery::scan(&state, max_output))
+            .await
+            .map_err(|e| ExecutorError::Internal {
+                id: id.to_string(),
+                reason: format!("recovery failed: {e}"),
+            })?;
+        for f in found {
+            executor.adopt(f);
+        }
+        executor.spawn_expiry();
+        tracing::info!(executor = id, dir = %executor.state.path().display(), "executor ready");
+        Ok(executor)
     }
 
     /// This executor's id.
     pub fn id(&self) -> &str {
-        &self.shared.id
+        &self.id
     }
 
     /// The directory holding this executor's executions.
     pub fn state_dir(&self) -> &std::path::Path {
-        self.shared.state.path()
+        self.state.path()
+    }
+
+    /// The budget executions are started against.
+    pub fn budget(&self) -> Budget {
+        self.registry.budget()
     }
 
     /// Creates and boots the VM of `request`. Returns once the VM runs.
     ///
     /// Dropping the returned future does not abandon a launch half way (which
-    /// could leave a VM without a supervisor): the launch runs in its own task
-    /// and the execution goes on; `status` or `wait` find it.
+    /// could leave a VM without a supervisor): the launch runs in the
+    /// execution's own task and the execution goes on; `status` or `wait`
+    /// find it.
     pub async fn start(&self, request: &ExecutionRequest) -> Result<(), ExecutorError> {
-        let (shared, owned) = (self.shared.clone(), request.clone());
-        tokio::spawn(async move { launch::start(&shared, &owned).await })
+        if self.tasks.is_stopping() {
+            return Err(ExecutorError::ShuttingDown);
+        }
+        let (owned, host) = (request.clone(), self.host);
+        let mut valid = tokio::task::spawn_blocking(move || crate::validate(&owned, &host))
             .await
-            .map_err(|e| ExecutorError::VmCreation {
+            .map_err(|e| ExecutorError::Internal {
                 id: request.execution_id.clone(),
-                reason: format!("the launch task failed: {e}"),
-            })?
+                reason: format!("validation failed: {e}"),
+            })??;
+        valid.timeout = valid.timeout.or(self.config.default_timeout);
+        if valid.persist_logs.is_zero() {
+            valid.persist_logs = self.config.default_retention.unwrap_or_default();
+        }
+        let paths = self.state.execution(&valid.execution_id)?;
+        let (commands, receiver) = mpsc::channel(8);
+        let exec = Arc::new(Execution::new(
+            valid.execution_id.clone(),
+            valid.job_id.clone(),
+            paths,
+            valid.mode,
+            Snapshot {
+                phase: Phase::Pending,
+                result: None,
+            },
+            Some(commands),
+            self.ctx.stop.clone(),
+        ));
+        self.registry
+            .reserve(exec.clone(), u64::from(valid.mem_mib))?;
+        let deadlines = Deadlines {
+            boot: valid.boot_timeout,
+            end: valid
+                .timeout
+                .map(|t| (tokio::time::Instant::now() + t, t)),
+        };
+        let (ready, launched) = oneshot::channel();
+        let task = launch_and_supervise(self.ctx.clone(), exec.clone(), valid, receiver, ready, deadlines);
+        if !self.tasks.spawn(task) {
+            self.registry.remove(&exec);
+            return Err(ExecutorError::ShuttingDown);
+        }
+        launched.await.unwrap_or_else(|_| {
+            Err(ExecutorError::Internal {
+                id: exec.id.clone(),
+                reason: "the launch task ended without an answer".into(),
+            })
+        })
     }
 
     /// Resolves with the result once the execution ends. Cancel-safe: a
     /// dropped or timed-out wait affects no one else; any number may wait.
+    ///
+    /// The result carries at most the last `ExecutorConfig::result_output`
+    /// bytes of each stream (`stdout_truncated` / `stderr_truncated` say
+    /// when there was more); [`Executor::logs`] has all of it.
     pub async fn wait(&self, id: &str) -> Result<ExecutionResult, ExecutorError> {
-        let exec = self.shared.get(id)?;
+        let exec = self.registry.get(id)?;
         let mut rx = exec.subscribe();
-        let snapshot = rx
-            .wait_for(|s| s.result.is_some())
-            .await
-            .map_err(|_| ExecutorError::ShuttingDown)?;
-        match &snapshot.result {
-            Some(result) => Ok(ExecutionResult::clone(result)),
-            None => Err(ExecutorError::ShuttingDown),
-        }
+        let result = tokio::select! {
+            snapshot = rx.wait_for(|s| s.result.is_some()) => snapshot
+                .map_err(|_| ExecutorError::ShuttingDown)?
+                .result
+                .clone()
+                .ok_or(ExecutorError::ShuttingDown)?,
+            _ = exec.released() => return Err(ExecutorError::ShuttingDown),
+        };
+        Ok(with_output(&exec, &result, self.config.result_output).await)
     }
 
     /// Starts the execution, then waits for its result.
@@ -209,20 +236,20 @@ impl Executor {
         op: &'static str,
         make: fn(oneshot::Sender<Result<(), String>>) -> Command,
     ) -> Result<(), ExecutorError> {
-        let exec = self.shared.get(id)?;
+        let exec = self.registry.get(id)?;
         let wrong = |reason: String| ExecutorError::WrongState {
             id: id.to_string(),
             op,
             reason,
         };
-        let phase = exec.snapshot().phase;
-        if phase.is_terminal() {
+        let snapshot = exec.snapshot();
+        if snapshot.phase.is_terminal() {
             return Err(wrong(format!(
                 "it already ended ({})",
-                exec.status().as_str()
+                snapshot.status().as_str()
             )));
         }
-        if phase == crate::lifecycle::Phase::Stopping {
+        if snapshot.phase == Phase::Stopping {
             return Err(wrong("it is being cancelled".into()));
         }
         let commands = exec.commands().ok_or(ExecutorError::ShuttingDown)?;
@@ -241,9 +268,9 @@ impl Executor {
     /// Every execution this executor knows, with its status.
     pub fn list(&self) -> Vec<ListItem> {
         let mut items: Vec<ListItem> = self
-            .shared
-            .lock()
-            .values()
+            .registry
+            .all()
+            .iter()
             .map(|e| ListItem::new(e.id.clone(), e.status()))
             .collect();
         items.sort_by(|a, b| a.execution_id.cmp(&b.execution_id));
@@ -252,7 +279,7 @@ impl Executor {
 
     /// The execution's status.
     pub fn status(&self, id: &str) -> Result<ExecutionStatus, ExecutorError> {
-        Ok(self.shared.get(id)?.status())
+        Ok(self.registry.get(id)?.status())
     }
 
     /// Resolves once the execution has `wanted` status; fails at `timeout`, or
@@ -263,23 +290,19 @@ impl Executor {
         wanted: ExecutionStatus,
         timeout: Duration,
     ) -> Result<(), ExecutorError> {
-        let exec = self.shared.get(id)?;
+        let exec = self.registry.get(id)?;
         let mut rx = exec.subscribe();
-        let status_of = |s: &crate::execution::Snapshot| match &s.result {
-            Some(r) => r.status(),
-            None => s.phase.status(),
-        };
         let reached = async {
-            rx.wait_for(|s| status_of(s) == wanted || s.result.is_some())
+            rx.wait_for(|s| s.status() == wanted || s.result.is_some())
                 .await
                 .map(|s| s.clone())
         };
         match tokio::time::timeout(timeout, reached).await {
-            Ok(Ok(s)) if status_of(&s) == wanted => Ok(()),
+            Ok(Ok(s)) if s.status() == wanted => Ok(()),
             Ok(Ok(s)) => Err(ExecutorError::StatusUnreachable {
                 id: id.to_string(),
                 wanted,
-                ended: status_of(&s),
+                ended: s.status(),
             }),
             Ok(Err(_)) => Err(ExecutorError::ShuttingDown),
             Err(_) => Err(ExecutorError::StatusTimeout {
@@ -293,14 +316,14 @@ impl Executor {
 
     /// Streams the execution's output (see [`LogOptions`]).
     pub fn logs(&self, id: &str, options: LogOptions) -> Result<Logs, ExecutorError> {
-        Ok(Logs::open(self.shared.get(id)?, options))
+        Ok(Logs::open(self.registry.get(id)?, options))
     }
 
     /// Stops the execution if it runs (within `timeout`), then forgets it and
     /// deletes its files.
     pub async fn remove(&self, id: &str, timeout: Duration) -> Result<(), ExecutorError> {
-        let exec = self.shared.get(id)?;
-        if exec.snapshot().phase.is_live() {
+        let exec = self.registry.get(id)?;
+        if exec.phase().is_live() {
             let stopped = async {
                 let _ = self.cancel(id).await;
                 self.wait(id).await
@@ -313,34 +336,38 @@ impl Executor {
                 }
             })??;
         }
-        self.shared.lock().remove(id);
-        exec.paths.remove().map_err(|source| ExecutorError::Io {
-            context: "cannot remove",
-            path: exec.paths.dir().to_path_buf(),
-            source,
-        })
+        self.registry.remove(&exec);
+        let paths = exec.paths.clone();
+        tokio::task::spawn_blocking(move || paths.remove())
+            .await
+            .map_err(|e| ExecutorError::Internal {
+                id: id.to_string(),
+                reason: format!("removal failed: {e}"),
+            })?
+            .map_err(|source| ExecutorError::Io {
+                context: "cannot remove",
+                path: exec.paths.dir().to_path_buf(),
+                source,
+            })
     }
 
     /// Stops and removes every VM this executor owns and deletes their
     /// sockets and files. Every failure is reported, together.
     pub async fn cleanup(&self) -> Result<(), CleanupError> {
-        let all: Vec<Arc<Execution>> = self.shared.lock().values().cloned().collect();
-        let timeout = self.shared.config.stop_policy.sigterm
-            + self.shared.config.stop_policy.sigkill
-            + self
-                .shared
-                .config
-                .stop_policy
-                .ctrl_alt_del
-                .unwrap_or_default()
+        let policy = self.config.stop_policy;
+        let timeout = policy.sigterm
+            + policy.sigkill
+            + policy.ctrl_alt_del.unwrap_or_default()
             + Duration::from_secs(1);
-        let removals = all
-            .iter()
+        let removals = self
+            .registry
+            .all()
+            .into_iter()
             .map(|e| async move { (e.id.clone(), self.remove(&e.id, timeout).await) });
-        let failures: Vec<(String, String)> = futures_util::future::join_all(removals)
+        let failures: Vec<(String, ExecutorError)> = futures_util::future::join_all(removals)
             .await
             .into_iter()
-            .filter_map(|(id, r)| r.err().map(|e| (id, e.to_string())))
+            .filter_map(|(id, r)| r.err().map(|e| (id, e)))
             .collect();
         if failures.is_empty() {
             Ok(())
@@ -348,13 +375,154 @@ impl Executor {
             Err(CleanupError { failures })
         }
     }
+
+    /// Stops supervising: accepts no more work, lets each supervisor finish
+    /// its current step, leaves the VMs running (a new executor with this id
+    /// re-attaches to them), and returns once every task has ended.
+    pub async fn shutdown(&self) {
+        self.tasks.shutdown().await;
+    }
+
+    /// Registers an execution found at start-up and, when it was live,
+    /// starts its supervisor.
+    fn adopt(&self, found: Found) {
+        let Found { id, paths, state } = found;
+        let (record, vmm, capture) = match state {
+            FoundState::Corrupt(reason) => {
+                let result = ExecutionResult::failed(format!("corrupt execution: {reason}"));
+                let exec = self.settled(id, String::new(), paths, Mode::Plain, Phase::Failed, result);
+                self.registry.insert_recovered(exec, 0);
+                return;
+            }
+            FoundState::Finished(record) => {
+                let result = record.result.clone().unwrap_or_else(|| {
+                    ExecutionResult::failed("the execution ended without a recorded result")
+                });
+                let exec = self.settled(id, record.job_id.clone(), paths, record.mode, record.phase, result);
+                exec.publish_logs(LogProgress {
+                    stdout: file_len(&exec.stdout_path()),
+                    stderr: file_len(&exec.stderr_path()),
+                    done: true,
+                });
+                if let Some(at) = record.expires_ms() {
+                    self.registry.expire_at(&exec, at);
+                }
+                self.registry.insert_recovered(exec, 0);
+                return;
+            }
+            FoundState::Live {
+                record,
+                vmm,
+                capture,
+            } => (record, vmm, capture),
+        };
+        let (commands, receiver) = mpsc::channel(8);
+        let exec = Arc::new(Execution::new(
+            id,
+            record.job_id.clone(),
+            paths,
+            record.mode,
+            Snapshot {
+                phase: record.phase,
+                result: None,
+            },
+            Some(commands),
+            self.ctx.stop.clone(),
+        ));
+        self.registry.insert_recovered(exec.clone(), record.mem_mib);
+        let deadlines = Deadlines {
+            boot: None,
+            end: record.timeout_ms.map(|ms| {
+                let left = (record.created_ms + ms).saturating_sub(now_ms());
+                (
+                    tokio::time::Instant::now() + Duration::from_millis(left),
+                    Duration::from_millis(ms),
+                )
+            }),
+        };
+        let found = (vmm, record, capture);
+        let task = supervise_recovered(self.ctx.clone(), exec, found, receiver, deadlines);
+        self.tasks.spawn(task);
+    }
+
+    /// A handle for an execution that ended before this executor started.
+    fn settled(
+        &self,
+        id: String,
+        job_id: String,
+        paths: crate::state_dir::ExecPaths,
+        mode: Mode,
+        phase: Phase,
+        result: ExecutionResult,
+    ) -> Arc<Execution> {
+        Arc::new(Execution::new(
+            id,
+            job_id,
+            paths,
+            mode,
+            Snapshot {
+                phase,
+                result: Some(Arc::new(result)),
+            },
+            None,
+            self.ctx.stop.clone(),
+        ))
+    }
+
+    /// Forgets finished executions, and deletes their files, as their
+    /// retention runs out: one task for all of them.
+    fn spawn_expiry(&self) {
+        let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
+        self.tasks.spawn(async move {
+            loop {
+                let (expired, next) = registry.take_expired(now_ms());
+                for exec in expired {
+                    tracing::debug!(id = %exec.id, "retention ran out; removing the execution");
+                    let paths = exec.paths.clone();
+                    let _ = tokio::task::spawn_blocking(move || paths.remove()).await;
+                }
+                let sleep = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = registry.expiry_changed() => {}
+                    _ = sleep_for(sleep) => {}
+                }
+            }
+        });
+    }
 }
 
 impl Drop for Executor {
     fn drop(&mut self) {
         // Supervisors let their VMs run on; a new executor with this id re-attaches.
-        self.shared.shutdown.send_replace(true);
+        self.tasks.begin_shutdown();
     }
+}
+
+/// `result` with the tails of the execution's output, read off the runtime.
+async fn with_output(exec: &Execution, result: &ExecutionResult, limit: u64) -> ExecutionResult {
+    let (out, err) = (exec.stdout_path(), exec.stderr_path());
+    let read = tokio::task::spawn_blocking(move || (read_tail(&out, limit), read_tail(&err, limit)));
+    let ((stdout, stdout_truncated), (stderr, stderr_truncated)) =
+        read.await.unwrap_or_default();
+    ExecutionResult {
+        stdout,
+        stderr,
+        stdout_truncated,
+        stderr_truncated,
+        ..result.clone()
+    }
+}
+
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 /// The firecracker binary: given, `$FIRECRACKER_BIN`, or on `PATH`.

@@ -337,6 +337,8 @@ mod tests {
             created_ms: id.len() as u64,
             finished_ms: None,
             persist_ms: 0,
+            mem_mib: 0,
+            timeout_ms: None,
             result,
         }
         .save(&dir.join(id).join("record.json"))

@@ -1,182 +1,332 @@
-//! Launching: from a request to a booted VM under supervision.
+//! Launching: from a validated request to a booted VM, all or nothing.
 //!
-//! request → validate → plan → write the plan's files → spawn firecracker
-//! with `--config-file` (it boots at once) → wait for its log to say the
-//! guest started → hand the VMM to a supervisor. A failure on the way removes
-//! everything the attempt created and reports "VM creation failed" with the
-//! VMM's own words.
+//! [`Launcher::spawn`]: create the execution's directory, write the plan's
+//! files, open the output capture, spawn firecracker with `--config-file`
+//! (it boots at once) and save the record. [`Launcher::boot`]: wait for the
+//! VMM's log to say the guest started. Each returns a value; neither touches
+//! the registry or the execution's phase (its task does, between the two).
+//!
+//! Everything that can fail before the VMM runs is done before it is
+//! spawned. Until [`Launched::into_parts`] hands the VMM on, a guard kills
+//! and reaps it and removes the directory, and only if this attempt created
+//! it. Each step passes through an optional [`LaunchHook`]: benchmarks time
+//! the steps with it, fault-injection tests fail one.
 
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use firecracker_api::{SpawnOptions, StopPolicy, Vmm, VmmError};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 
-use crate::capture::Sink;
+use crate::capture::{Capture, Sink};
 use crate::config_drive::Key;
-use crate::error::ExecutorError;
-use crate::execution::{Execution, Snapshot};
-use crate::executor::Shared;
+use crate::error::{ExecutorError, LaunchError};
 use crate::lifecycle::Phase;
 use crate::plan::VmPlan;
 use crate::record::{now_ms, ExecutionRecord, OutputCopy, RECORD_VERSION};
-use crate::request::ExecutionRequest;
 use crate::spec::Mode;
-use crate::supervisor::Supervisor;
-use crate::validate::{validate, DriveRole, ValidatedRequest};
+use crate::state_dir::ExecPaths;
+use crate::validate::{DriveRole, ValidatedRequest};
 
-/// Starts `request` (see the module doc).
-pub(crate) async fn start(
-    shared: &Arc<Shared>,
-    request: &ExecutionRequest,
-) -> Result<(), ExecutorError> {
-    let id = request.execution_id.clone();
-    if let Some(existing) = shared.lock().get(&id) {
-        return Err(if existing.snapshot().phase.is_terminal() {
-            ExecutorError::AlreadyFinished(id)
-        } else {
-            ExecutorError::AlreadyStarted(id)
-        });
-    }
-    let valid = validate(request, &shared.host)?;
-    let paths = shared.state.execution(&valid.execution_id)?;
-    let key = match valid.mode {
-        Mode::Agent => Some(Key::generate().map_err(|e| creation(&id, e.to_string()))?),
-        Mode::Plain => None,
-    };
-    let (commands, receiver) = mpsc::channel(8);
-    let exec = Arc::new(Execution::new(
-        id.clone(),
-        valid.job_id.clone(),
-        paths.clone(),
-        valid.mode,
-        Snapshot {
-            phase: Phase::Pending,
-            result: None,
-        },
-        Some(commands),
-    ));
-    // Reserve the id before touching the disk, so two starts cannot race.
-    {
-        let mut map = shared.lock();
-        if map.contains_key(&id) {
-            return Err(ExecutorError::AlreadyStarted(id));
-        }
-        map.insert(id.clone(), exec.clone());
-    }
-    let launched = launch(shared, &exec, &valid, key.clone()).await;
-    let (vmm, record) = match launched {
-        Ok(ok) => ok,
-        Err(e) => {
-            shared.lock().remove(&id);
-            let _ = paths.remove();
-            return Err(e);
-        }
-    };
-    let sink = match key {
-        Some(key) => Sink::agent(key, &paths.stdout(), &paths.stderr()),
-        None => Ok(Sink::plain()),
-    }
-    .map_err(|e| creation(&id, format!("cannot create the output files: {e}")))?;
-    supervise(
-        shared,
-        exec,
-        Some(vmm),
-        record,
-        sink,
-        receiver,
-        valid.boot_timeout,
-    );
-    Ok(())
+/// The steps of a launch, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LaunchStep {
+    /// Create the execution's directory.
+    CreateDir,
+    /// Write the VM configuration, MMDS contents and config drive.
+    WriteFiles,
+    /// Open the output capture.
+    OpenOutput,
+    /// Spawn the VMM.
+    Spawn,
+    /// Save the record that lets a restarted executor find the VMM.
+    SaveRecord,
+    /// Wait for the VMM to say it started the guest.
+    WaitStarted,
 }
 
-/// Plans, writes and boots the VM; returns its VMM and record.
-async fn launch(
-    shared: &Shared,
-    exec: &Arc<Execution>,
-    valid: &ValidatedRequest,
-    key: Option<Key>,
-) -> Result<(Vmm, ExecutionRecord), ExecutorError> {
-    let id = &exec.id;
-    let plan = VmPlan::new(valid, &exec.paths, key.clone());
-    let record = new_record(valid, key.as_ref());
-    // Files and fork/exec block; on a worker thread they would delay every
-    // other execution's supervision (seen as ~1 s of lag at 200 at once).
-    let (firecracker, exec2) = (shared.firecracker.clone(), exec.clone());
-    let slot = shared
-        .launch_slots
-        .acquire()
+impl LaunchStep {
+    /// Every step, in order.
+    pub const ALL: [LaunchStep; 6] = [
+        LaunchStep::CreateDir,
+        LaunchStep::WriteFiles,
+        LaunchStep::OpenOutput,
+        LaunchStep::Spawn,
+        LaunchStep::SaveRecord,
+        LaunchStep::WaitStarted,
+    ];
+}
+
+/// Watches (and may fail) the steps of every launch: instrumentation for
+/// benchmarks and fault injection for tests.
+pub trait LaunchHook: Send + Sync + std::fmt::Debug {
+    /// Called before `step` of execution `id`; an error fails the launch there.
+    fn before(&self, _id: &str, _step: LaunchStep) -> Result<(), String> {
+        Ok(())
+    }
+    /// Called after `step` succeeded, with how long it took.
+    fn after(&self, _id: &str, _step: LaunchStep, _took: Duration) {}
+}
+
+/// What every launch needs from the executor.
+#[derive(Debug)]
+pub struct Launcher {
+    /// The firecracker binary.
+    pub firecracker: PathBuf,
+    /// How long a new VMM gets to start its guest.
+    pub ready_timeout: Duration,
+    /// Serial bytes taken in per execution.
+    pub max_output: u64,
+    /// Bounds the launches doing blocking work (files, fork/exec) at once, so
+    /// a burst of starts borrows a few blocking-pool threads, not hundreds.
+    pub slots: Semaphore,
+    /// Watches the steps.
+    pub hook: Option<Arc<dyn LaunchHook>>,
+}
+
+/// Launches doing their blocking part at once.
+pub const LAUNCH_SLOTS: usize = 16;
+
+/// A spawned VMM, guarded: dropping it kills the VMM and removes what the
+/// attempt created.
+#[derive(Debug)]
+pub struct Spawned {
+    vmm: Vmm,
+    record: ExecutionRecord,
+    capture: Capture,
+    created: CreatedDir,
+}
+
+/// A VM whose guest started (or ran and ended already), still guarded.
+#[derive(Debug)]
+pub struct Launched(Spawned);
+
+impl Launched {
+    /// Takes the VMM, record and capture out of the guard: from here on
+    /// the supervisor owns them.
+    pub fn into_parts(self) -> (Vmm, ExecutionRecord, Capture) {
+        let Spawned {
+            vmm,
+            record,
+            capture,
+            mut created,
+        } = self.0;
+        created.keep();
+        (vmm, record, capture)
+    }
+}
+
+impl Launcher {
+    /// Creates the execution's files and spawns its VMM (see the module doc).
+    pub async fn spawn(
+        &self,
+        valid: &ValidatedRequest,
+        paths: &ExecPaths,
+    ) -> Result<Spawned, ExecutorError> {
+        let id = valid.execution_id.clone();
+        let key = match valid.mode {
+            Mode::Agent => Some(Key::generate().map_err(|e| creation(&id, e.into()))?),
+            Mode::Plain => None,
+        };
+        let plan = VmPlan::new(valid, paths, key.clone());
+        let record = new_record(valid, key.as_ref());
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| ExecutorError::ShuttingDown)?;
+        // Files and fork/exec block; on a worker thread they would delay every
+        // other execution's supervision (seen as ~1 s of lag at 200 at once).
+        let (paths, firecracker) = (paths.clone(), self.firecracker.clone());
+        let (hook, max_output) = (self.hook.clone(), self.max_output);
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let steps = Steps {
+                id: &id,
+                hook: hook.as_deref(),
+            };
+            spawn_blocking_part(&steps, &handle, &firecracker, &paths, &plan, record, key, max_output)
+        })
         .await
-        .map_err(|_| ExecutorError::ShuttingDown)?;
-    let spawned =
-        tokio::task::spawn_blocking(move || spawn_vmm(&firecracker, &exec2, &plan, record)).await;
-    drop(slot);
-    let (mut vmm, mut record) =
-        spawned.map_err(|e| creation(id, format!("the launch task failed: {e}")))??;
-
-    // Booted once the VMM's log says so. No API request here: see
-    // `Vmm::wait_started` for the Firecracker deadlock this avoids.
-    match vmm.wait_started(shared.config.ready_timeout).await {
-        Ok(()) => {}
-        // A guest that ran and ended first is not a creation failure: the
-        // supervisor settles its result.
-        Err(VmmError::ExitedEarly { .. }) if vmm.has_started() => return Ok((vmm, record)),
-        Err(e) => return Err(abandon(vmm, id, e.to_string()).await),
+        .map_err(|e| creation(&valid.execution_id, LaunchError::Task(e.to_string())))?
     }
-    set_phase(exec, &mut record, Phase::Running);
-    Ok((vmm, record))
-}
 
-/// Creates the execution's directory and files, spawns the VMM and writes
-/// the record. Blocking: runs on tokio's blocking pool.
-fn spawn_vmm(
-    firecracker: &std::path::Path,
-    exec: &Execution,
-    plan: &VmPlan,
-    mut record: ExecutionRecord,
-) -> Result<(Vmm, ExecutionRecord), ExecutorError> {
-    let (id, paths) = (&exec.id, &exec.paths);
-    paths.create().map_err(|source| {
-        if source.kind() == std::io::ErrorKind::AlreadyExists {
-            ExecutorError::AlreadyStarted(id.clone())
-        } else {
-            ExecutorError::Io {
-                context: "cannot create",
-                path: paths.dir().to_path_buf(),
-                source,
+    /// Waits until the VMM says the guest started. A guest that ran and
+    /// ended first is not a failure: its supervisor settles the result.
+    pub async fn boot(&self, mut spawned: Spawned) -> Result<Launched, ExecutorError> {
+        let id = spawned.record.execution_id.clone();
+        let steps = Steps {
+            id: &id,
+            hook: self.hook.as_deref(),
+        };
+        let waited = async {
+            steps.before(LaunchStep::WaitStarted)?;
+            let began = Instant::now();
+            // No API request here: see `Vmm::wait_started` for the
+            // Firecracker deadlock this avoids.
+            match spawned.vmm.wait_started(self.ready_timeout).await {
+                Ok(()) => {}
+                Err(VmmError::ExitedEarly { .. }) if has_started(&spawned.vmm).await => {}
+                Err(e) => return Err(LaunchError::Vmm(e)),
+            }
+            steps.after(LaunchStep::WaitStarted, began);
+            Ok(())
+        };
+        match waited.await {
+            Ok(()) => Ok(Launched(spawned)),
+            Err(source) => {
+                stop_quickly(&mut spawned.vmm).await;
+                Err(creation(&id, source))
             }
         }
-    })?;
-    let metadata = plan.write(paths).map_err(|e| creation(id, e.to_string()))?;
-    let spawn = Vmm::spawn(SpawnOptions {
-        firecracker: firecracker.to_path_buf(),
-        id: vmm_id(id),
-        api_socket: Some(paths.api_socket()),
-        config_file: Some(paths.vm_config()),
-        metadata,
-        serial_output: paths.serial(),
-        log_path: paths.vmm_log(),
-        extra_sockets: vec![],
-        jailer: None,
-    });
-    let mut vmm = tokio::runtime::Handle::current()
-        .block_on(spawn)
-        .map_err(|e| creation(id, e.to_string()))?;
-    vmm.set_kill_on_drop(false);
-    record.pid = Some(vmm.pid());
-    record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
-    set_phase(exec, &mut record, Phase::Booting);
-    // The one write of the record: from here on, a restarted executor finds this VM.
-    if let Err(e) = save(&record, exec) {
-        // Without a record no one could find the VM again: do not leave it running.
-        vmm.set_kill_on_drop(true);
-        return Err(e);
     }
-    Ok((vmm, record))
 }
 
-/// Stops a VMM whose launch failed and builds the error.
-async fn abandon(mut vmm: Vmm, id: &str, reason: String) -> ExecutorError {
+/// The steps' names and hook, for one launch.
+struct Steps<'a> {
+    id: &'a str,
+    hook: Option<&'a dyn LaunchHook>,
+}
+
+impl Steps<'_> {
+    fn before(&self, step: LaunchStep) -> Result<(), LaunchError> {
+        match self.hook.map(|h| h.before(self.id, step)) {
+            Some(Err(reason)) => Err(LaunchError::Injected { step, reason }),
+            _ => Ok(()),
+        }
+    }
+
+    fn after(&self, step: LaunchStep, began: Instant) {
+        if let Some(hook) = self.hook {
+            hook.after(self.id, step, began.elapsed());
+        }
+    }
+
+    /// Runs one step between the hook's calls.
+    fn run<T>(
+        &self,
+        step: LaunchStep,
+        work: impl FnOnce() -> Result<T, LaunchError>,
+    ) -> Result<T, LaunchError> {
+        self.before(step)?;
+        let began = Instant::now();
+        let value = work()?;
+        self.after(step, began);
+        Ok(value)
+    }
+}
+
+/// The blocking part of [`Launcher::spawn`]: on tokio's blocking pool.
+#[allow(clippy::too_many_arguments)]
+fn spawn_blocking_part(
+    steps: &Steps<'_>,
+    runtime: &tokio::runtime::Handle,
+    firecracker: &std::path::Path,
+    paths: &ExecPaths,
+    plan: &VmPlan,
+    mut record: ExecutionRecord,
+    key: Option<Key>,
+    max_output: u64,
+) -> Result<Spawned, ExecutorError> {
+    let id = steps.id;
+    let created = steps
+        .run(LaunchStep::CreateDir, || {
+            paths.create().map_err(LaunchError::CreateDir)
+        })
+        .map_err(|e| match e {
+            LaunchError::CreateDir(io) if io.kind() == std::io::ErrorKind::AlreadyExists => {
+                ExecutorError::AlreadyStarted(id.to_string())
+            }
+            e => creation(id, e),
+        })
+        .map(|()| CreatedDir::new(paths.clone()))?;
+    let fail = |e: LaunchError| creation(id, e);
+    let metadata = steps
+        .run(LaunchStep::WriteFiles, || {
+            plan.write(paths).map_err(LaunchError::Files)
+        })
+        .map_err(fail)?;
+    let capture = steps
+        .run(LaunchStep::OpenOutput, || {
+            let sink = match key {
+                Some(key) => Sink::agent(key, &paths.stdout(), &paths.stderr()),
+                None => Ok(Sink::plain()),
+            }
+            .map_err(LaunchError::Output)?;
+            // The serial file exists before the VMM appends to it, so the
+            // capture and its watch can open it now.
+            std::fs::File::create(paths.serial()).map_err(LaunchError::Output)?;
+            Capture::open(&paths.serial(), sink, max_output).map_err(LaunchError::Output)
+        })
+        .map_err(fail)?;
+    let vmm = steps
+        .run(LaunchStep::Spawn, || {
+            let options = SpawnOptions {
+                firecracker: firecracker.to_path_buf(),
+                id: vmm_id(id),
+                api_socket: Some(paths.api_socket()),
+                config_file: Some(paths.vm_config()),
+                metadata,
+                serial_output: paths.serial(),
+                log_path: paths.vmm_log(),
+                extra_sockets: vec![],
+                jailer: None,
+            };
+            runtime
+                .block_on(Vmm::spawn(options))
+                .map_err(LaunchError::Vmm)
+        })
+        .map_err(fail)?;
+    let mut vmm = vmm;
+    record.pid = Some(vmm.pid());
+    record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
+    record.phase = Phase::Booting;
+    // The one write of the record: from here on, a restarted executor finds this VM.
+    let saved = steps.run(LaunchStep::SaveRecord, || {
+        record.save(&paths.record()).map_err(LaunchError::Record)
+    });
+    if let Err(e) = saved {
+        // Without a record no one could find the VM again: stop and reap it
+        // now; `created` removes the directory as it drops.
+        runtime.block_on(stop_quickly(&mut vmm));
+        return Err(fail(e));
+    }
+    Ok(Spawned {
+        vmm,
+        record,
+        capture,
+        created,
+    })
+}
+
+/// The execution's directory, removed on drop unless kept, and only when
+/// this attempt created it.
+#[derive(Debug)]
+struct CreatedDir(Option<ExecPaths>);
+
+impl CreatedDir {
+    fn new(paths: ExecPaths) -> CreatedDir {
+        CreatedDir(Some(paths))
+    }
+
+    fn keep(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CreatedDir {
+    fn drop(&mut self) {
+        if let Some(paths) = self.0.take() {
+            if let Err(e) = paths.remove() {
+                tracing::warn!(dir = %paths.dir().display(), error = %e, "cannot remove a failed launch's directory");
+            }
+        }
+    }
+}
+
+/// Stops a VMM whose launch failed (no Ctrl+Alt+Del: it is not ours yet).
+async fn stop_quickly(vmm: &mut Vmm) {
     let policy = StopPolicy {
         ctrl_alt_del: None,
         ..StopPolicy::default()
@@ -184,61 +334,19 @@ async fn abandon(mut vmm: Vmm, id: &str, reason: String) -> ExecutorError {
     if let Err(e) = vmm.stop(policy).await {
         tracing::error!(error = %e, "cannot stop a VMM that failed to launch");
     }
-    creation(id, reason)
 }
 
-/// Hands a VMM (or a dead one, `None`) to a new supervisor task.
-pub(crate) fn supervise(
-    shared: &Arc<Shared>,
-    exec: Arc<Execution>,
-    vmm: Option<Vmm>,
-    record: ExecutionRecord,
-    sink: Sink,
-    commands: mpsc::Receiver<Command>,
-    boot_timeout: Option<Duration>,
-) {
-    let supervisor = Supervisor::new(
-        exec.clone(),
-        vmm,
-        record,
-        sink,
-        commands,
-        shared.shutdown.subscribe(),
-        shared.settings(),
-        boot_timeout,
-    );
-    let weak = Arc::downgrade(shared);
-    tokio::spawn(async move {
-        if let Some(expires_ms) = supervisor.run().await {
-            expire(weak, exec, expires_ms).await;
-        }
-    });
-}
-
-use crate::execution::Command;
-
-/// Forgets a finished execution and deletes its files once its
-/// `persist_logs_duration` has passed (unless the executor went first).
-pub(crate) async fn expire(shared: Weak<Shared>, exec: Arc<Execution>, expires_ms: u64) {
-    let wait = Duration::from_millis(expires_ms.saturating_sub(now_ms()));
-    let mut shutdown = match shared.upgrade() {
-        Some(s) => s.shutdown.subscribe(),
-        None => return,
-    };
-    tokio::select! {
-        _ = tokio::time::sleep(wait) => {}
-        _ = shutdown.changed() => return,
-    }
-    let Some(shared) = shared.upgrade() else {
-        return;
-    };
-    let mut map = shared.lock();
-    if map.get(&exec.id).is_some_and(|e| Arc::ptr_eq(e, &exec)) {
-        map.remove(&exec.id);
-        drop(map);
-        tracing::debug!(id = %exec.id, "persist_logs_duration passed; removing the execution");
-        let _ = exec.paths.remove();
-    }
+/// Whether the VMM's log says the guest started (read on the blocking pool).
+async fn has_started(vmm: &Vmm) -> bool {
+    let log = vmm.log_path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        std::fs::read(&log).is_ok_and(|text| {
+            let line = firecracker_api::process::STARTED_LINE;
+            text.windows(line.len()).any(|w| w == line)
+        })
+    })
+    .await
+    .unwrap_or(false)
 }
 
 fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
@@ -273,6 +381,8 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
         created_ms: now_ms(),
         finished_ms: None,
         persist_ms: valid.persist_logs.as_millis() as u64,
+        mem_mib: u64::from(valid.mem_mib),
+        timeout_ms: valid.timeout.map(|t| t.as_millis() as u64),
         result: None,
     }
 }
@@ -301,37 +411,17 @@ pub fn output_name(index: usize, target: &str, image: &std::path::Path) -> Strin
 /// Firecracker's `--id` allows only `[A-Za-z0-9-]` (it aborts on anything
 /// else); execution ids also allow `.` and `_`, which become `-`. The id only
 /// names the VMM in its own log, so two ids mapping alike is harmless.
-fn vmm_id(execution_id: &str) -> String {
+pub fn vmm_id(execution_id: &str) -> String {
     execution_id
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect()
 }
 
-fn set_phase(exec: &Execution, record: &mut ExecutionRecord, to: Phase) {
-    let mut phase = exec.snapshot().phase;
-    if phase.transition(to).is_ok() {
-        record.phase = phase;
-        exec.publish(Snapshot {
-            phase,
-            result: None,
-        });
-    }
-}
-
-fn save(record: &ExecutionRecord, exec: &Execution) -> Result<(), ExecutorError> {
-    let path = exec.paths.record();
-    record.save(&path).map_err(|source| ExecutorError::Io {
-        context: "cannot write",
-        path,
-        source,
-    })
-}
-
-fn creation(id: &str, reason: String) -> ExecutorError {
+fn creation(id: &str, source: LaunchError) -> ExecutorError {
     ExecutorError::VmCreation {
         id: id.to_string(),
-        reason,
+        source,
     }
 }
 

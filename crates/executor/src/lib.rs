@@ -24,41 +24,53 @@
 //! Data flows one way, each arrow a function that can be tested alone:
 //!
 //! request ([`request`], [`spec`]) → validate ([`mod@validate`], [`resources`]) →
-//! plan ([`plan`]) → launch (`launch`) → supervise (`supervisor`: serial
+//! plan ([`plan`]) → launch ([`launch`]) → supervise (`supervisor`: serial
 //! capture in `capture`, the guest protocol in [`guest_protocol`], process
 //! exit) → result ([`outcome`], [`result`]) → cleanup.
 //!
-//! One execution's life is the [`lifecycle::Phase`] state machine, driven only
-//! by its supervisor; callers observe it through `execution::Execution`.
-//! Everything lives in the [`state_dir`]; [`record`] persists what
-//! `recovery` needs after a restart; [`logs`] streams stored output.
+//! Ownership: the [`registry`] owns the map of executions and the budget;
+//! the [`Executor`] alone spawns tasks, into a tracked set, one per
+//! execution (`execution_task`: launch, then supervision), so one execution's
+//! life, the [`lifecycle::Phase`] state machine, has one writer. Launch and
+//! recovery return values. Everything lives in the [`state_dir`]; [`record`]
+//! persists what recovery needs after a restart; [`logs`] streams stored
+//! output; [`ExecutorConfig`] sets the limits (output cap, timeout, memory
+//! budget).
 #![warn(missing_docs)]
 
 mod capture;
+pub mod config;
 pub mod config_drive;
 pub mod error;
 mod execution;
+mod execution_task;
 pub mod executor;
 pub mod guest_protocol;
 pub mod inspect;
-mod launch;
+pub mod launch;
 pub mod lifecycle;
 pub mod logs;
+mod machine;
 pub mod outcome;
 pub mod plan;
 pub mod record;
 mod recovery;
+pub mod registry;
 pub mod request;
 pub mod resources;
 pub mod result;
+mod results;
 pub mod spec;
 pub mod state_dir;
 mod supervisor;
+mod tasks;
 pub mod validate;
 
 pub use config_drive::Key;
-pub use error::{CleanupError, ExecutorError};
-pub use executor::{Executor, ExecutorConfig};
+pub use config::ExecutorConfig;
+pub use error::{CleanupError, ExecutorError, LaunchError};
+pub use executor::Executor;
+pub use launch::{LaunchHook, LaunchStep};
 pub use firecracker_api::StopPolicy;
 pub use guest_protocol::{Event, FrameDecoder};
 pub use lifecycle::Phase;

@@ -4,12 +4,15 @@
 //!            start accepted        guest booted
 //!  Pending ───────────────▶ Booting ──────────▶ Running ◀──resume──▶ Paused
 //!     │                        │                   │                   │
-//!     │ VM creation failed     │ exit / crash      │ exit / crash      │ cancel
+//!     │ VM creation failed     │ exit / crash      │ exit / crash      │ cancel, exit
 //!     ▼                        ▼                   ▼                   ▼
 //!  Failed ◀──────────────── (any live phase) ──cancel──▶ Stopping ──▶ Failed (killed)
 //!                              │                   │
 //!                              └──────────────▶ Succeeded
 //! ```
+//!
+//! A guest that ends while paused (its exit was already under way when the
+//! pause landed) goes straight from `Paused` to `Succeeded` or `Failed`.
 //!
 //! Only [`Phase::transition`] moves an execution between phases; an
 //! out-of-phase request (pause a paused VM, resume a running one, anything on
@@ -79,7 +82,8 @@ impl Phase {
             (Pending, Booting | Failed | Stopping)
                 | (Booting, Running | Succeeded | Failed | Stopping)
                 | (Running, Paused | Succeeded | Failed | Stopping)
-                | (Paused, Running | Failed | Stopping)
+                // The guest may finish while a pause is being applied.
+                | (Paused, Running | Succeeded | Failed | Stopping)
                 | (Stopping, Failed | Succeeded)
         )
     }
@@ -127,6 +131,7 @@ mod tests {
             (Running, Failed),
             (Running, Stopping),
             (Paused, Running),
+            (Paused, Succeeded),
             (Paused, Failed),
             (Paused, Stopping),
             (Stopping, Failed),

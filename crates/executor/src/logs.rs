@@ -53,47 +53,48 @@ struct Cursor {
 }
 
 /// A stream of an execution's output. Holds its execution alive, not its VM.
+/// Files are read on the blocking pool, never on the runtime's workers.
 #[derive(Debug)]
 pub struct Logs {
-    /// Keeps the execution's channels open while reading.
-    _execution: Arc<Execution>,
+    execution: Arc<Execution>,
     cursors: [Cursor; 2],
     progress: watch::Receiver<LogProgress>,
     follow: bool,
+    /// `tail`, until the first read places the cursors.
+    tail: Option<usize>,
 }
 
 impl Logs {
     /// Opens the logs of an execution.
     pub fn open(execution: Arc<Execution>, options: LogOptions) -> Logs {
         let progress = execution.log_progress();
-        let now = *progress.borrow();
-        let start = |path: &Path, end: u64| match options.tail {
-            Some(lines) => tail_offset(path, end, lines),
-            None => 0,
-        };
         let (out, err) = (execution.stdout_path(), execution.stderr_path());
         let cursors = [
             Cursor {
                 stream: LogStream::Stdout,
-                offset: start(&out, now.stdout),
+                offset: 0,
                 path: out,
             },
             Cursor {
                 stream: LogStream::Stderr,
-                offset: start(&err, now.stderr),
+                offset: 0,
                 path: err,
             },
         ];
         Logs {
-            _execution: execution,
+            execution,
             cursors,
             progress,
             follow: options.follow,
+            tail: options.tail,
         }
     }
 
     /// The next chunk of output, or `None` at the end.
     pub async fn next(&mut self) -> Option<std::io::Result<LogChunk>> {
+        if let Some(lines) = self.tail.take() {
+            self.place_at_tail(lines).await;
+        }
         loop {
             let now = *self.progress.borrow_and_update();
             for cursor in &mut self.cursors {
@@ -102,16 +103,48 @@ impl Logs {
                     LogStream::Stderr => now.stderr,
                 };
                 if cursor.offset < end {
-                    return Some(read_chunk(cursor, end));
+                    let (path, offset) = (cursor.path.clone(), cursor.offset);
+                    let read = tokio::task::spawn_blocking(move || read_at(&path, offset, end));
+                    let data = match read.await {
+                        Ok(Ok(data)) => data,
+                        Ok(Err(e)) => return Some(Err(e)),
+                        Err(e) => return Some(Err(std::io::Error::other(e))),
+                    };
+                    // A file shorter than published was removed underneath us.
+                    cursor.offset = if data.is_empty() { end } else { offset + data.len() as u64 };
+                    return Some(Ok(LogChunk {
+                        stream: cursor.stream,
+                        data,
+                    }));
                 }
             }
             if now.done || !self.follow {
                 return None;
             }
-            if self.progress.changed().await.is_err() {
-                // The supervisor is gone without saying done (executor dropped).
-                return None;
+            tokio::select! {
+                changed = self.progress.changed() => if changed.is_err() {
+                    return None;
+                },
+                // The executor let go of the execution (shutdown).
+                _ = self.execution.released() => return None,
             }
+        }
+    }
+
+    /// Places each cursor `lines` lines before its stream's current end.
+    async fn place_at_tail(&mut self, lines: usize) {
+        let now = *self.progress.borrow();
+        let paths = [self.cursors[0].path.clone(), self.cursors[1].path.clone()];
+        let offsets = tokio::task::spawn_blocking(move || {
+            [
+                tail_offset(&paths[0], now.stdout, lines),
+                tail_offset(&paths[1], now.stderr, lines),
+            ]
+        })
+        .await
+        .unwrap_or([now.stdout, now.stderr]);
+        for (cursor, offset) in self.cursors.iter_mut().zip(offsets) {
+            cursor.offset = offset;
         }
     }
 
@@ -129,21 +162,14 @@ impl Logs {
     }
 }
 
-fn read_chunk(cursor: &mut Cursor, end: u64) -> std::io::Result<LogChunk> {
-    let len = (end - cursor.offset).min(CHUNK);
-    let mut file = std::fs::File::open(&cursor.path)?;
-    file.seek(SeekFrom::Start(cursor.offset))?;
+/// Reads at most [`CHUNK`] bytes of `path` from `offset`, not past `end`.
+fn read_at(path: &Path, offset: u64, end: u64) -> std::io::Result<Vec<u8>> {
+    let len = (end - offset).min(CHUNK);
+    let mut file = std::fs::File::open(path)?;
+    file.seek(SeekFrom::Start(offset))?;
     let mut data = Vec::with_capacity(len as usize);
     file.take(len).read_to_end(&mut data)?;
-    if data.is_empty() {
-        // The file is shorter than published (removed underneath us).
-        cursor.offset = end;
-    }
-    cursor.offset += data.len() as u64;
-    Ok(LogChunk {
-        stream: cursor.stream,
-        data,
-    })
+    Ok(data)
 }
 
 /// The offset where the last `lines` lines before `end` start.

@@ -21,6 +21,19 @@ pub struct AgentReport {
     pub protocol_error: Option<String>,
 }
 
+/// Why the executor stopped a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// Cancel (or remove, or cleanup) asked.
+    Cancelled,
+    /// The guest agent did not say hello within `boot_timeout_ms`.
+    BootTimeout(Duration),
+    /// The execution ran past its `timeout_ms`.
+    Timeout(Duration),
+    /// The guest wrote more than the executor's output cap (bytes).
+    OutputLimit(u64),
+}
+
 /// Everything the supervisor saw at the end of a run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ending {
@@ -30,27 +43,43 @@ pub struct Ending {
     pub vmm_exit: VmmExit,
     /// What the agent reported.
     pub agent: AgentReport,
-    /// True when cancel (or cleanup) stopped the VM.
-    pub cancelled: bool,
-    /// Set when the guest agent did not say hello in time (`boot_timeout_ms`).
-    pub timed_out: Option<Duration>,
+    /// Why the executor stopped the VM, when it did.
+    pub stopped: Option<StopReason>,
     /// The last lines of the VMM's own log, joined by ` | `.
     pub vmm_log_tail: String,
 }
 
 /// The result, without its stdout and stderr (the caller adds them).
 pub fn decide(end: &Ending) -> ExecutionResult {
+    // Output past the cap is lost: the result is incomplete whatever the exit.
+    if let Some(StopReason::OutputLimit(limit)) = end.stopped {
+        return ExecutionResult::failed(format!(
+            "output limit reached: the guest wrote more than {} (stdout, stderr and console \
+             together), so the VM was stopped and the output kept up to the limit; raise it \
+             with ExecutorConfig::max_output or `fcexec run --max-output SIZE`",
+            human_bytes(limit)
+        ));
+    }
     if let Some(code) = end.agent.exit.filter(|_| end.mode == Mode::Agent) {
         return ExecutionResult::new(i32::from(code));
     }
-    if end.cancelled {
-        return ExecutionResult::killed("cancelled: the VM was stopped on request");
-    }
-    if let Some(limit) = end.timed_out {
-        return ExecutionResult::failed(format!(
-            "boot timed out: the guest agent did not say hello within {limit:?}; \
-             is the fcexec agent installed, and is boot_timeout_ms long enough?"
-        ));
+    match end.stopped {
+        Some(StopReason::Cancelled) => {
+            return ExecutionResult::killed("cancelled: the VM was stopped on request")
+        }
+        Some(StopReason::BootTimeout(limit)) => {
+            return ExecutionResult::failed(format!(
+                "boot timed out: the guest agent did not say hello within {limit:?}; \
+                 is the fcexec agent installed, and is boot_timeout_ms long enough?"
+            ))
+        }
+        Some(StopReason::Timeout(limit)) => {
+            return ExecutionResult::failed(format!(
+                "timed out after {limit:?}: the VM was stopped; give a longer timeout_ms \
+                 (or `fcexec run --timeout`) if the job needs more time"
+            ))
+        }
+        Some(StopReason::OutputLimit(_)) | None => {}
     }
     if let Some(reason) = end.agent.fail.as_ref().filter(|_| end.mode == Mode::Agent) {
         return ExecutionResult::failed(format!("guest agent failed: {reason}"));
@@ -83,6 +112,17 @@ pub fn decide(end: &Ending) -> ExecutionResult {
         }
         (_, exit) => ExecutionResult::failed(vmm_failure(exit, &end.vmm_log_tail)),
     }
+}
+
+/// `bytes` as a short human figure: "1 GiB", "512 KiB", "100 bytes".
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
+    for (unit, size) in UNITS {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// The guest crash the VMM's log reports, if any.
@@ -120,8 +160,7 @@ mod tests {
             mode,
             vmm_exit,
             agent: AgentReport::default(),
-            cancelled: false,
-            timed_out: None,
+            stopped: None,
             vmm_log_tail: String::new(),
         }
     }
@@ -190,10 +229,28 @@ mod tests {
             ),
             (
                 Ending {
-                    timed_out: Some(Duration::from_secs(1)),
+                    stopped: Some(StopReason::BootTimeout(Duration::from_secs(1))),
                     ..end(Mode::Plain, VmmExit::Signaled(15))
                 },
                 "boot timed out",
+            ),
+            (
+                Ending {
+                    stopped: Some(StopReason::Timeout(Duration::from_millis(500))),
+                    ..end(Mode::Agent, VmmExit::Signaled(9))
+                },
+                "timed out after 500ms",
+            ),
+            (
+                Ending {
+                    stopped: Some(StopReason::OutputLimit(1 << 20)),
+                    agent: AgentReport {
+                        exit: Some(0),
+                        ..AgentReport::default()
+                    },
+                    ..end(Mode::Agent, VmmExit::Signaled(9))
+                },
+                "more than 1 MiB",
             ),
         ];
         for (e, needle) in cases {
@@ -210,11 +267,19 @@ mod tests {
     #[test]
     fn cancel_sets_killed_unless_the_workload_already_exited() {
         let mut e = end(Mode::Agent, VmmExit::Signaled(15));
-        e.cancelled = true;
+        e.stopped = Some(StopReason::Cancelled);
         let r = decide(&e);
         assert!(r.killed);
         assert_eq!(r.exit_code, -1);
         e.agent.exit = Some(4);
         assert_eq!(decide(&e).exit_code, 4);
+    }
+
+    #[test]
+    fn byte_figures() {
+        assert_eq!(human_bytes(1 << 30), "1 GiB");
+        assert_eq!(human_bytes(3 << 20), "3 MiB");
+        assert_eq!(human_bytes(4096), "4 KiB");
+        assert_eq!(human_bytes(1000), "1000 bytes");
     }
 }

@@ -67,6 +67,12 @@ pub struct ExecutionRecord {
     /// How long the result is kept after the end, in milliseconds (0: until removed).
     #[serde(default)]
     pub persist_ms: u64,
+    /// The VM's memory, MiB (what it takes from the executor's budget).
+    #[serde(default)]
+    pub mem_mib: u64,
+    /// The execution's time limit, milliseconds from `created_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
     /// The result, once terminal.
     #[serde(default)]
     pub result: Option<ExecutionResult>,
@@ -114,11 +120,16 @@ impl ExecutionRecord {
     }
 
     /// Writes the end (phase, result, end time) next to the record at `path`,
-    /// as `result.json`.
+    /// as `result.json`. The output is not repeated there: it is in the
+    /// output files.
     pub fn save_outcome(&self, path: &Path) -> std::io::Result<()> {
         let outcome = Outcome {
             phase: self.phase,
-            result: self.result.clone(),
+            result: self.result.as_ref().map(|r| ExecutionResult {
+                stdout: String::new(),
+                stderr: String::new(),
+                ..r.clone()
+            }),
             finished_ms: self.finished_ms,
         };
         let json = serde_json::to_vec_pretty(&outcome).map_err(std::io::Error::other)?;
@@ -134,15 +145,24 @@ impl ExecutionRecord {
     /// `result.json` companions.
     pub fn load(path: &Path) -> std::io::Result<ExecutionRecord> {
         let bytes = std::fs::read(path)?;
-        let mut record: ExecutionRecord =
-            serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        let mut record: ExecutionRecord = serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if record.version != RECORD_VERSION {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "record version {} is not one this fcexec reads (it reads version {RECORD_VERSION})",
+                    record.version
+                ),
+            ));
+        }
         if path.with_file_name(CANCEL_FILE).exists() {
             record.cancel_requested = true;
         }
         match std::fs::read(path.with_file_name(RESULT_FILE)) {
             Ok(bytes) => {
-                let outcome: Outcome =
-                    serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+                let outcome: Outcome = serde_json::from_slice(&bytes)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
                 record.phase = outcome.phase;
                 record.result = outcome.result;
                 record.finished_ms = outcome.finished_ms;
@@ -182,6 +202,8 @@ mod tests {
             created_ms: 1,
             finished_ms: None,
             persist_ms: 0,
+            mem_mib: 128,
+            timeout_ms: None,
             result: None,
         }
     }
@@ -204,13 +226,29 @@ mod tests {
         r.save(&path).unwrap();
         ExecutionRecord::mark_cancel_requested(&path).unwrap();
         r.phase = Phase::Failed;
-        r.result = Some(ExecutionResult::killed("cancelled"));
+        r.result = Some(ExecutionResult {
+            stdout: "out".into(),
+            ..ExecutionResult::killed("cancelled")
+        });
         r.finished_ms = Some(5);
         r.save_outcome(&path).unwrap();
         let loaded = ExecutionRecord::load(&path).unwrap();
         assert!(loaded.cancel_requested);
+        let json = std::fs::read_to_string(dir.path().join(RESULT_FILE)).unwrap();
+        assert!(!json.contains("stdout\": \"out"), "{json}");
         assert_eq!((loaded.phase, loaded.finished_ms), (Phase::Failed, Some(5)));
-        assert_eq!(loaded.result, r.result);
+        assert_eq!(loaded.result, Some(ExecutionResult::killed("cancelled")));
+    }
+
+    #[test]
+    fn unknown_versions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("record.json");
+        let mut r = record();
+        r.version = 99;
+        r.save(&path).unwrap();
+        let err = ExecutionRecord::load(&path).unwrap_err();
+        assert!(err.to_string().contains("version 99"), "{err}");
     }
 
     #[test]

@@ -24,6 +24,17 @@ pub struct ExecutionResult {
     pub error_msg: String,
     /// True when the execution was killed from outside (cancel, cleanup).
     pub killed: bool,
+    /// True when `stdout` holds only the tail of the output (an fcexec
+    /// addition; the whole output is in the logs).
+    #[serde(skip_serializing_if = "is_false")]
+    pub stdout_truncated: bool,
+    /// True when `stderr` holds only the tail of the output.
+    #[serde(skip_serializing_if = "is_false")]
+    pub stderr_truncated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl ExecutionResult {
@@ -149,6 +160,7 @@ mod tests {
             exit_code: 3,
             error_msg: String::new(),
             killed: false,
+            ..ExecutionResult::default()
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),

@@ -23,6 +23,7 @@
 //! | `agent` | bool, default false | agent mode: a guest agent reports over the guest protocol; plain mode otherwise |
 //! | `boot_timeout_ms` | integer 1..=600000 | agent mode: the longest wait from the VM's start to the agent's `hello` frame |
 //! | `agent_job` | string | agent mode: the job handed to the agent on the config drive (`job=` line) |
+//! | `timeout_ms` | integer 1..=2^53 | the longest the whole execution may run; past it the VM is stopped and the execution fails ("timed out after ...") |
 //!
 //! `mmds_message` is a string holding JSON in the reference; a JSON object
 //! given directly is accepted too and kept as its text.
@@ -40,6 +41,36 @@ pub const ENGINE_TYPE: &str = "firecracker";
 
 /// The longest `boot_timeout_ms` accepted (ten minutes).
 pub const MAX_BOOT_TIMEOUT_MS: u64 = 600_000;
+
+/// The longest `timeout_ms` accepted (2^53, the largest integer every JSON
+/// reader keeps exactly: about 285,000 years).
+pub const MAX_TIMEOUT_MS: u64 = 1 << 53;
+
+/// A whole number of milliseconds from 1 to `max`, when present.
+fn millis_param(
+    p: &Map<String, Value>,
+    name: &str,
+    max: u64,
+    fix: &'static str,
+) -> Result<Option<Duration>, SpecError> {
+    let Some(v) = lookup(p, name) else {
+        return Ok(None);
+    };
+    match v.as_u64() {
+        Some(ms) if (1..=max).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
+        Some(_) => Err(SpecError::OutOfRange {
+            field: path(name),
+            value: v.to_string(),
+            fix,
+        }),
+        None if v.is_number() => Err(SpecError::OutOfRange {
+            field: path(name),
+            value: v.to_string(),
+            fix,
+        }),
+        None => Err(wrong_type(name, v, "an integer")),
+    }
+}
 
 /// The node's generic spec (`types.SpecConfig`): a type and free-form params.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -109,6 +140,8 @@ pub struct EngineSpec {
     pub boot_timeout: Option<Duration>,
     /// Agent mode: the job for the agent's config drive (extension `agent_job`).
     pub agent_job: Option<String>,
+    /// The longest the execution may run (extension `timeout_ms`).
+    pub timeout: Option<Duration>,
 }
 
 /// A spec that cannot be decoded; the message names the field.
@@ -191,27 +224,18 @@ impl EngineSpec {
             Some(Value::Bool(b)) => *b,
             Some(v) => return Err(wrong_type("agent", v, "a boolean")),
         };
-        let boot_timeout = match lookup(p, "boot_timeout_ms") {
-            None => None,
-            Some(v) => match v.as_u64() {
-                Some(ms @ 1..=MAX_BOOT_TIMEOUT_MS) => Some(Duration::from_millis(ms)),
-                Some(ms) => {
-                    return Err(SpecError::OutOfRange {
-                        field: path("boot_timeout_ms"),
-                        value: ms.to_string(),
-                        fix: "give a whole number of milliseconds from 1 to 600000",
-                    })
-                }
-                None if v.is_number() => {
-                    return Err(SpecError::OutOfRange {
-                        field: path("boot_timeout_ms"),
-                        value: v.to_string(),
-                        fix: "give a whole number of milliseconds from 1 to 600000",
-                    })
-                }
-                None => return Err(wrong_type("boot_timeout_ms", v, "an integer")),
-            },
-        };
+        let boot_timeout = millis_param(
+            p,
+            "boot_timeout_ms",
+            MAX_BOOT_TIMEOUT_MS,
+            "give a whole number of milliseconds from 1 to 600000",
+        )?;
+        let timeout = millis_param(
+            p,
+            "timeout_ms",
+            MAX_TIMEOUT_MS,
+            "give a whole number of milliseconds of at least 1 (e.g. 3600000 for an hour)",
+        )?;
         Ok(EngineSpec {
             kernel_image,
             initrd_path: string_param(p, "initrd_path")?,
@@ -221,6 +245,7 @@ impl EngineSpec {
             mode: if agent { Mode::Agent } else { Mode::Plain },
             boot_timeout,
             agent_job: string_param(p, "agent_job")?,
+            timeout,
         })
     }
 
@@ -248,6 +273,9 @@ impl EngineSpec {
         }
         if let Some(t) = self.boot_timeout {
             spec = spec.with_param("boot_timeout_ms", t.as_millis() as u64);
+        }
+        if let Some(t) = self.timeout {
+            spec = spec.with_param("timeout_ms", t.as_millis() as u64);
         }
         spec
     }

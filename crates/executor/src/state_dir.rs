@@ -186,6 +186,14 @@ pub struct ExecPaths {
 }
 
 impl ExecPaths {
+    /// Paths under `dir`, for unit tests that never create them.
+    #[cfg(test)]
+    pub(crate) fn for_tests(dir: &Path) -> ExecPaths {
+        ExecPaths {
+            dir: dir.to_path_buf(),
+        }
+    }
+
     /// The execution's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

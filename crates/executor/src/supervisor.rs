@@ -1,24 +1,30 @@
-//! The supervisor: one task per execution that owns its VMM and drives its
-//! [`Phase`] state machine from boot to result.
+//! The supervisor: drives one booted execution's [`Phase`] state machine
+//! from boot to result. It owns the VMM (through the [`Machine`] seam).
 //!
-//! It waits on four things at once: the executor shutting down (it then lets
-//! the VM run on for a restarted executor to find), the VMM process ending,
-//! a command (cancel, pause, resume), and new serial output. When the VM
-//! ends it drains the output, decides the result ([`crate::outcome`]), puts
-//! output volumes under `results_dir`, removes what the VMM left behind,
-//! persists the record and publishes the result to every waiter.
+//! It waits on these at once: the executor shutting down (it then lets the
+//! VM run on for a restarted executor to find), the VMM process ending, a
+//! command (cancel, pause, resume), new serial output, and the execution's
+//! deadlines (boot timeout, overall timeout). New output goes through the
+//! [`Capture`], off the runtime's workers; past the output cap the VM is
+//! stopped. When the VM ends it drains the output, decides the result
+//! ([`crate::outcome`]), puts output volumes under `results_dir`, removes
+//! what the VMM left behind, persists the end and publishes the result.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use firecracker_api::exit::{exit_from_log, log_tail};
-use firecracker_api::{StopPolicy, Vmm, VmmExit};
-use tokio::sync::{mpsc, watch};
+use firecracker_api::exit::log_tail;
+use firecracker_api::watch::Subscription;
+use firecracker_api::{StopPolicy, VmmExit};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
-use crate::capture::{read_text, SerialTail, Sink};
-use crate::execution::{Command, Execution, Snapshot};
+use crate::capture::{watch_serial, Capture};
+use crate::execution::{Command, Execution};
 use crate::lifecycle::Phase;
-use crate::outcome::{decide, Ending};
+use crate::machine::{GuestState, Machine};
+use crate::outcome::{decide, Ending, StopReason};
 use crate::record::{now_ms, ExecutionRecord};
 
 /// Settings every supervisor shares.
@@ -30,47 +36,67 @@ pub struct Settings {
     pub after_exit_grace: Duration,
 }
 
+/// One execution's time limits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Deadlines {
+    /// Agent mode: the agent must say hello within this, from supervision's start.
+    pub boot: Option<Duration>,
+    /// The whole execution must end by then: (when, the limit as asked).
+    pub end: Option<(Instant, Duration)>,
+}
+
+/// How a supervisor's work ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The execution has its result; it may be forgotten at this Unix ms.
+    Finished {
+        /// When its retention runs out.
+        expires_ms: Option<u64>,
+    },
+    /// The executor shut down and the VM runs on.
+    Detached,
+}
+
 /// Why the supervision loop ended.
 enum End {
-    /// The executor is shutting down: leave the VM running.
     Detach,
-    /// The VMM ended (by itself, or after cancel or a timeout).
     Exited {
         exit: VmmExit,
-        cancelled: bool,
-        timed_out: Option<Duration>,
+        stopped: Option<StopReason>,
     },
 }
 
 /// One execution's supervisor.
-pub struct Supervisor {
+pub struct Supervisor<M: Machine> {
     exec: Arc<Execution>,
-    vmm: Option<Vmm>,
+    machine: Option<M>,
     record: ExecutionRecord,
-    tail: Option<SerialTail>,
-    sink: Sink,
+    /// Taken while a blocking read runs on the blocking pool.
+    capture: Option<Capture>,
+    serial_changes: Option<Subscription>,
     commands: mpsc::Receiver<Command>,
-    shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
     settings: Settings,
-    boot_timeout: Option<Duration>,
+    deadlines: Deadlines,
 }
 
-impl Supervisor {
-    /// A supervisor for `exec`. `vmm` is `None` when the VMM already ended
-    /// (found dead after a restart): the supervisor then only settles the result.
+impl<M: Machine> Supervisor<M> {
+    /// A supervisor for `exec`. `machine` is `None` when the VMM already
+    /// ended (found dead after a restart): the supervisor then only settles
+    /// the result. `stop` is the executor's shutdown token.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         exec: Arc<Execution>,
-        vmm: Option<Vmm>,
+        machine: Option<M>,
         record: ExecutionRecord,
-        sink: Sink,
+        capture: Capture,
         commands: mpsc::Receiver<Command>,
-        shutdown: watch::Receiver<bool>,
+        stop: CancellationToken,
         settings: Settings,
-        boot_timeout: Option<Duration>,
-    ) -> Supervisor {
-        let tail = match SerialTail::open(&exec.paths.serial()) {
-            Ok(tail) => Some(tail),
+        deadlines: Deadlines,
+    ) -> Supervisor<M> {
+        let serial_changes = match watch_serial(&exec.paths.serial()) {
+            Ok(sub) => Some(sub),
             Err(e) => {
                 tracing::warn!(id = %exec.id, error = %e, "cannot follow the serial output");
                 None
@@ -78,220 +104,217 @@ impl Supervisor {
         };
         Supervisor {
             exec,
-            vmm,
+            machine,
             record,
-            tail,
-            sink,
+            capture: Some(capture),
+            serial_changes,
             commands,
-            shutdown,
+            stop,
             settings,
-            boot_timeout,
+            deadlines,
         }
     }
 
     /// Supervises until the execution ends (or the executor shuts down).
-    /// Returns when the finished execution expires (Unix ms), if it does.
     #[tracing::instrument(name = "supervise", skip_all, fields(id = %self.exec.id))]
-    pub async fn run(mut self) -> Option<u64> {
-        self.pump();
+    pub async fn run(mut self) -> Ended {
+        self.pump().await;
         match self.supervise().await {
             End::Detach => {
-                if let Some(vmm) = self.vmm.take() {
-                    tracing::debug!(pid = vmm.pid(), "executor shutting down; the VM runs on");
-                    vmm.detach();
+                if let Some(machine) = self.machine.take() {
+                    machine.detach();
                 }
-                None
+                Ended::Detached
             }
-            End::Exited {
-                exit,
-                cancelled,
-                timed_out,
-            } => {
-                self.finish(exit, cancelled, timed_out).await;
-                self.record.expires_ms()
+            End::Exited { exit, stopped } => {
+                self.finish(exit, stopped).await;
+                Ended::Finished {
+                    expires_ms: self.record.expires_ms(),
+                }
             }
         }
     }
 
     async fn supervise(&mut self) -> End {
-        let Some(mut vmm) = self.vmm.take() else {
-            let exit = exit_from_log(&self.exec.paths.vmm_log()).unwrap_or(VmmExit::Unknown);
+        let Some(mut machine) = self.machine.take() else {
+            let log = self.exec.paths.vmm_log();
+            let exit = blocking(move || firecracker_api::exit::exit_from_log(&log))
+                .await
+                .unwrap_or(VmmExit::Unknown);
             return End::Exited {
                 exit,
-                cancelled: self.record.cancel_requested,
-                timed_out: None,
+                stopped: self.record.cancel_requested.then_some(StopReason::Cancelled),
             };
         };
-        if self.record.cancel_requested {
-            // Cancel was under way when the previous executor stopped.
-            let (exit, _) = stop(&mut vmm, self.settings.stop).await;
-            self.vmm = Some(vmm);
-            return End::Exited {
-                exit,
-                cancelled: true,
-                timed_out: None,
-            };
-        }
-        if self.exec.snapshot().phase == Phase::Booting && vmm.exit().is_none() {
-            self.sync_phase(&vmm).await;
-        }
-        let boot_deadline = self.boot_timeout.map(|t| tokio::time::Instant::now() + t);
-        let end = loop {
-            if self.sink.report().exit.is_some() || self.sink.report().fail.is_some() {
-                break self.after_agent_end(&mut vmm).await;
-            }
-            let waiting_for_hello = boot_deadline.filter(|_| self.sink.report().hello.is_none());
-            tokio::select! {
-                _ = self.shutdown.changed() => break End::Detach,
-                exit = vmm.wait() => break End::Exited {
-                    exit: exit.unwrap_or(VmmExit::Unknown),
-                    cancelled: self.record.cancel_requested,
-                    timed_out: None,
-                },
-                Some(command) = self.commands.recv() => {
-                    if let Some(end) = self.command(&mut vmm, command).await {
-                        break end;
-                    }
-                }
-                changed = changed(&mut self.tail) => {
-                    if changed.is_err() {
-                        self.tail = None;
-                    }
-                    self.pump();
-                }
-                _ = sleep_until(waiting_for_hello) => {
-                    let limit = self.boot_timeout.unwrap_or_default();
-                    tracing::warn!(?limit, "boot timed out: no hello from the guest agent");
-                    let (exit, _) = stop(&mut vmm, self.settings.stop).await;
-                    break End::Exited { exit, cancelled: false, timed_out: Some(limit) };
-                }
-            }
-        };
-        self.vmm = Some(vmm);
+        let end = self.watch(&mut machine).await;
+        self.machine = Some(machine);
         end
     }
 
-    /// The agent reported the end: the guest powers off by itself; stop it if it does not.
-    async fn after_agent_end(&mut self, vmm: &mut Vmm) -> End {
-        let exit = match tokio::time::timeout(self.settings.after_exit_grace, vmm.wait()).await {
-            Ok(exit) => exit.unwrap_or(VmmExit::Unknown),
-            Err(_) => {
-                let policy = StopPolicy {
-                    ctrl_alt_del: None,
-                    ..self.settings.stop
+    async fn watch(&mut self, machine: &mut M) -> End {
+        if self.record.cancel_requested {
+            // Cancel was under way when the previous executor stopped.
+            let exit = machine.stop(self.settings.stop).await;
+            return End::Exited {
+                exit,
+                stopped: Some(StopReason::Cancelled),
+            };
+        }
+        if self.exec.phase() == Phase::Booting {
+            self.sync_phase(machine).await;
+        }
+        let boot_deadline = self.deadlines.boot.map(|t| (Instant::now() + t, t));
+        loop {
+            let (over_limit, agent_ended, hello) = match &self.capture {
+                Some(c) => (c.over_limit(), c.agent_ended(), c.agent_said_hello()),
+                None => (false, false, false),
+            };
+            if over_limit {
+                tracing::warn!(limit = self.limit(), "output limit reached; stopping the VM");
+                let exit = machine.stop(self.quick_stop()).await;
+                return End::Exited {
+                    exit,
+                    stopped: Some(StopReason::OutputLimit(self.limit())),
                 };
-                stop(vmm, policy).await.0
             }
+            if agent_ended {
+                return self.after_agent_end(machine).await;
+            }
+            let boot = boot_deadline.filter(|_| !hello);
+            tokio::select! {
+                _ = self.stop.cancelled() => return End::Detach,
+                exit = machine.wait() => return End::Exited {
+                    exit,
+                    stopped: self.record.cancel_requested.then_some(StopReason::Cancelled),
+                },
+                Some(command) = self.commands.recv() => {
+                    if let Some(end) = self.command(machine, command).await {
+                        return end;
+                    }
+                }
+                _ = changed(&self.serial_changes) => self.pump().await,
+                _ = sleep_until(boot) => {
+                    let limit = boot.map(|b| b.1).unwrap_or_default();
+                    tracing::warn!(?limit, "boot timed out: no hello from the guest agent");
+                    let exit = machine.stop(self.settings.stop).await;
+                    return End::Exited { exit, stopped: Some(StopReason::BootTimeout(limit)) };
+                }
+                _ = sleep_until(self.deadlines.end) => {
+                    let limit = self.deadlines.end.map(|e| e.1).unwrap_or_default();
+                    tracing::warn!(?limit, "execution timed out; stopping the VM");
+                    let exit = machine.stop(self.quick_stop()).await;
+                    return End::Exited { exit, stopped: Some(StopReason::Timeout(limit)) };
+                }
+            }
+        }
+    }
+
+    /// The agent reported the end: the guest powers off by itself; stop it if it does not.
+    async fn after_agent_end(&mut self, machine: &mut M) -> End {
+        let exit = match tokio::time::timeout(self.settings.after_exit_grace, machine.wait()).await
+        {
+            Ok(exit) => exit,
+            Err(_) => machine.stop(self.quick_stop()).await,
         };
         End::Exited {
             exit,
-            cancelled: false,
-            timed_out: None,
+            stopped: None,
         }
     }
 
-    async fn command(&mut self, vmm: &mut Vmm, command: Command) -> Option<End> {
+    async fn command(&mut self, machine: &mut M, command: Command) -> Option<End> {
         match command {
             Command::Cancel(reply) => {
-                self.transition(Phase::Stopping);
+                if let Err(e) = self.exec.transition(Phase::Stopping) {
+                    let _ = reply.send(Err(format!("it is {}", e.from.status().as_str())));
+                    return None;
+                }
                 self.record.cancel_requested = true;
-                if let Err(e) = ExecutionRecord::mark_cancel_requested(&self.exec.paths.record()) {
+                let path = self.exec.paths.record();
+                if let Err(e) = blocking(move || ExecutionRecord::mark_cancel_requested(&path)).await
+                {
                     tracing::warn!(error = %e, "cannot persist the cancel request");
                 }
-                let (exit, _) = stop(vmm, self.settings.stop).await;
+                let exit = machine.stop(self.settings.stop).await;
                 let _ = reply.send(Ok(()));
                 Some(End::Exited {
                     exit,
-                    cancelled: true,
-                    timed_out: None,
+                    stopped: Some(StopReason::Cancelled),
                 })
             }
             Command::Pause(reply) => {
-                let result = self.pause_or_resume(vmm, Phase::Paused).await;
-                let _ = reply.send(result);
+                let _ = reply.send(self.pause_or_resume(machine, Phase::Paused).await);
                 None
             }
             Command::Resume(reply) => {
-                let result = self.pause_or_resume(vmm, Phase::Running).await;
-                let _ = reply.send(result);
+                let _ = reply.send(self.pause_or_resume(machine, Phase::Running).await);
                 None
             }
         }
     }
 
-    async fn pause_or_resume(&mut self, vmm: &mut Vmm, to: Phase) -> Result<(), String> {
-        let phase = self.exec.snapshot().phase;
+    async fn pause_or_resume(&mut self, machine: &mut M, to: Phase) -> Result<(), String> {
+        let phase = self.exec.phase();
         if !phase.can_become(to) {
             return Err(format!("it is {}", phase.status().as_str()));
         }
-        let client = vmm.client().ok_or("the VMM has no API socket")?;
-        let done = match to {
-            Phase::Paused => client.pause().await,
-            _ => client.resume().await,
-        };
-        done.map_err(|e| e.to_string())?;
-        self.transition(to);
+        match to {
+            Phase::Paused => machine.pause().await?,
+            _ => machine.resume().await?,
+        }
+        self.exec
+            .transition(to)
+            .map_err(|e| format!("it is {}", e.from.status().as_str()))?;
+        self.record.phase = to;
         Ok(())
     }
 
-    /// Reads all new serial output into the sink and publishes progress.
-    fn pump(&mut self) {
-        let Some(tail) = self.tail.as_mut() else {
+    /// Reads all new serial output on the blocking pool and publishes progress.
+    async fn pump(&mut self) {
+        let Some(mut capture) = self.capture.take() else {
             return;
         };
-        let mut buf = vec![0u8; crate::capture::READ_STEP];
-        loop {
-            match tail.read_new(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if let Err(e) = self.sink.feed(&buf[..n]) {
-                        tracing::warn!(error = %e, "cannot store output");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read the serial output");
-                    break;
-                }
-            }
-        }
-        self.exec.publish_logs(self.sink.progress());
+        let (capture, progress) = blocking(move || {
+            let progress = capture.pump();
+            (capture, progress)
+        })
+        .await;
+        self.capture = Some(capture);
+        self.exec.publish_logs(progress);
     }
 
-    async fn finish(&mut self, exit: VmmExit, cancelled: bool, timed_out: Option<Duration>) {
-        self.pump();
-        if let Err(e) = self.sink.finish() {
-            tracing::warn!(error = %e, "cannot store output");
-        }
+    async fn finish(&mut self, exit: VmmExit, stopped: Option<StopReason>) {
+        self.pump().await;
+        let (exec, capture) = (self.exec.clone(), self.capture.take());
+        let over_limit = matches!(stopped, Some(StopReason::OutputLimit(_)));
+        let (capture, progress, log) = blocking(move || {
+            let mut capture = capture;
+            let progress = capture.as_mut().map(Capture::finish).unwrap_or_default();
+            if over_limit {
+                keep_captured(&exec, capture.as_ref());
+            }
+            (capture, progress, log_tail(&exec.paths.vmm_log(), 12))
+        })
+        .await;
         let ending = Ending {
             mode: self.exec.mode,
             vmm_exit: exit,
-            agent: self.sink.report(),
-            cancelled,
-            timed_out,
-            vmm_log_tail: log_tail(&self.exec.paths.vmm_log(), 12),
+            agent: capture.as_ref().map(Capture::report).unwrap_or_default(),
+            stopped,
+            vmm_log_tail: log,
         };
         let mut result = decide(&ending);
-        result.stdout = read_text(&self.exec.stdout_path());
-        result.stderr = read_text(&self.exec.stderr_path());
-        if let Some(mut vmm) = self.vmm.take() {
-            vmm.cleanup();
+        if let Some(mut machine) = self.machine.take() {
+            machine.clean_up();
         }
-        if let Err(e) = self.copy_outputs().await {
-            result = crate::result::ExecutionResult {
-                stdout: result.stdout,
-                stderr: result.stderr,
-                ..crate::result::ExecutionResult::failed(e)
+        if let Err(e) = crate::results::copy_outputs(&self.record).await {
+            // The workload's own exit code stands; the failure is said beside it.
+            result.error_msg = match result.error_msg.is_empty() {
+                true => e,
+                false => format!("{}; {e}", result.error_msg),
             };
         }
-        for path in [
-            self.exec.paths.vm_config(),
-            self.exec.paths.config_drive(),
-            self.exec.paths.metadata(),
-        ] {
-            let _ = std::fs::remove_file(path);
-        }
-        let _ = std::fs::remove_file(self.exec.paths.api_socket());
-        tracing::info!(exit_code = result.exit_code, error = %result.error_msg, killed = result.killed, "execution ended");
+        let (exec, record) = (self.exec.clone(), self.record.clone());
         let phase = if result.is_success() {
             Phase::Succeeded
         } else {
@@ -300,101 +323,105 @@ impl Supervisor {
         self.record.result = Some(result.clone());
         self.record.finished_ms = Some(now_ms());
         self.record.phase = phase;
-        // Persisted before it is published: a waiter may remove the directory at once.
-        if let Err(e) = self.record.save_outcome(&self.exec.paths.record()) {
-            tracing::warn!(error = %e, "cannot persist the result");
-        }
-        self.transition_with(phase, Some(Arc::new(result)));
-        let mut progress = self.sink.progress();
-        progress.done = true;
-        self.exec.publish_logs(progress);
-    }
-
-    /// Copies each output image under `results_dir`.
-    async fn copy_outputs(&self) -> Result<(), String> {
-        let Some(dir) = &self.record.results_dir else {
-            return Ok(());
-        };
-        if self.record.outputs.is_empty() {
-            return Ok(());
-        }
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| format!("cannot create results_dir {dir}: {e}"))?;
-        for output in &self.record.outputs {
-            tokio::fs::copy(&output.image, &output.destination)
-                .await
-                .map_err(|e| {
-                    format!(
-                        "cannot copy output {} to {}: {e}",
-                        output.image, output.destination
-                    )
-                })?;
-        }
-        Ok(())
-    }
-
-    fn transition(&mut self, to: Phase) {
-        self.transition_with(to, None);
-    }
-
-    fn transition_with(&mut self, to: Phase, result: Option<Arc<crate::result::ExecutionResult>>) {
-        let mut phase = self.exec.snapshot().phase;
-        match phase.transition(to) {
-            Ok(()) => {
-                self.record.phase = phase;
-                self.exec.publish(Snapshot { phase, result });
+        let saved = self.record.clone();
+        blocking(move || {
+            for path in [
+                exec.paths.vm_config(),
+                exec.paths.config_drive(),
+                exec.paths.metadata(),
+                exec.paths.api_socket(),
+            ] {
+                let _ = std::fs::remove_file(path);
             }
-            Err(e) => {
-                tracing::error!(error = %e, "refused lifecycle transition");
-                if result.is_some() {
-                    // Never leave waiters without the result.
-                    self.exec.publish(Snapshot { phase: to, result });
-                }
+            crate::results::write_logs(&exec, &record);
+            // Persisted before it is published: a waiter may remove the directory at once.
+            if let Err(e) = saved.save_outcome(&exec.paths.record()) {
+                tracing::warn!(error = %e, "cannot persist the result");
             }
+        })
+        .await;
+        tracing::info!(exit_code = result.exit_code, error = %result.error_msg, killed = result.killed, "execution ended");
+        if let Err(e) = self.exec.finish(phase, result) {
+            tracing::error!(error = %e, "the execution already ended; its first result stands");
         }
+        self.exec.publish_logs(crate::execution::LogProgress {
+            done: true,
+            ..progress
+        });
     }
 
     /// After a restart the record says only that the VM was booted: ask the
     /// VMM whether it runs or is paused.
-    async fn sync_phase(&mut self, vmm: &Vmm) {
-        let Some(client) = vmm.client() else { return };
-        let phase = self.exec.snapshot().phase;
-        if let Ok(info) = client.describe_instance().await {
-            use firecracker_api::models::InstanceInfoState as State;
-            match (phase, info.state) {
-                (Phase::Booting, State::Running) => self.transition(Phase::Running),
-                (Phase::Booting, State::Paused) => {
-                    self.transition(Phase::Running);
-                    self.transition(Phase::Paused);
-                }
-                _ => {}
+    async fn sync_phase(&mut self, machine: &mut M) {
+        let state = machine.guest_state().await;
+        let steps: &[Phase] = match state {
+            Some(GuestState::Running) => &[Phase::Running],
+            Some(GuestState::Paused) => &[Phase::Running, Phase::Paused],
+            None => &[],
+        };
+        for &to in steps {
+            if let Err(e) = self.exec.transition(to) {
+                tracing::warn!(error = %e, "cannot take the VMM's word for its state");
+                return;
             }
+            self.record.phase = to;
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        self.capture.as_ref().map(|c| c.limit()).unwrap_or(0)
+    }
+
+    /// Stopping for a limit: no Ctrl+Alt+Del, the guest is not trusted to stop.
+    fn quick_stop(&self) -> StopPolicy {
+        StopPolicy {
+            ctrl_alt_del: None,
+            ..self.settings.stop
         }
     }
 }
 
-/// Stops the VMM; a VMM that cannot be stopped is reported as such.
-async fn stop(vmm: &mut Vmm, policy: StopPolicy) -> (VmmExit, bool) {
-    match vmm.stop(policy).await {
-        Ok((exit, _)) => (exit, true),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot stop the VMM");
-            (VmmExit::Unknown, false)
+/// Past the output cap, what was captured is what is kept: in plain mode the
+/// serial file is stdout, so it is cut back to the cap.
+fn keep_captured(exec: &Execution, capture: Option<&Capture>) {
+    let Some(capture) = capture else { return };
+    if exec.mode == crate::spec::Mode::Plain {
+        let cut = std::fs::OpenOptions::new()
+            .write(true)
+            .open(exec.paths.serial())
+            .and_then(|f| f.set_len(capture.taken()));
+        if let Err(e) = cut {
+            tracing::warn!(error = %e, "cannot cut the output back to the limit");
         }
     }
 }
 
-async fn changed(tail: &mut Option<SerialTail>) -> std::io::Result<()> {
-    match tail {
-        Some(tail) => tail.changed().await,
+/// Runs blocking work on the blocking pool. A panic there is re-raised
+/// here, where the execution's task guard turns it into a failed result.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("blocking work was cancelled: {e}"),
+        },
+    }
+}
+
+async fn changed(sub: &Option<Subscription>) {
+    match sub {
+        Some(sub) => sub.changed().await,
         None => std::future::pending().await,
     }
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+async fn sleep_until<T>(deadline: Option<(Instant, T)>) {
     match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
+        Some((at, _)) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+#[path = "supervisor_tests.rs"]
+mod tests;

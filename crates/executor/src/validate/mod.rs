@@ -110,6 +110,8 @@ pub struct ValidatedRequest {
     pub provision_scripts: BTreeMap<String, Vec<u8>>,
     /// Agent mode: the wait for the agent's hello, if the spec sets one.
     pub boot_timeout: Option<Duration>,
+    /// The longest the execution may run (`timeout_ms`, or the executor's default).
+    pub timeout: Option<Duration>,
     /// Agent mode: the job for the config drive.
     pub agent_job: Option<String>,
 }
@@ -304,6 +306,7 @@ pub fn validate(
         persist_logs,
         provision_scripts: request.provision_scripts.clone(),
         boot_timeout: spec.boot_timeout,
+        timeout: spec.timeout,
         agent_job: spec.agent_job.clone(),
         spec,
     })

@@ -444,7 +444,8 @@ impl Vmm {
 }
 
 /// What Firecracker logs once it has started a guest from a config file.
-const STARTED_LINE: &[u8] = b"Successfully started microvm";
+/// What the VMM logs once it started the guest.
+pub const STARTED_LINE: &[u8] = b"Successfully started microvm";
 
 /// Wraps an I/O error about preparing `path`.
 fn prepare(path: &Path) -> impl FnOnce(std::io::Error) -> VmmError {

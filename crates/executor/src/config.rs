@@ -1,0 +1,100 @@
+//! [`ExecutorConfig`]: how an executor is set up, with defaults that
+//! protect the host.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use firecracker_api::StopPolicy;
+
+use crate::launch::LaunchHook;
+use crate::resources::HostLimits;
+
+/// How an executor is set up. `Default` gives the documented defaults.
+///
+/// ```
+/// use std::time::Duration;
+/// let config = fcexec::ExecutorConfig {
+///     max_output: 64 << 20,                               // 64 MiB per execution
+///     default_timeout: Some(Duration::from_secs(3600)), // an hour unless the request says
+///     ..fcexec::ExecutorConfig::default()
+/// };
+/// assert_eq!(config.result_output, 1 << 20);
+/// ```
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Root of the state directory; default `/run/fcexec` (root) or
+    /// `$XDG_RUNTIME_DIR/fcexec`.
+    pub state_root: Option<PathBuf>,
+    /// The firecracker binary; default `$FIRECRACKER_BIN`, then `firecracker` on `PATH`.
+    pub firecracker: Option<PathBuf>,
+    /// How cancel, remove and cleanup stop a VM.
+    pub stop_policy: StopPolicy,
+    /// How long a new VMM gets to start its guest.
+    pub ready_timeout: Duration,
+    /// How long a guest gets to power off after its agent reported the end.
+    pub after_exit_grace: Duration,
+    /// The host's CPUs and memory; default: detected.
+    pub host_limits: Option<HostLimits>,
+    /// The most output one execution may produce (stdout, stderr and
+    /// console together, in bytes); past it the VM is stopped and the
+    /// execution fails, keeping what was captured. Default 1 GiB.
+    pub max_output: u64,
+    /// The time limit of an execution whose request gives no `timeout_ms`;
+    /// default none.
+    pub default_timeout: Option<Duration>,
+    /// The memory all live VMs may take together, MiB; default: the host's
+    /// memory less a reserve (see [`ExecutorConfig::default_memory_budget`]).
+    pub memory_budget_mib: Option<u64>,
+    /// The most live executions at once; default 4096.
+    pub max_live: usize,
+    /// The most bytes of each stream a result carries (its tail); the rest
+    /// stays available through `logs`. Default 1 MiB.
+    pub result_output: u64,
+    /// How long a finished execution is kept when its request gives no
+    /// `persist_logs_duration`; default: until removed.
+    pub default_retention: Option<Duration>,
+    /// Watches (and, in tests, fails) each launch step.
+    pub launch_hook: Option<Arc<dyn LaunchHook>>,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            state_root: None,
+            firecracker: None,
+            stop_policy: StopPolicy::default(),
+            ready_timeout: Duration::from_secs(10),
+            after_exit_grace: Duration::from_secs(2),
+            host_limits: None,
+            max_output: 1 << 30,
+            default_timeout: None,
+            memory_budget_mib: None,
+            max_live: 4096,
+            result_output: 1 << 20,
+            default_retention: None,
+            launch_hook: None,
+        }
+    }
+}
+
+impl ExecutorConfig {
+    /// The default memory budget for a host with `host_mib` MiB: what it
+    /// has less a reserve for itself of a tenth, at least 512 MiB.
+    pub fn default_memory_budget(host_mib: u64) -> u64 {
+        let reserve = (host_mib / 10).max(512);
+        host_mib.saturating_sub(reserve)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_budget_keeps_a_reserve() {
+        assert_eq!(ExecutorConfig::default_memory_budget(24_000), 21_600);
+        assert_eq!(ExecutorConfig::default_memory_budget(2048), 1536);
+        assert_eq!(ExecutorConfig::default_memory_budget(256), 0);
+    }
+}

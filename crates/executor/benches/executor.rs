@@ -15,9 +15,8 @@
 //! - 2: `start()` call to the first stdout chunk of `logs(follow)`;
 //! - 5: the executor's CPU time per execution (`getrusage`);
 //! - 3: N executions started at once, executor and raw VMM;
-//! - B: a breakdown of one launch, step by step, with the executor's own
-//!   building blocks (validate, plan, record, `Vmm::spawn`, `wait_started`,
-//!   exit);
+//! - B: a breakdown of one launch, step by step: the executor's own launch
+//!   steps, timed through its `LaunchHook` (`ExecutorConfig::launch_hook`);
 //! - E: endurance: sequential executions, then a batch at once, each removed,
 //!   with fds, threads, memory, files, sockets and processes before and after.
 //!
@@ -32,7 +31,7 @@
 //! | `FCEXEC_BENCH_CONCURRENCY` | `1,10,50,200` (`1,10,50`) | batch sizes of section 3 |
 //! | `FCEXEC_BENCH_LIVE` | 200 (50) | live executions of section 4 |
 //! | `FCEXEC_BENCH_BREAKDOWN` | 30 (8) | launches of section B (and of each raw variant) |
-//! | `FCEXEC_BENCH_BREAKDOWN_AT_ONCE` | 200 (50) | step-by-step launches of section B started at once |
+//! | `FCEXEC_BENCH_BREAKDOWN_AT_ONCE` | 200 (50) | executions of section B started at once |
 //! | `FCEXEC_BENCH_ENDURANCE` | 1 (0) | run the endurance part |
 //! | `FCEXEC_BENCH_ENDURANCE_RUNS` | 1000 | its sequential executions |
 //! | `FCEXEC_BENCH_ENDURANCE_BATCH` | 200 | its executions at once |

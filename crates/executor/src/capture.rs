@@ -15,7 +15,6 @@ use std::path::Path;
 
 use firecracker_api::watch::{Subscription, WatchMask, Watcher};
 
-
 use crate::config_drive::Key;
 use crate::execution::LogProgress;
 use crate::guest_protocol::{Event, FrameDecoder};

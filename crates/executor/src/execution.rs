@@ -154,8 +154,8 @@ impl Execution {
         result: Option<Arc<ExecutionResult>>,
     ) -> Result<(), InvalidTransition> {
         let mut refused = None;
-        self.state.send_if_modified(|snapshot| {
-            match snapshot.phase.transition(to) {
+        self.state
+            .send_if_modified(|snapshot| match snapshot.phase.transition(to) {
                 Ok(()) => {
                     snapshot.result = result;
                     true
@@ -164,8 +164,7 @@ impl Execution {
                     refused = Some(e);
                     false
                 }
-            }
-        });
+            });
         match refused {
             Some(e) => Err(e),
             None => Ok(()),
@@ -251,7 +250,10 @@ mod tests {
         // A deadlock shows as the writer never finishing.
         let deadline = Instant::now() + Duration::from_secs(20);
         while !writer.is_finished() {
-            assert!(Instant::now() < deadline, "status reader and writer deadlocked");
+            assert!(
+                Instant::now() < deadline,
+                "status reader and writer deadlocked"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -266,7 +268,8 @@ mod tests {
         rx.mark_unchanged();
         assert!(exec.transition(Phase::Pending).is_err());
         assert!(!rx.has_changed().unwrap());
-        exec.finish(Phase::Succeeded, ExecutionResult::new(0)).unwrap();
+        exec.finish(Phase::Succeeded, ExecutionResult::new(0))
+            .unwrap();
         assert!(rx.has_changed().unwrap());
         let err = exec
             .finish(Phase::Failed, ExecutionResult::failed("late"))

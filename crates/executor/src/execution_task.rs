@@ -93,9 +93,11 @@ async fn launch_then_supervise(
 ) -> TaskEnd {
     let launched = async {
         let spawned = ctx.launcher.spawn(&valid, &exec.paths).await?;
-        exec.transition(Phase::Booting).map_err(|e| internal(&exec, e))?;
+        exec.transition(Phase::Booting)
+            .map_err(|e| internal(&exec, e))?;
         let launched = ctx.launcher.boot(spawned).await?;
-        exec.transition(Phase::Running).map_err(|e| internal(&exec, e))?;
+        exec.transition(Phase::Running)
+            .map_err(|e| internal(&exec, e))?;
         Ok::<_, ExecutorError>(launched)
     }
     .await;

@@ -171,12 +171,17 @@ impl Executor {
             .reserve(exec.clone(), u64::from(valid.mem_mib))?;
         let deadlines = Deadlines {
             boot: valid.boot_timeout,
-            end: valid
-                .timeout
-                .map(|t| (tokio::time::Instant::now() + t, t)),
+            end: valid.timeout.map(|t| (tokio::time::Instant::now() + t, t)),
         };
         let (ready, launched) = oneshot::channel();
-        let task = launch_and_supervise(self.ctx.clone(), exec.clone(), valid, receiver, ready, deadlines);
+        let task = launch_and_supervise(
+            self.ctx.clone(),
+            exec.clone(),
+            valid,
+            receiver,
+            ready,
+            deadlines,
+        );
         if !self.tasks.spawn(task) {
             self.registry.remove(&exec);
             return Err(ExecutorError::ShuttingDown);
@@ -390,7 +395,8 @@ impl Executor {
         let (record, vmm, capture) = match state {
             FoundState::Corrupt(reason) => {
                 let result = ExecutionResult::failed(format!("corrupt execution: {reason}"));
-                let exec = self.settled(id, String::new(), paths, Mode::Plain, Phase::Failed, result);
+                let exec =
+                    self.settled(id, String::new(), paths, Mode::Plain, Phase::Failed, result);
                 self.registry.insert_recovered(exec, 0);
                 return;
             }
@@ -398,7 +404,14 @@ impl Executor {
                 let result = record.result.clone().unwrap_or_else(|| {
                     ExecutionResult::failed("the execution ended without a recorded result")
                 });
-                let exec = self.settled(id, record.job_id.clone(), paths, record.mode, record.phase, result);
+                let exec = self.settled(
+                    id,
+                    record.job_id.clone(),
+                    paths,
+                    record.mode,
+                    record.phase,
+                    result,
+                );
                 exec.publish_logs(LogProgress {
                     stdout: file_len(&exec.stdout_path()),
                     stderr: file_len(&exec.stderr_path()),
@@ -440,7 +453,7 @@ impl Executor {
                 )
             }),
         };
-        let found = (vmm, record, capture);
+        let found = (vmm, record, *capture);
         let task = supervise_recovered(self.ctx.clone(), exec, found, receiver, deadlines);
         self.tasks.spawn(task);
     }
@@ -502,9 +515,9 @@ impl Drop for Executor {
 /// `result` with the tails of the execution's output, read off the runtime.
 async fn with_output(exec: &Execution, result: &ExecutionResult, limit: u64) -> ExecutionResult {
     let (out, err) = (exec.stdout_path(), exec.stderr_path());
-    let read = tokio::task::spawn_blocking(move || (read_tail(&out, limit), read_tail(&err, limit)));
-    let ((stdout, stdout_truncated), (stderr, stderr_truncated)) =
-        read.await.unwrap_or_default();
+    let read =
+        tokio::task::spawn_blocking(move || (read_tail(&out, limit), read_tail(&err, limit)));
+    let ((stdout, stdout_truncated), (stderr, stderr_truncated)) = read.await.unwrap_or_default();
     ExecutionResult {
         stdout,
         stderr,

@@ -104,15 +104,17 @@ pub struct Launched(Spawned);
 
 impl Launched {
     /// Takes the VMM, record and capture out of the guard: from here on
-    /// the supervisor owns them.
+    /// the supervisor owns them, and the VMM runs on if its handle is
+    /// dropped without a panic (a runtime torn down without a shutdown).
     pub fn into_parts(self) -> (Vmm, ExecutionRecord, Capture) {
         let Spawned {
-            vmm,
+            mut vmm,
             record,
             capture,
             mut created,
         } = self.0;
         created.keep();
+        vmm.set_kill_on_drop(false);
         (vmm, record, capture)
     }
 }
@@ -146,7 +148,16 @@ impl Launcher {
                 id: &id,
                 hook: hook.as_deref(),
             };
-            spawn_blocking_part(&steps, &handle, &firecracker, &paths, &plan, record, key, max_output)
+            spawn_blocking_part(
+                &steps,
+                &handle,
+                &firecracker,
+                &paths,
+                &plan,
+                record,
+                key,
+                max_output,
+            )
         })
         .await
         .map_err(|e| creation(&valid.execution_id, LaunchError::Task(e.to_string())))?

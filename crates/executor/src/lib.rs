@@ -66,13 +66,13 @@ mod supervisor;
 mod tasks;
 pub mod validate;
 
-pub use config_drive::Key;
 pub use config::ExecutorConfig;
+pub use config_drive::Key;
 pub use error::{CleanupError, ExecutorError, LaunchError};
 pub use executor::Executor;
-pub use launch::{LaunchHook, LaunchStep};
 pub use firecracker_api::StopPolicy;
 pub use guest_protocol::{Event, FrameDecoder};
+pub use launch::{LaunchHook, LaunchStep};
 pub use lifecycle::Phase;
 pub use logs::{LogChunk, LogOptions, LogStream, Logs};
 pub use request::{ExecutionRequest, Resources, StorageVolume};

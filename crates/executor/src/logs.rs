@@ -111,7 +111,11 @@ impl Logs {
                         Err(e) => return Some(Err(std::io::Error::other(e))),
                     };
                     // A file shorter than published was removed underneath us.
-                    cursor.offset = if data.is_empty() { end } else { offset + data.len() as u64 };
+                    cursor.offset = if data.is_empty() {
+                        end
+                    } else {
+                        offset + data.len() as u64
+                    };
                     return Some(Ok(LogChunk {
                         stream: cursor.stream,
                         data,

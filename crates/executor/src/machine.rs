@@ -32,6 +32,8 @@ pub trait Machine: Send + 'static {
     fn guest_state(&mut self) -> impl Future<Output = Option<GuestState>> + Send;
     /// Lets the VMM run on without this handle (the executor shuts down).
     fn detach(self);
+    /// Kills the VMM at once and removes what it left (the supervisor panicked).
+    fn kill(self);
     /// After it exited: removes the sockets (and jail) it left behind.
     fn clean_up(&mut self);
 }
@@ -76,7 +78,29 @@ impl Machine for Vmm {
         tracing::debug!(pid, "executor shutting down; the VM runs on");
     }
 
+    fn kill(mut self) {
+        // Dropping a handle that kills on drop sends SIGKILL and removes the sockets.
+        self.set_kill_on_drop(true);
+    }
+
     fn clean_up(&mut self) {
         self.cleanup();
+    }
+}
+
+/// Holds the supervisor's VMM while it is watched: if the supervisor panics
+/// meanwhile, the VMM is killed rather than left running with no one to
+/// report it. (Otherwise a VMM handle lets its process run on when dropped,
+/// so that a runtime torn down without a shutdown leaves VMs a restarted
+/// executor can re-attach to.)
+pub struct KillOnPanic<M: Machine>(pub Option<M>);
+
+impl<M: Machine> Drop for KillOnPanic<M> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(machine) = self.0.take() {
+                machine.kill();
+            }
+        }
     }
 }

@@ -44,7 +44,7 @@ pub enum FoundState {
         /// Its VMM, when it still runs.
         vmm: Option<Vmm>,
         /// Its output, read again from the start.
-        capture: Capture,
+        capture: Box<Capture>,
     },
     /// Its record cannot be read.
     Corrupt(String),
@@ -107,6 +107,10 @@ fn load(id: &str, paths: &ExecPaths, now: u64, max_output: u64) -> Option<FoundS
         }),
         _ => None,
     };
+    let vmm = vmm.map(|mut vmm| {
+        vmm.set_kill_on_drop(false);
+        vmm
+    });
     tracing::info!(%id, alive = vmm.is_some(), phase = ?record.phase, "recovered execution");
     let sink = match (record.mode, record.key.as_deref().map(str::parse::<Key>)) {
         (Mode::Agent, Some(Ok(key))) => Sink::agent(key, &paths.stdout(), &paths.stderr())
@@ -128,6 +132,6 @@ fn load(id: &str, paths: &ExecPaths, now: u64, max_output: u64) -> Option<FoundS
     Some(FoundState::Live {
         record,
         vmm,
-        capture,
+        capture: Box::new(capture),
     })
 }

@@ -167,7 +167,11 @@ impl Registry {
 
     /// Every execution.
     pub fn all(&self) -> Vec<Arc<Execution>> {
-        self.lock().entries.values().map(|e| e.exec.clone()).collect()
+        self.lock()
+            .entries
+            .values()
+            .map(|e| e.exec.clone())
+            .collect()
     }
 
     /// Memory reserved by live executions, MiB, and how many are live.
@@ -184,7 +188,7 @@ impl Registry {
         let earliest = inner.expiries.keys().next().map(|k| k.0);
         inner.expiries.insert((at_ms, seq), Arc::downgrade(exec));
         drop(inner);
-        if earliest.is_none_or(|e| at_ms < e) {
+        if earliest.map_or(true, |e| at_ms < e) {
             self.expiry_changed.notify_one();
         }
     }
@@ -308,7 +312,8 @@ mod tests {
         let (a, b) = (exec("a"), exec("b"));
         for e in [&a, &b] {
             r.reserve(e.clone(), 1).unwrap();
-            e.finish(Phase::Failed, ExecutionResult::failed("x")).unwrap();
+            e.finish(Phase::Failed, ExecutionResult::failed("x"))
+                .unwrap();
             r.release(e);
         }
         r.expire_at(&b, 200);

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::capture::{watch_serial, Capture};
 use crate::execution::{Command, Execution};
 use crate::lifecycle::Phase;
-use crate::machine::{GuestState, Machine};
+use crate::machine::{GuestState, KillOnPanic, Machine};
 use crate::outcome::{decide, Ending, StopReason};
 use crate::record::{now_ms, ExecutionRecord};
 
@@ -69,7 +69,7 @@ enum End {
 /// One execution's supervisor.
 pub struct Supervisor<M: Machine> {
     exec: Arc<Execution>,
-    machine: Option<M>,
+    machine: KillOnPanic<M>,
     record: ExecutionRecord,
     /// Taken while a blocking read runs on the blocking pool.
     capture: Option<Capture>,
@@ -104,7 +104,7 @@ impl<M: Machine> Supervisor<M> {
         };
         Supervisor {
             exec,
-            machine,
+            machine: KillOnPanic(machine),
             record,
             capture: Some(capture),
             serial_changes,
@@ -121,7 +121,7 @@ impl<M: Machine> Supervisor<M> {
         self.pump().await;
         match self.supervise().await {
             End::Detach => {
-                if let Some(machine) = self.machine.take() {
+                if let Some(machine) = self.machine.0.take() {
                     machine.detach();
                 }
                 Ended::Detached
@@ -136,18 +136,22 @@ impl<M: Machine> Supervisor<M> {
     }
 
     async fn supervise(&mut self) -> End {
-        let Some(mut machine) = self.machine.take() else {
+        let mut held = KillOnPanic(self.machine.0.take());
+        let Some(machine) = held.0.as_mut() else {
             let log = self.exec.paths.vmm_log();
             let exit = blocking(move || firecracker_api::exit::exit_from_log(&log))
                 .await
                 .unwrap_or(VmmExit::Unknown);
             return End::Exited {
                 exit,
-                stopped: self.record.cancel_requested.then_some(StopReason::Cancelled),
+                stopped: self
+                    .record
+                    .cancel_requested
+                    .then_some(StopReason::Cancelled),
             };
         };
-        let end = self.watch(&mut machine).await;
-        self.machine = Some(machine);
+        let end = self.watch(machine).await;
+        self.machine.0 = held.0.take();
         end
     }
 
@@ -170,7 +174,10 @@ impl<M: Machine> Supervisor<M> {
                 None => (false, false, false),
             };
             if over_limit {
-                tracing::warn!(limit = self.limit(), "output limit reached; stopping the VM");
+                tracing::warn!(
+                    limit = self.limit(),
+                    "output limit reached; stopping the VM"
+                );
                 let exit = machine.stop(self.quick_stop()).await;
                 return End::Exited {
                     exit,
@@ -231,7 +238,8 @@ impl<M: Machine> Supervisor<M> {
                 }
                 self.record.cancel_requested = true;
                 let path = self.exec.paths.record();
-                if let Err(e) = blocking(move || ExecutionRecord::mark_cancel_requested(&path)).await
+                if let Err(e) =
+                    blocking(move || ExecutionRecord::mark_cancel_requested(&path)).await
                 {
                     tracing::warn!(error = %e, "cannot persist the cancel request");
                 }
@@ -304,7 +312,7 @@ impl<M: Machine> Supervisor<M> {
             vmm_log_tail: log,
         };
         let mut result = decide(&ending);
-        if let Some(mut machine) = self.machine.take() {
+        if let Some(mut machine) = self.machine.0.take() {
             machine.clean_up();
         }
         if let Err(e) = crate::results::copy_outputs(&self.record).await {

@@ -27,6 +27,7 @@ struct Control {
     exited: Notify,
     stops: AtomicUsize,
     detached: AtomicBool,
+    killed: AtomicBool,
     cleaned: AtomicBool,
     /// A pause that takes this long, so an exit can race it.
     pause_delay: Mutex<Duration>,
@@ -78,6 +79,10 @@ impl Machine for FakeVm {
 
     fn detach(self) {
         self.0.detached.store(true, Ordering::SeqCst);
+    }
+
+    fn kill(self) {
+        self.0.killed.store(true, Ordering::SeqCst);
     }
 
     fn clean_up(&mut self) {
@@ -207,18 +212,19 @@ fn rig(options: Options) -> Rig {
 impl Rig {
     async fn result(&self) -> Arc<crate::result::ExecutionResult> {
         let mut rx = self.exec.subscribe();
-        let snapshot = tokio::time::timeout(
-            Duration::from_secs(60),
-            rx.wait_for(|s| s.result.is_some()),
-        )
-        .await
-        .expect("no result within a minute of (paused) time")
-        .unwrap()
-        .clone();
+        let snapshot =
+            tokio::time::timeout(Duration::from_secs(60), rx.wait_for(|s| s.result.is_some()))
+                .await
+                .expect("no result within a minute of (paused) time")
+                .unwrap()
+                .clone();
         snapshot.result.unwrap()
     }
 
-    async fn send(&self, make: fn(oneshot::Sender<Result<(), String>>) -> Command) -> Result<(), String> {
+    async fn send(
+        &self,
+        make: fn(oneshot::Sender<Result<(), String>>) -> Command,
+    ) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
         self.commands.send(make(reply)).await.unwrap();
         answer
@@ -246,7 +252,10 @@ async fn a_hanging_job_times_out() {
         ..Options::default()
     });
     let result = rig.result().await;
-    assert!(result.error_msg.contains("timed out after 500ms"), "{result:?}");
+    assert!(
+        result.error_msg.contains("timed out after 500ms"),
+        "{result:?}"
+    );
     assert_eq!(result.exit_code, -1);
     assert_eq!(rig.control.stops.load(Ordering::SeqCst), 1);
     assert!(rig.control.cleaned.load(Ordering::SeqCst));
@@ -310,7 +319,10 @@ async fn vmm_death_in_every_live_phase_fails_with_the_reason() {
         });
         rig.control.exit(VmmExit::Signaled(9));
         let result = rig.result().await;
-        assert!(result.error_msg.contains("signal 9"), "{phase:?}: {result:?}");
+        assert!(
+            result.error_msg.contains("signal 9"),
+            "{phase:?}: {result:?}"
+        );
         assert_eq!(rig.exec.status(), ExecutionStatus::Failed, "{phase:?}");
     }
     // While stopping: a cancel whose stop finds the VMM already dead.
@@ -330,10 +342,14 @@ async fn a_panicking_supervisor_fails_its_execution_instead_of_hanging() {
     let mut progress = rig.exec.log_progress();
     let result = rig.result().await;
     assert!(
-        result.error_msg.starts_with("internal error: the supervisor panicked"),
+        result
+            .error_msg
+            .starts_with("internal error: the supervisor panicked"),
         "{result:?}"
     );
     assert!(result.error_msg.contains("injected supervisor panic"));
+    // Its VMM is killed, not left running unsupervised.
+    assert!(rig.control.killed.load(Ordering::SeqCst));
     // Log followers are told that no more output comes.
     progress.wait_for(|p| p.done).await.unwrap();
 }

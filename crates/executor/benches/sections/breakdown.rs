@@ -1,75 +1,143 @@
-//! Section B: where one launch's time goes, step by step with the executor's
-//! building blocks (the steps are in `breakdown/steps.rs`), sequentially and
-//! with many launches started at once, next to the raw VMM's variants.
+//! Section B: where one launch's time goes, step by step, next to the raw
+//! VMM's variants.
+//!
+//! The steps are the executor's own: a second executor (state under
+//! `<bench dir>/b`, otherwise configured as the bench's) carries a
+//! [`LaunchHook`](fcexec::LaunchHook) that records every [`LaunchStep`] of
+//! every launch (`breakdown/steps.rs`), and the section runs the one-line job
+//! through it (`start` then `wait`, which is what `run` is): `runs` times one
+//! after another, then `at_once` started together. So the rows follow the
+//! launch as it is; a new step fails to compile here until it is described.
+//!
+//! Each step's wall time is the executor's own `took`. Its CPU is this
+//! process's (every thread, `getrusage`) from the hook's `before` to its
+//! `after`, in sequential runs only: with one launch at a time that is the
+//! step's, plus whatever the idle runtime does meanwhile (most visible in
+//! `WaitStarted`, which is a wait). With launches at once the process's CPU
+//! cannot be split per step, so those columns have wall times only.
 
 mod steps;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fcexec::Key;
+use fcexec::{Executor, Key, LaunchStep};
 
 use crate::support::context::Ctx;
+use crate::support::procfs;
 use crate::support::raw::RawMode;
 use crate::support::stats::{mean, ms, ms2, summarize};
 use crate::support::table::Table;
-use steps::{raw_costed, replica_once, Cost, Laps, Steps};
+use steps::{raw_costed, timed_run, Recorder, Timed};
 
-/// A breakdown row: its name, the step it shows, what the step is.
-type StepRow = (&'static str, fn(&Steps) -> Cost, &'static str);
+/// Cleaning up the breakdown's executor at the end.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(60);
 
-/// One row of the breakdown: wall p50/p95 and mean CPU of sequential
-/// launches, and wall p50/p95 of launches all started at once.
-fn step_row(t: &mut Table, name: &str, seq: &[Cost], conc: &[Cost], what: &str) {
-    let wall = |c: &[Cost]| summarize(&c.iter().map(|c| c.wall).collect::<Vec<_>>());
-    let (w, wc) = (wall(seq), wall(conc));
-    let cpu = mean(&seq.iter().map(|c| c.cpu).collect::<Vec<_>>());
-    let blank_if_none = |c: &[Cost], d: Duration| {
-        if c.is_empty() {
-            String::new()
-        } else {
-            ms2(d)
+/// What each step does, for the table.
+fn what(step: LaunchStep) -> &'static str {
+    match step {
+        LaunchStep::CreateDir => "create the execution's directory",
+        LaunchStep::WriteFiles => "write vm.json, the MMDS contents and the config drive",
+        LaunchStep::OpenOutput => "open stdout/stderr and the serial file, start the capture",
+        LaunchStep::Spawn => "`Vmm::spawn`: fork/exec firecracker with `--config-file`",
+        LaunchStep::SaveRecord => "write record.json (the one write of the record)",
+        LaunchStep::WaitStarted => "until the VMM's log says it started the guest",
+    }
+}
+
+/// Samples of one row: sequential wall, sequential CPU, wall at once.
+#[derive(Default)]
+struct Samples {
+    wall: Vec<Duration>,
+    cpu: Vec<Duration>,
+    conc: Vec<Duration>,
+}
+
+impl Samples {
+    /// `wall` over both sets of runs, `cpu` over the sequential ones.
+    fn of(
+        seq: &[Timed],
+        conc: &[Timed],
+        wall: impl Fn(&Timed) -> Option<Duration>,
+        cpu: impl Fn(&Timed) -> Option<Duration>,
+    ) -> Samples {
+        Samples {
+            wall: seq.iter().filter_map(&wall).collect(),
+            cpu: seq.iter().filter_map(cpu).collect(),
+            conc: conc.iter().filter_map(wall).collect(),
         }
-    };
+    }
+}
+
+/// One row: wall p50/p95 and mean CPU of sequential runs, wall p50/p95 at
+/// once; blank where there are no samples.
+fn step_row(t: &mut Table, name: &str, s: &Samples, what: &str) {
+    let cell = |v: &[Duration], d: Duration| if v.is_empty() { String::new() } else { ms2(d) };
+    let (seq, conc) = (summarize(&s.wall), summarize(&s.conc));
     t.row(&[
         name.to_string(),
-        blank_if_none(seq, w.p50),
-        blank_if_none(seq, w.p95),
-        blank_if_none(seq, cpu),
-        blank_if_none(conc, wc.p50),
-        blank_if_none(conc, wc.p95),
+        cell(&s.wall, seq.p50),
+        cell(&s.wall, seq.p95),
+        cell(&s.cpu, mean(&s.cpu)),
+        cell(&s.conc, conc.p50),
+        cell(&s.conc, conc.p95),
         what.to_string(),
     ]);
 }
 
-/// Section B: where one launch's time goes, sequentially and with
-/// `at_once` launches started together.
+/// Section B: opens the hooked executor, measures, and always cleans it up.
 pub async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<(), String> {
-    eprintln!(
-        "B: breakdown, {runs} runs of each variant, then {at_once} step-by-step launches at once"
+    eprintln!("B: breakdown, {runs} runs of each variant, then {at_once} launches at once");
+    let recorder = Arc::new(Recorder::default());
+    let config = fcexec::ExecutorConfig {
+        launch_hook: Some(recorder.clone()),
+        ..ctx.executor_config("b")
+    };
+    let executor = Arc::new(
+        Executor::new("breakdown", config)
+            .await
+            .map_err(|e| format!("Executor::new (breakdown): {e}"))?,
     );
-    let (mut steps, mut no_api, mut api) = (Vec::new(), Vec::new(), Vec::new());
-    let mut drive_writes = Vec::new();
-    let scratch = ctx.replica.path().join("drive-scratch.img");
+    let measured = measure(ctx, &executor, &recorder, runs, at_once).await;
+    match tokio::time::timeout(CLEANUP_LIMIT, executor.cleanup()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("breakdown cleanup reported: {e}"),
+        Err(_) => eprintln!("breakdown cleanup did not finish within {CLEANUP_LIMIT:?}"),
+    }
+    executor.shutdown().await;
+    measured
+}
+
+/// The runs, sequential (interleaved with the raw VMM) then at once, and the table.
+async fn measure(
+    ctx: &Arc<Ctx>,
+    executor: &Arc<Executor>,
+    recorder: &Arc<Recorder>,
+    runs: usize,
+    at_once: usize,
+) -> Result<(), String> {
+    let (mut seq, mut no_api, mut api) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut seq_failures, mut drive_writes) = (0, Vec::new());
+    let scratch = ctx.dir.join("drive-scratch.img");
     for i in 0..runs {
         // Rotate the order so no variant always follows another.
         for variant in (0..3).map(|k| (i + k) % 3) {
             match variant {
-                0 => match replica_once(ctx, Instant::now()).await {
-                    Ok(st) => steps.push(st),
+                0 => match timed_run(ctx, executor, recorder, Instant::now()).await {
+                    Ok(timed) => seq.push(timed),
                     Err(e) => {
-                        eprintln!("step-by-step launch failed: {e}");
+                        seq_failures += 1;
+                        eprintln!("breakdown run failed: {e}");
                     }
                 },
                 1 => no_api.extend(raw_costed(ctx, RawMode::NoApi).await),
                 _ => api.extend(raw_costed(ctx, RawMode::ApiSocket).await),
             }
         }
-        let key = Key::from_bytes([7; 16]);
-        let mut laps = Laps::start();
+        let (key, began, cpu) = (Key::from_bytes([7; 16]), Instant::now(), procfs::cpu_self());
         fcexec::config_drive::write_config_drive(&scratch, &key, None)
             .map_err(|e| e.to_string())?;
-        drive_writes.push(laps.lap());
+        drive_writes.push((began.elapsed(), procfs::cpu_self().since(cpu).total()));
     }
     let _ = std::fs::remove_file(&scratch);
 
@@ -78,33 +146,22 @@ pub async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<()
     let t0 = Instant::now();
     let tasks: Vec<_> = (0..at_once)
         .map(|_| {
-            let ctx = ctx.clone();
-            tokio::spawn(async move { replica_once(&ctx, t0).await })
+            let (ctx, executor, recorder) = (ctx.clone(), executor.clone(), recorder.clone());
+            tokio::spawn(async move { timed_run(&ctx, &executor, &recorder, t0).await })
         })
         .collect();
-    let mut conc = Vec::new();
-    let mut conc_failures = 0;
+    let (mut conc, mut conc_failures) = (Vec::new(), 0);
     for result in futures_util::future::join_all(tasks).await {
         match result.map_err(|e| e.to_string()).and_then(|r| r) {
-            Ok(st) => conc.push(st),
+            Ok(timed) => conc.push(timed),
             Err(e) => {
                 conc_failures += 1;
-                eprintln!("step-by-step launch (at once) failed: {e}");
+                eprintln!("breakdown run (at once) failed: {e}");
             }
         }
     }
     let conc_wall = t0.elapsed();
-    for dir in std::fs::read_dir(ctx.replica.path())
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if dir.path().is_dir() {
-            let _ = std::fs::remove_dir_all(dir.path());
-        }
-    }
 
-    let early = steps.iter().filter(|s| s.exited_before_ready).count();
     let mut t = Table::new(&[
         "step",
         "wall p50",
@@ -114,94 +171,65 @@ pub async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<()
         &format!("wall p95, {at_once} at once"),
         "what it is",
     ]);
-    let col = |v: &[Steps], f: fn(&Steps) -> Cost| v.iter().map(f).collect::<Vec<_>>();
-    let rows: [StepRow; 12] = [
-        (
-            "validate + key",
-            |s| s.validate,
-            "`validate`, `StateDir::execution`, `Key::generate`",
-        ),
-        (
-            "plan files",
-            |s| s.files,
-            "mkdir, `VmPlan::write`: vm.json and the config drive",
-        ),
-        (
-            "record save (x1)",
-            |s| s.records,
-            "record.json written and renamed once, after the spawn (as `launch` does since 9e935ff)",
-        ),
-        (
-            "`Vmm::spawn`",
-            |s| s.spawn,
-            "stale-socket check, open serial + log, fork/exec firecracker",
-        ),
-        (
-            "`wait_started`",
-            |s| s.ready,
-            "`Vmm::wait_started`: until the VMM's log says it started the guest (or the VMM exits)",
-        ),
-        (
-            "guest runs → VMM reaped",
-            |s| s.exit,
-            "`Vmm::wait` after that: the rest of the guest's work and the VMM's exit",
-        ),
-        (
-            "finish",
-            |s| s.finish,
-            "decode serial, write stdout/stderr, remove VMM files, write the result file",
-        ),
-        (
-            "total, step by step",
-            |s| s.total,
-            "all of the above in sequence, in one task",
-        ),
-        (
-            "  time to reach `Vmm::spawn` (start of the VMM)",
-            |s| {
-                let mut c = s.validate;
-                c += s.files;
-                c += s.records_before_spawn;
-                c
-            },
-            "validate + plan files: how late the VMM starts",
-        ),
-        (
-            "  launch start → VMM spawned (at once: batch start → VMM spawned)",
-            |s| Cost {
-                wall: s.spawned_at,
-                cpu: Duration::ZERO,
-            },
-            "includes, at once, the wait for a runtime worker to first poll the task",
-        ),
-        (
-            "  VMM's last log line (exiting) → its exit seen by `Vmm`",
-            |s| s.exit_seen,
-            "`Vmm::wait` (tokio's pidfd reaper) noticing the exit; `wait_started` when the VMM ended first",
-        ),
-        (
-            "  launch start → done (at once: batch start → done)",
-            |s| Cost {
-                wall: s.done_at,
-                cpu: Duration::ZERO,
-            },
-            "",
-        ),
-    ];
-    for (i, (name, f, what)) in rows.iter().enumerate() {
-        step_row(&mut t, name, &col(&steps, *f), &col(&conc, *f), what);
-        if i == 1 {
+    for step in LaunchStep::ALL {
+        let s = Samples::of(&seq, &conc, |r| r.step(step), |r| r.step_cpu(step));
+        step_row(&mut t, &format!("`{step:?}`"), &s, what(step));
+        if step == LaunchStep::WriteFiles {
+            let drive = Samples {
+                wall: drive_writes.iter().map(|d| d.0).collect(),
+                cpu: drive_writes.iter().map(|d| d.1).collect(),
+                conc: Vec::new(),
+            };
             step_row(
                 &mut t,
                 "  of which the config drive alone",
-                &drive_writes,
-                &[],
-                "`write_config_drive` to a scratch file (not in the total)",
+                &drive,
+                "`write_config_drive` to a scratch file, measured apart (not in the sums)",
             );
         }
     }
+    let none = |_: &Timed| None;
+    let sum = |r: &Timed| Some(r.steps.iter().map(|s| s.wall).sum::<Duration>());
+    step_row(
+        &mut t,
+        "sum of the steps",
+        &Samples::of(&seq, &conc, sum, |r| {
+            Some(r.steps.iter().map(|s| s.cpu).sum())
+        }),
+        "",
+    );
+    step_row(
+        &mut t,
+        "`start()` outside the steps",
+        &Samples::of(&seq, &conc, |r| Some(r.start.saturating_sub(sum(r)?)), none),
+        "validate (blocking pool), key and plan, registry, launch task, wait for one of the 16 launch slots, the answer",
+    );
+    step_row(
+        &mut t,
+        "`start()`",
+        &Samples::of(&seq, &conc, |r| Some(r.start), |r| Some(r.start_cpu)),
+        "the whole call; CPU is this process's across it",
+    );
+    step_row(
+        &mut t,
+        "  call → VMM spawned (at once: batch start → VMM spawned)",
+        &Samples::of(&seq, &conc, |r| r.at(LaunchStep::Spawn), none),
+        "how late the VMM starts; at once, includes the wait for a runtime worker",
+    );
+    step_row(
+        &mut t,
+        "`wait()` after `start()`",
+        &Samples::of(&seq, &conc, |r| Some(r.wait), none),
+        "the guest's work, the VMM's exit, the result",
+    );
+    step_row(
+        &mut t,
+        "`run` = `start` + `wait` (at once: batch start → done)",
+        &Samples::of(&seq, &conc, |r| Some(r.run), none),
+        "end to end",
+    );
     t.row(&[
-        format!("{at_once} step-by-step launches at once: wall; throughput; failures"),
+        format!("{at_once} launches at once: wall; throughput; failures"),
         String::new(),
         String::new(),
         String::new(),
@@ -211,35 +239,33 @@ pub async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<()
             conc.len() as f64 / conc_wall.as_secs_f64()
         ),
         String::new(),
-        "compare with section 3 at the same N".to_string(),
+        format!("compare with section 3 at the same N; sequential failures: {seq_failures}"),
     ]);
-    let stepwise_vmm: Vec<Duration> = steps.iter().map(|s| s.vmm_cpu).collect();
+    let vmm_cpu: Vec<Duration> = seq.iter().map(|r| r.vmm_cpu).collect();
     t.row(&[
-        "VMM CPU, step-by-step launch".to_string(),
+        "VMM CPU, executor `run`".to_string(),
         String::new(),
         String::new(),
-        ms2(mean(&stepwise_vmm)),
+        ms2(mean(&vmm_cpu)),
         String::new(),
         String::new(),
-        "getrusage CHILDREN across the launch (the firecracker process)".to_string(),
+        "getrusage CHILDREN across `run` and `remove` (the firecracker process)".to_string(),
     ]);
-    let costs = |v: &[(Duration, Duration)]| {
-        v.iter()
-            .map(|&(wall, cpu)| Cost { wall, cpu })
-            .collect::<Vec<_>>()
+    let raw = |v: &[(Duration, Duration)]| Samples {
+        wall: v.iter().map(|r| r.0).collect(),
+        cpu: v.iter().map(|r| r.1).collect(),
+        conc: Vec::new(),
     };
     step_row(
         &mut t,
         "raw VMM, --no-api",
-        &costs(&no_api),
-        &[],
+        &raw(&no_api),
         "spawn → reaped; CPU is the VMM's (getrusage CHILDREN)",
     );
     step_row(
         &mut t,
         "raw VMM, --api-sock, no API call",
-        &costs(&api),
-        &[],
+        &raw(&api),
         "what giving the VMM an API socket alone costs; CPU is the VMM's",
     );
     let e2e = ctx.report.lock().unwrap().e2e;
@@ -254,11 +280,6 @@ pub async fn breakdown(ctx: &Arc<Ctx>, runs: usize, at_once: usize) -> Result<()
             "for comparison".to_string(),
         ]);
     }
-    let mut report = ctx.report.lock().unwrap();
-    report.breakdown = t;
-    report.notes.push(format!(
-        "breakdown: in {early} of {} sequential step-by-step launches the VMM had already exited when `wait_started` returned",
-        steps.len()
-    ));
+    ctx.report.lock().unwrap().breakdown = t;
     Ok(())
 }

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fcexec::state_dir::StateDir;
 use fcexec::{ExecutionRequest, ExecutionResult, Executor, ExecutorConfig, HostLimits};
 use serde_json::json;
 use test_guest::Job;
@@ -41,8 +40,8 @@ pub struct Ctx {
     pub raw: RawVmm,
     /// The raw VMM running section 5's larger job.
     pub raw_big: RawVmm,
-    /// State directory of the breakdown's step-by-step launches.
-    pub replica: StateDir,
+    /// The bench's directory (state directories, images, scratch files).
+    pub dir: PathBuf,
     seq: AtomicU64,
     pub report: Mutex<Report>,
     /// `remove` calls that failed.
@@ -57,17 +56,7 @@ impl Ctx {
         let rootfs = dir.join("rootfs.img");
         std::fs::write(&rootfs, vec![0u8; 64 * 1024]).map_err(|e| e.to_string())?;
         let host = HostLimits::detect().map_err(|e| e.to_string())?;
-        let mut config = ExecutorConfig {
-            state_root: Some(dir.join("s")),
-            firecracker: Some(firecracker.clone()),
-            ..ExecutorConfig::default()
-        };
-        if let Some(ms) = std::env::var("FCEXEC_BENCH_GRACE_MS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            config.after_exit_grace = Duration::from_millis(ms);
-        }
+        let config = executor_config(&dir.join("s"), &firecracker);
         let executor = Executor::new("bench", config)
             .await
             .map_err(|e| format!("Executor::new: {e}"))?;
@@ -96,7 +85,7 @@ impl Ctx {
             executor: Arc::new(executor),
             raw,
             raw_big,
-            replica: StateDir::open(&dir.join("x"), "replica").map_err(|e| e.to_string())?,
+            dir: dir.to_path_buf(),
             seq: AtomicU64::new(0),
             report: Mutex::new(Report::new()),
             remove_errors: AtomicUsize::new(0),
@@ -114,9 +103,32 @@ impl Ctx {
         agent_request(&self.kernel, &self.rootfs, &self.id(prefix), job)
     }
 
+    /// The configuration of the bench's executor, with its state under
+    /// `self.dir/<root>` (for a second executor, e.g. one with a launch hook).
+    pub fn executor_config(&self, root: &str) -> ExecutorConfig {
+        executor_config(&self.dir.join(root), &self.firecracker)
+    }
+
     pub fn add(&self, cells: &[String]) {
         self.report.lock().unwrap().main.row(cells);
     }
+}
+
+/// The bench's executor configuration: state under `state_root`, this
+/// firecracker, `FCEXEC_BENCH_GRACE_MS` if set, the defaults otherwise.
+fn executor_config(state_root: &Path, firecracker: &Path) -> ExecutorConfig {
+    let mut config = ExecutorConfig {
+        state_root: Some(state_root.to_path_buf()),
+        firecracker: Some(firecracker.to_path_buf()),
+        ..ExecutorConfig::default()
+    };
+    if let Some(ms) = std::env::var("FCEXEC_BENCH_GRACE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.after_exit_grace = Duration::from_millis(ms);
+    }
+    config
 }
 
 /// An agent-mode request running `job` in the test guest, shaped as the

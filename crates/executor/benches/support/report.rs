@@ -67,7 +67,7 @@ impl Report {
         }
         if !self.breakdown.is_empty() {
             println!(
-                "Where one launch's time goes (step by step with the executor's building blocks):"
+                "Where one launch's time goes (the executor's steps, timed by its `LaunchHook`):"
             );
             println!();
             print!("{}", self.breakdown.render());

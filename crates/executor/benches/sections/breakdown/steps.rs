@@ -1,220 +1,166 @@
-//! Section B's measurements: one launch done step by step as `launch.rs`
-//! does it (validate, plan, record, `Vmm::spawn`, `wait_started`, exit,
-//! finish), each step's wall and CPU time, and raw-VMM runs with their CPU.
+//! Section B's measurements: a [`LaunchHook`] that records the time of each
+//! step of the executor's own launches, one execution through an executor
+//! that has it installed, and raw-VMM runs with their CPU.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use fcexec::lifecycle::Phase;
-use fcexec::plan::VmPlan;
-use fcexec::record::{now_ms, ExecutionRecord, RECORD_VERSION};
-use fcexec::{Event, FrameDecoder, Key, Mode};
-use firecracker_api::{SpawnOptions, Vmm, VmmError};
+use fcexec::{Executor, LaunchHook, LaunchStep};
 
-use crate::support::context::{hi_job, Ctx, HI, RUN_LIMIT};
+use crate::support::context::{check_output, hi_job, Ctx, HI, RUN_LIMIT};
 use crate::support::procfs;
-use crate::support::raw::{day_delta, log_times, second_of_day, RawMode};
+use crate::support::raw::RawMode;
 
-/// Wall and CPU time of one step.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Cost {
+/// Removing one execution (not timed).
+const REMOVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// One step of one launch, as the hook saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct StepTime {
+    pub step: LaunchStep,
+    /// The executor's own measure of the step (`took`).
     pub wall: Duration,
-    /// CPU of this process (every thread) during the step.
+    /// CPU of this process (every thread) from `before` to `after`:
+    /// meaningful only when one launch runs at a time.
     pub cpu: Duration,
+    /// When the step ended.
+    pub ended: Instant,
 }
 
-impl std::ops::AddAssign for Cost {
-    fn add_assign(&mut self, other: Cost) {
-        self.wall += other.wall;
-        self.cpu += other.cpu;
+/// Records every step of every launch, by execution id.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    launches: Mutex<HashMap<String, Launch>>,
+}
+
+/// What the hook has seen of one launch.
+#[derive(Debug, Default)]
+struct Launch {
+    /// Process CPU when the current step began.
+    cpu_before: Duration,
+    steps: Vec<StepTime>,
+}
+
+impl LaunchHook for Recorder {
+    fn before(&self, id: &str, _step: LaunchStep) -> Result<(), String> {
+        let cpu = procfs::cpu_self().total();
+        let mut launches = self.launches.lock().unwrap();
+        launches.entry(id.to_string()).or_default().cpu_before = cpu;
+        Ok(())
+    }
+
+    fn after(&self, id: &str, step: LaunchStep, took: Duration) {
+        let (ended, cpu) = (Instant::now(), procfs::cpu_self().total());
+        let mut launches = self.launches.lock().unwrap();
+        let launch = launches.entry(id.to_string()).or_default();
+        launch.steps.push(StepTime {
+            step,
+            wall: took,
+            cpu: cpu.saturating_sub(launch.cpu_before),
+            ended,
+        });
     }
 }
 
-/// Times consecutive steps: each `lap` is the cost since the previous one.
-pub struct Laps {
-    at: Instant,
-    cpu: Duration,
-}
-
-impl Laps {
-    pub fn start() -> Laps {
-        Laps {
-            at: Instant::now(),
-            cpu: procfs::cpu_self().total(),
-        }
-    }
-
-    pub fn lap(&mut self) -> Cost {
-        let (at, cpu) = (Instant::now(), procfs::cpu_self().total());
-        let cost = Cost {
-            wall: at - self.at,
-            cpu: cpu.saturating_sub(self.cpu),
-        };
-        (self.at, self.cpu) = (at, cpu);
-        cost
+impl Recorder {
+    /// Takes (and forgets) the steps recorded for `id`.
+    fn take(&self, id: &str) -> Vec<StepTime> {
+        self.launches
+            .lock()
+            .unwrap()
+            .remove(id)
+            .map(|l| l.steps)
+            .unwrap_or_default()
     }
 }
 
-/// The steps of one launch, done one by one as `launch.rs` does them.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Steps {
-    pub validate: Cost,
-    pub files: Cost,
-    pub records: Cost,
-    /// Building the record (before the VMM is spawned).
-    pub records_before_spawn: Cost,
-    pub spawn: Cost,
-    pub ready: Cost,
-    pub exit: Cost,
-    pub finish: Cost,
-    pub total: Cost,
-    /// CPU of the VMM process (reaped child).
+/// One execution through the hooked executor.
+#[derive(Debug, Clone, Default)]
+pub struct Timed {
+    /// The launch's steps, in the order they ran.
+    pub steps: Vec<StepTime>,
+    /// From `origin` (the call, or the batch's start) to each step's end.
+    pub step_at: Vec<(LaunchStep, Duration)>,
+    /// `start()`, call to return.
+    pub start: Duration,
+    /// Process CPU during `start()` (meaningful only one at a time).
+    pub start_cpu: Duration,
+    /// `wait()` after `start()` returned.
+    pub wait: Duration,
+    /// From `origin` to `wait()` returning: `run`'s time when `origin` is the call.
+    pub run: Duration,
+    /// CPU of the reaped VMM (meaningful only one at a time).
     pub vmm_cpu: Duration,
-    /// From `origin` (the batch's start) to the VMM spawned, and to the end.
-    pub spawned_at: Duration,
-    pub done_at: Duration,
-    /// The VMM's last log line ("exiting") → its exit seen by `Vmm`.
-    pub exit_seen: Cost,
-    pub exited_before_ready: bool,
 }
 
-/// One launch with the executor's building blocks, timed step by step:
-/// validate → plan files → record → `Vmm::spawn` → `wait_started` →
-/// wait for the VMM's exit → decode, store, clean up.
-pub async fn replica_once(ctx: &Ctx, origin: Instant) -> Result<Steps, String> {
-    let s = |e: &dyn std::fmt::Display| e.to_string();
-    let request = ctx.request("x", &hi_job());
-    let mut st = Steps::default();
-    let children = procfs::cpu_children();
-    let mut whole = Laps::start();
-    let mut laps = Laps::start();
+impl Timed {
+    /// The recorded wall time of `step`, if it ran.
+    pub fn step(&self, step: LaunchStep) -> Option<Duration> {
+        self.steps.iter().find(|s| s.step == step).map(|s| s.wall)
+    }
 
-    let valid = fcexec::validate(&request, &ctx.host).map_err(|e| s(&e))?;
-    let paths = ctx
-        .replica
-        .execution(&valid.execution_id)
-        .map_err(|e| s(&e))?;
-    let key = Key::generate().map_err(|e| s(&e))?;
-    st.validate = laps.lap();
+    /// The recorded CPU time of `step`, if it ran.
+    pub fn step_cpu(&self, step: LaunchStep) -> Option<Duration> {
+        self.steps.iter().find(|s| s.step == step).map(|s| s.cpu)
+    }
 
-    paths.create().map_err(|e| s(&e))?;
-    let metadata = VmPlan::new(&valid, &paths, Some(key.clone()))
-        .write(&paths)
-        .map_err(|e| s(&e))?;
-    st.files = laps.lap();
+    /// From `origin` to the end of `step`, if it ran.
+    pub fn at(&self, step: LaunchStep) -> Option<Duration> {
+        self.step_at.iter().find(|s| s.0 == step).map(|s| s.1)
+    }
+}
 
-    let mut record = ExecutionRecord {
-        version: RECORD_VERSION,
-        job_id: valid.job_id.clone(),
-        execution_id: valid.execution_id.clone(),
-        phase: Phase::Pending,
-        mode: Mode::Agent,
-        key: Some(key.to_hex()),
-        pid: None,
-        pid_start_time: None,
-        cancel_requested: false,
-        outputs: Vec::new(),
-        results_dir: None,
-        created_ms: now_ms(),
-        finished_ms: None,
-        persist_ms: 0,
-        result: None,
+/// One execution of the one-line job: `start()` (timed on its own) then
+/// `wait()` — `Executor::run` is exactly these two calls — checked, then
+/// removed (not timed). `origin` is the call, or the start of a batch.
+pub async fn timed_run(
+    ctx: &Ctx,
+    executor: &Executor,
+    recorder: &Recorder,
+    origin: Instant,
+) -> Result<Timed, String> {
+    let request = ctx.request("b", &hi_job());
+    let id = request.execution_id.clone();
+    let (cpu0, children0) = (procfs::cpu_self(), procfs::cpu_children());
+    let began = Instant::now();
+    let run = async {
+        executor.start(&request).await?;
+        let started = Instant::now();
+        let start = (started - began, procfs::cpu_self().since(cpu0).total());
+        let result = executor.wait(&id).await?;
+        Ok::<_, fcexec::ExecutorError>((start, started.elapsed(), result))
     };
-    st.records_before_spawn = laps.lap();
-
-    let mut vmm = Vmm::spawn(SpawnOptions {
-        firecracker: ctx.firecracker.clone(),
-        id: valid.execution_id.replace('.', "_"),
-        api_socket: Some(paths.api_socket()),
-        config_file: Some(paths.vm_config()),
-        metadata,
-        serial_output: paths.serial(),
-        log_path: paths.vmm_log(),
-        extra_sockets: vec![],
-        jailer: None,
+    let outcome = tokio::time::timeout(RUN_LIMIT, run).await;
+    let run = origin.elapsed();
+    let (start, outcome) = match outcome {
+        Ok(Ok((start, wait, result))) => (Some((start, wait)), Ok(Ok(result))),
+        Ok(Err(e)) => (None, Ok(Err(e))),
+        Err(elapsed) => (None, Err(elapsed)),
+    };
+    let removed = match executor.remove(&id, REMOVE_LIMIT).await {
+        Err(e) if !matches!(e, fcexec::ExecutorError::NotFound(_)) => {
+            Err(format!("remove({id}): {e}"))
+        }
+        _ => Ok(()),
+    };
+    let vmm_cpu = procfs::cpu_children().since(children0).total();
+    let steps = recorder.take(&id);
+    check_output(outcome, HI)?;
+    removed?;
+    let ((start, start_cpu), wait) = start.unwrap_or_default();
+    Ok(Timed {
+        step_at: steps
+            .iter()
+            .map(|s| (s.step, s.ended.saturating_duration_since(origin)))
+            .collect(),
+        steps,
+        start,
+        start_cpu,
+        wait,
+        run,
+        vmm_cpu,
     })
-    .await
-    .map_err(|e| s(&e))?;
-    st.spawn = laps.lap();
-    st.spawned_at = origin.elapsed();
-
-    record.pid = Some(vmm.pid());
-    record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
-    record.phase = Phase::Booting;
-    record.save(&paths.record()).map_err(|e| s(&e))?;
-    st.records += laps.lap();
-
-    // As `launch` does since 08a5845: wait for the VMM's log to say the
-    // guest started; no API request.
-    let ready = vmm.wait_started(Duration::from_secs(10)).await;
-    st.ready = laps.lap();
-    let mut seen = second_of_day(std::time::SystemTime::now());
-    match ready {
-        Ok(()) => {}
-        Err(VmmError::ExitedEarly { .. }) if vmm.has_started() => st.exited_before_ready = true,
-        Err(e) => return Err(e.to_string()),
-    }
-    record.phase = Phase::Running;
-
-    // Dropping the handle on a timeout kills the VMM.
-    let exit = match tokio::time::timeout(RUN_LIMIT, vmm.wait()).await {
-        Ok(exit) => {
-            if !st.exited_before_ready {
-                seen = second_of_day(std::time::SystemTime::now());
-            }
-            exit.map_err(|e| s(&e))?
-        }
-        Err(_) => {
-            return Err(format!(
-                "the VMM did not exit within {RUN_LIMIT:?}; its log ends with: {}",
-                firecracker_api::exit::log_tail(&paths.vmm_log(), 2)
-            ))
-        }
-    };
-    st.exit = laps.lap();
-
-    let serial = std::fs::read(paths.serial()).map_err(|e| s(&e))?;
-    let mut decoder = FrameDecoder::new(key);
-    let mut events = decoder.push(&serial);
-    events.extend(decoder.finish());
-    let (mut out, mut code) = (Vec::new(), None);
-    for event in events {
-        match event {
-            Event::Stdout(d) => out.extend(d),
-            Event::Exit(c) => code = Some(c),
-            _ => {}
-        }
-    }
-    std::fs::write(paths.stdout(), &out).map_err(|e| s(&e))?;
-    std::fs::write(paths.stderr(), b"").map_err(|e| s(&e))?;
-    let _ = firecracker_api::exit::log_tail(&paths.vmm_log(), 12);
-    vmm.cleanup();
-    for path in [paths.vm_config(), paths.config_drive(), paths.api_socket()] {
-        let _ = std::fs::remove_file(path);
-    }
-    record.phase = Phase::Succeeded;
-    record.finished_ms = Some(now_ms());
-    record.save_outcome(&paths.record()).map_err(|e| s(&e))?;
-    st.finish = laps.lap();
-    st.total = whole.lap();
-    st.done_at = origin.elapsed();
-    if let Some((_, exited)) = log_times(&paths.vmm_log()) {
-        st.exit_seen = Cost {
-            wall: day_delta(exited, seen),
-            cpu: Duration::ZERO,
-        };
-    }
-    st.vmm_cpu = procfs::cpu_children().since(children).total();
-    let _ = paths.remove();
-    if code != Some(0)
-        || out != HI.as_bytes()
-        || !matches!(exit, firecracker_api::VmmExit::Exited(0))
-    {
-        return Err(format!(
-            "unexpected outcome: {exit:?}, exit {code:?}, stdout {:?}",
-            String::from_utf8_lossy(&out)
-        ));
-    }
-    Ok(st)
 }
 
 /// A raw run with the VMM's CPU time (sequential runs only).

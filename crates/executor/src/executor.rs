@@ -453,7 +453,7 @@ impl Executor {
                 )
             }),
         };
-        let found = (vmm, record, *capture);
+        let found = (vmm, record, capture);
         let task = supervise_recovered(self.ctx.clone(), exec, found, receiver, deadlines);
         self.tasks.spawn(task);
     }

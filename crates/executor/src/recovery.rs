@@ -32,8 +32,10 @@ pub struct Found {
     pub state: FoundState,
 }
 
-/// What was found of an execution.
+/// What was found of an execution. (Made once per execution at start-up
+/// and taken apart at once: the variants' sizes do not matter.)
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub enum FoundState {
     /// It ended; the record holds its result.
     Finished(ExecutionRecord),
@@ -44,7 +46,7 @@ pub enum FoundState {
         /// Its VMM, when it still runs.
         vmm: Option<Vmm>,
         /// Its output, read again from the start.
-        capture: Box<Capture>,
+        capture: Capture,
     },
     /// Its record cannot be read.
     Corrupt(String),
@@ -132,6 +134,6 @@ fn load(id: &str, paths: &ExecPaths, now: u64, max_output: u64) -> Option<FoundS
     Some(FoundState::Live {
         record,
         vmm,
-        capture: Box::new(capture),
+        capture,
     })
 }

@@ -36,7 +36,7 @@ pub struct Context {
 #[derive(Debug)]
 pub enum Access {
     /// This process owns the executor.
-    Owner(Executor),
+    Owner(Box<Executor>),
     /// Another process owns it: read `dir` with [`fcexec::inspect`].
     ReadOnly {
         /// `<root>/<executor id>`.
@@ -102,7 +102,7 @@ impl Context {
     /// process holds it.
     pub async fn open_or_view(&self) -> anyhow::Result<Access> {
         match Executor::new(&self.executor_id, self.config()).await {
-            Ok(executor) => Ok(Access::Owner(executor)),
+            Ok(executor) => Ok(Access::Owner(Box::new(executor))),
             Err(e) if is_locked(&e) => {
                 tracing::info!(dir = %self.executor_dir().display(), "executor in use; reading its directory");
                 Ok(Access::ReadOnly {

@@ -9,6 +9,7 @@ use firecracker_api::StopPolicy;
 
 use crate::launch::LaunchHook;
 use crate::resources::HostLimits;
+use crate::state_dir::{default_data_root, default_root, StateDirError};
 
 /// How an executor is set up. `Default` gives the documented defaults.
 ///
@@ -23,9 +24,13 @@ use crate::resources::HostLimits;
 /// ```
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
-    /// Root of the state directory; default `/run/fcexec` (root) or
-    /// `$XDG_RUNTIME_DIR/fcexec`.
+    /// Root of the runtime directory (lock, sockets, VM files); default
+    /// `/run/fcexec` (root) or `$XDG_RUNTIME_DIR/fcexec`.
     pub state_root: Option<PathBuf>,
+    /// Root of the data directory (records, results, output: what grows and
+    /// must survive a reboot); default `state_root` when that is given, else
+    /// `/var/lib/fcexec` (root) or `$XDG_STATE_HOME/fcexec`.
+    pub data_root: Option<PathBuf>,
     /// The firecracker binary; default `$FIRECRACKER_BIN`, then `firecracker` on `PATH`.
     pub firecracker: Option<PathBuf>,
     /// How cancel, remove and cleanup stop a VM.
@@ -62,6 +67,7 @@ impl Default for ExecutorConfig {
     fn default() -> Self {
         ExecutorConfig {
             state_root: None,
+            data_root: None,
             firecracker: None,
             stop_policy: StopPolicy::default(),
             ready_timeout: Duration::from_secs(10),
@@ -79,6 +85,20 @@ impl Default for ExecutorConfig {
 }
 
 impl ExecutorConfig {
+    /// The runtime and data roots this configuration names (see the fields).
+    pub fn roots(&self) -> Result<(PathBuf, PathBuf), StateDirError> {
+        let run = match &self.state_root {
+            Some(root) => root.clone(),
+            None => default_root()?,
+        };
+        let data = match (&self.data_root, &self.state_root) {
+            (Some(data), _) => data.clone(),
+            (None, Some(root)) => root.clone(),
+            (None, None) => default_data_root()?,
+        };
+        Ok((run, data))
+    }
+
     /// The default memory budget for a host with `host_mib` MiB: what it
     /// has less a reserve for itself of a tenth, at least 512 MiB.
     pub fn default_memory_budget(host_mib: u64) -> u64 {

@@ -30,7 +30,7 @@ use crate::request::ExecutionRequest;
 use crate::resources::HostLimits;
 use crate::result::{ExecutionResult, ExecutionStatus, ListItem};
 use crate::spec::Mode;
-use crate::state_dir::{default_root, StateDir};
+use crate::state_dir::StateDir;
 use crate::supervisor::{Deadlines, Settings};
 use crate::tasks::Tasks;
 
@@ -66,11 +66,8 @@ impl Executor {
             Some(h) => h,
             None => HostLimits::detect().map_err(ExecutorError::HostLimits)?,
         };
-        let root = match &config.state_root {
-            Some(root) => root.clone(),
-            None => default_root()?,
-        };
-        let state = Arc::new(StateDir::open(&root, id)?);
+        let (run_root, data_root) = config.roots()?;
+        let state = Arc::new(StateDir::open(&run_root, &data_root, id)?);
         let registry = Arc::new(Registry::new(Budget {
             memory_mib: config
                 .memory_budget_mib
@@ -122,9 +119,16 @@ impl Executor {
         &self.id
     }
 
-    /// The directory holding this executor's executions.
+    /// The directory holding this executor's executions' records and
+    /// output (`<data root>/<executor id>`).
     pub fn state_dir(&self) -> &std::path::Path {
         self.state.path()
+    }
+
+    /// The directory holding this executor's lock, sockets and VM files
+    /// (`<runtime root>/<executor id>`).
+    pub fn runtime_dir(&self) -> &std::path::Path {
+        self.state.runtime_path()
     }
 
     /// The budget executions are started against.

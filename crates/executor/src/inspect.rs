@@ -427,7 +427,7 @@ mod tests {
     fn finds_the_lock_holder() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(lock_holder(dir.path()), None);
-        let state = crate::state_dir::StateDir::open(dir.path(), "ex").unwrap();
+        let state = crate::state_dir::StateDir::open(dir.path(), dir.path(), "ex").unwrap();
         assert_eq!(lock_holder(state.path()), Some(std::process::id()));
         drop(state);
         assert_eq!(lock_holder(&dir.path().join("ex")), None);

@@ -1,21 +1,28 @@
-//! The executor's state directory: where every execution's record, logs,
+//! The executor's state directories: where every execution's record, logs,
 //! sockets and VM files live, and the lock that keeps a second process out.
 //!
-//! Layout (every directory mode 0700):
+//! Two trees, so that what grows and must survive a reboot is not kept in
+//! memory-backed `/run`: the *runtime* directory holds sockets, the VMM's
+//! configuration and the lock; the *data* directory holds records, results
+//! and output. (Given only a state root, both trees are that root.)
+//! Every directory is mode 0700:
 //!
 //! ```text
-//! <root>/                       /run/fcexec, or $XDG_RUNTIME_DIR/fcexec when not root
+//! <runtime root>/               /run/fcexec, or $XDG_RUNTIME_DIR/fcexec when not root
 //!   <executor id>/
 //!     lock                      flock(2)ed by the executor that owns the directory
 //!     <execution id>/
-//!       record.json             the persisted execution record
 //!       vm.json                 the VMM's configuration file
 //!       metadata.json           MMDS contents, when given
 //!       config.img              the agent-mode config drive
+//!       api.sock                the VMM's API socket
+//! <data root>/                  /var/lib/fcexec, or $XDG_STATE_HOME/fcexec
+//!   <executor id>/                (~/.local/state/fcexec) when not root
+//!     <execution id>/
+//!       record.json             the persisted execution record (result.json, cancel: its end)
 //!       serial.log              the guest's serial console (the VMM's stdout)
 //!       stdout, stderr          the workload's output (agent mode)
 //!       firecracker.log         the VMM's own log
-//!       api.sock                the VMM's API socket
 //! ```
 //!
 //! Every path comes from [`StateDir::execution`], which accepts only ids that
@@ -52,7 +59,7 @@ pub enum StateDirError {
         len: usize,
     },
     /// No state directory was given and none could be chosen.
-    #[error("no state directory: not root and XDG_RUNTIME_DIR is not set; pass one explicitly")]
+    #[error("no state directory: not root and XDG_RUNTIME_DIR (for the runtime directory) or HOME (for the data directory) is not set; pass one explicitly")]
     NoDefault,
     /// The directory could not be created or secured.
     #[error("state directory {path}: {source}")]
@@ -79,6 +86,21 @@ pub fn default_root() -> Result<PathBuf, StateDirError> {
         .ok_or(StateDirError::NoDefault)
 }
 
+/// The default data root: `/var/lib/fcexec` for root, else
+/// `$XDG_STATE_HOME/fcexec` (default `~/.local/state/fcexec`).
+pub fn default_data_root() -> Result<PathBuf, StateDirError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(PathBuf::from("/var/lib/fcexec"));
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(dir).join("fcexec"));
+    }
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".local/state/fcexec"))
+        .ok_or(StateDirError::NoDefault)
+}
+
 /// Checks an id used as a path component.
 pub fn check_id(field: &'static str, id: &str) -> Result<(), StateDirError> {
     let ok = !id.is_empty()
@@ -97,51 +119,67 @@ pub fn check_id(field: &'static str, id: &str) -> Result<(), StateDirError> {
     }
 }
 
-/// One executor's directory, locked for as long as this value lives.
+/// One executor's directories, locked for as long as this value lives.
 #[derive(Debug)]
 pub struct StateDir {
-    /// `<root>/<executor id>`.
-    dir: PathBuf,
+    /// `<runtime root>/<executor id>`.
+    run: PathBuf,
+    /// `<data root>/<executor id>`.
+    data: PathBuf,
     /// The open, flock(2)ed lock file; closing it releases the lock.
     _lock: File,
 }
 
 impl StateDir {
-    /// Creates (mode 0700) and locks `<root>/<executor_id>`.
-    pub fn open(root: &Path, executor_id: &str) -> Result<StateDir, StateDirError> {
+    /// Creates (mode 0700) `<run_root>/<executor_id>` and
+    /// `<data_root>/<executor_id>`, and locks the first.
+    pub fn open(
+        run_root: &Path,
+        data_root: &Path,
+        executor_id: &str,
+    ) -> Result<StateDir, StateDirError> {
         check_id("executor id", executor_id)?;
-        let dir = root.join(executor_id);
+        let (run, data) = (run_root.join(executor_id), data_root.join(executor_id));
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| StateDirError::Io { path, source }
         };
-        make_private_dir(root).map_err(io(root))?;
-        make_private_dir(&dir).map_err(io(&dir))?;
-        let lock_path = dir.join("lock");
+        for dir in [run_root, &run, data_root, &data] {
+            make_private_dir(dir).map_err(io(dir))?;
+        }
+        let lock_path = run.join("lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on an fd we own; non-blocking.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(StateDirError::Locked(dir));
+        if !lock_briefly_patient(&lock) {
+            return Err(StateDirError::Locked(run));
         }
-        Ok(StateDir { dir, _lock: lock })
+        Ok(StateDir {
+            run,
+            data,
+            _lock: lock,
+        })
     }
 
-    /// `<root>/<executor id>`.
+    /// `<data root>/<executor id>`: the executions' records and output.
     pub fn path(&self) -> &Path {
-        &self.dir
+        &self.data
+    }
+
+    /// `<runtime root>/<executor id>`: the lock, sockets and VM files.
+    pub fn runtime_path(&self) -> &Path {
+        &self.run
     }
 
     /// The paths of one execution, after checking its id.
     pub fn execution(&self, execution_id: &str) -> Result<ExecPaths, StateDirError> {
         check_id("execution_id", execution_id)?;
         let paths = ExecPaths {
-            dir: self.dir.join(execution_id),
+            run: self.run.join(execution_id),
+            data: self.data.join(execution_id),
         };
         let socket = paths.api_socket();
         let len = socket.as_os_str().len();
@@ -156,9 +194,9 @@ impl StateDir {
         Ok(paths)
     }
 
-    /// The ids of the execution directories present.
+    /// The ids of the execution directories present (in the data directory).
     pub fn execution_ids(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+        let Ok(entries) = std::fs::read_dir(&self.data) else {
             return Vec::new();
         };
         let mut ids: Vec<String> = entries
@@ -172,6 +210,21 @@ impl StateDir {
     }
 }
 
+/// Takes the lock, trying for up to 200 ms: a lock its owner just released
+/// can still be held for a moment by a child process forked in between
+/// (until it execs and its close-on-exec descriptors go).
+fn lock_briefly_patient(lock: &File) -> bool {
+    use std::os::fd::AsRawFd;
+    for _ in 0..20 {
+        // SAFETY: flock on an fd we own; non-blocking.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 /// Creates a directory with mode 0700, or tightens an existing one to 0700.
 fn make_private_dir(path: &Path) -> std::io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)?;
@@ -181,32 +234,71 @@ fn make_private_dir(path: &Path) -> std::io::Result<()> {
 /// The files of one execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecPaths {
-    /// `<root>/<executor id>/<execution id>`.
-    dir: PathBuf,
+    /// `<runtime root>/<executor id>/<execution id>`.
+    run: PathBuf,
+    /// `<data root>/<executor id>/<execution id>`.
+    data: PathBuf,
 }
 
 impl ExecPaths {
-    /// Paths under `dir`, for unit tests that never create them.
+    /// Paths under `dir` (one tree), for unit tests.
     #[cfg(test)]
     pub(crate) fn for_tests(dir: &Path) -> ExecPaths {
         ExecPaths {
-            dir: dir.to_path_buf(),
+            run: dir.to_path_buf(),
+            data: dir.to_path_buf(),
         }
     }
 
-    /// The execution's directory.
+    /// The execution's data directory (records and output).
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.data
     }
 
-    /// Creates the directory (mode 0700).
+    /// The execution's runtime directory (sockets and VM files).
+    pub fn runtime_dir(&self) -> &Path {
+        &self.run
+    }
+
+    /// Creates the directories (mode 0700); fails with `AlreadyExists` when
+    /// the data directory exists, creating nothing.
     pub fn create(&self) -> std::io::Result<()> {
-        DirBuilder::new().mode(0o700).create(&self.dir)
+        DirBuilder::new().mode(0o700).create(&self.data)?;
+        if self.run != self.data {
+            if let Err(e) = DirBuilder::new().mode(0o700).create(&self.run) {
+                // A runtime directory left from before (a crash) is reused.
+                if e.kind() != std::io::ErrorKind::AlreadyExists {
+                    let _ = std::fs::remove_dir(&self.data);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Removes the directory and everything in it; absent is fine.
+    /// Removes the directories and everything in them; absent is fine.
     pub fn remove(&self) -> std::io::Result<()> {
-        match std::fs::remove_dir_all(&self.dir) {
+        for dir in [&self.run, &self.data] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the runtime directory (what the VMM needed while it ran).
+    pub fn remove_runtime(&self) -> std::io::Result<()> {
+        if self.run == self.data {
+            for path in [self.vm_config(), self.config_drive(), self.metadata(), self.api_socket()] {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        match std::fs::remove_dir_all(&self.run) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -214,47 +306,47 @@ impl ExecPaths {
 
     /// The persisted record.
     pub fn record(&self) -> PathBuf {
-        self.dir.join("record.json")
+        self.data.join("record.json")
     }
 
     /// The VMM's configuration file.
     pub fn vm_config(&self) -> PathBuf {
-        self.dir.join("vm.json")
+        self.run.join("vm.json")
     }
 
     /// The MMDS contents file.
     pub fn metadata(&self) -> PathBuf {
-        self.dir.join("metadata.json")
+        self.run.join("metadata.json")
     }
 
     /// The agent-mode config drive.
     pub fn config_drive(&self) -> PathBuf {
-        self.dir.join("config.img")
+        self.run.join("config.img")
     }
 
     /// The guest's serial console output.
     pub fn serial(&self) -> PathBuf {
-        self.dir.join("serial.log")
+        self.data.join("serial.log")
     }
 
     /// The workload's stdout (agent mode).
     pub fn stdout(&self) -> PathBuf {
-        self.dir.join("stdout")
+        self.data.join("stdout")
     }
 
     /// The workload's stderr (agent mode).
     pub fn stderr(&self) -> PathBuf {
-        self.dir.join("stderr")
+        self.data.join("stderr")
     }
 
     /// The VMM's own log.
     pub fn vmm_log(&self) -> PathBuf {
-        self.dir.join("firecracker.log")
+        self.data.join("firecracker.log")
     }
 
     /// The VMM's API socket.
     pub fn api_socket(&self) -> PathBuf {
-        self.dir.join("api.sock")
+        self.run.join("api.sock")
     }
 }
 
@@ -285,20 +377,20 @@ mod tests {
     #[test]
     fn directory_is_private_and_locked() {
         let root = tempfile::tempdir().unwrap();
-        let dir = StateDir::open(root.path(), "ex1").unwrap();
+        let dir = StateDir::open(root.path(), root.path(), "ex1").unwrap();
         let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
-        let err = StateDir::open(root.path(), "ex1").unwrap_err();
+        let err = StateDir::open(root.path(), root.path(), "ex1").unwrap_err();
         assert!(matches!(err, StateDirError::Locked(_)), "{err}");
         drop(dir);
-        StateDir::open(root.path(), "ex1").unwrap();
+        StateDir::open(root.path(), root.path(), "ex1").unwrap();
     }
 
     #[test]
     fn long_ids_that_overflow_the_socket_path_are_rejected() {
         let root = tempfile::tempdir().unwrap();
         let deep = root.path().join("d".repeat(60));
-        let dir = StateDir::open(&deep, "ex").unwrap();
+        let dir = StateDir::open(&deep, &deep, "ex").unwrap();
         let err = dir.execution(&"e".repeat(64)).unwrap_err();
         assert!(
             matches!(err, StateDirError::SocketPathTooLong { .. }),
@@ -312,10 +404,31 @@ mod tests {
     #[test]
     fn lists_execution_directories() {
         let root = tempfile::tempdir().unwrap();
-        let dir = StateDir::open(root.path(), "ex").unwrap();
+        let dir = StateDir::open(root.path(), root.path(), "ex").unwrap();
         for id in ["b", "a"] {
             dir.execution(id).unwrap().create().unwrap();
         }
         assert_eq!(dir.execution_ids(), ["a", "b"]);
+    }
+
+    #[test]
+    fn runtime_and_data_are_apart_and_both_go_on_remove() {
+        let (run, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dir = StateDir::open(run.path(), data.path(), "ex").unwrap();
+        assert!(run.path().join("ex/lock").exists());
+        let paths = dir.execution("e").unwrap();
+        paths.create().unwrap();
+        assert!(paths.api_socket().starts_with(run.path()));
+        assert!(paths.serial().starts_with(data.path()));
+        assert!(paths.record().starts_with(data.path()));
+        assert_eq!(
+            paths.create().unwrap_err().kind(),
+            std::io::ErrorKind::AlreadyExists
+        );
+        assert_eq!(dir.execution_ids(), ["e"]);
+        paths.remove_runtime().unwrap();
+        assert!(!run.path().join("ex/e").exists() && data.path().join("ex/e").exists());
+        paths.remove().unwrap();
+        assert!(!data.path().join("ex/e").exists());
     }
 }

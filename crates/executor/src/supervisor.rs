@@ -333,13 +333,8 @@ impl<M: Machine> Supervisor<M> {
         self.record.phase = phase;
         let saved = self.record.clone();
         blocking(move || {
-            for path in [
-                exec.paths.vm_config(),
-                exec.paths.config_drive(),
-                exec.paths.metadata(),
-                exec.paths.api_socket(),
-            ] {
-                let _ = std::fs::remove_file(path);
+            if let Err(e) = exec.paths.remove_runtime() {
+                tracing::warn!(error = %e, "cannot remove the VM's runtime files");
             }
             crate::results::write_logs(&exec, &record);
             // Persisted before it is published: a waiter may remove the directory at once.

@@ -70,7 +70,7 @@ impl RawVmm {
         expected: &[u8],
     ) -> Result<RawVmm, String> {
         let valid = fcexec::validate(request, host).map_err(|e| e.to_string())?;
-        let state = StateDir::open(root, "raw").map_err(|e| e.to_string())?;
+        let state = StateDir::open(root, root, "raw").map_err(|e| e.to_string())?;
         let paths = state.execution("template").map_err(|e| e.to_string())?;
         paths.create().map_err(|e| e.to_string())?;
         let key = Key::generate().map_err(|e| e.to_string())?;

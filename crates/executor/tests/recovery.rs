@@ -144,3 +144,37 @@ async fn a_paused_vm_is_still_paused_after_a_restart() {
     assert_eq!(second.status("pz").unwrap(), ExecutionStatus::Running);
     second.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn corrupt_records_are_listed_failed_with_the_reason_and_removable() {
+    let h = Harness::new(testkit::require_vmm!());
+    let dir = h.state_root().join("corrupt");
+    let records: [(&str, &[u8]); 3] = [
+        ("empty", b""),
+        ("truncated", b"{\"version\": 1, \"job_id\": \"j\", \"exec"),
+        ("garbage", b"\x00\xffnot json"),
+    ];
+    for (id, bytes) in records {
+        std::fs::create_dir_all(dir.join(id)).unwrap();
+        std::fs::write(dir.join(id).join("record.json"), bytes).unwrap();
+    }
+    let ex = h.executor("corrupt").await;
+    let listed: Vec<_> = ex
+        .list()
+        .into_iter()
+        .map(|i| (i.execution_id, i.status))
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|(_, s)| *s == ExecutionStatus::Failed));
+    let result = ex.wait("garbage").await.unwrap();
+    assert!(
+        result.error_msg.starts_with("corrupt execution"),
+        "{result:?}"
+    );
+    assert!(result.error_msg.contains("record.json"), "{result:?}");
+    ex.remove("empty", Duration::from_secs(1)).await.unwrap();
+    assert!(!dir.join("empty").exists());
+    ex.cleanup().await.unwrap();
+    assert!(ex.list().is_empty());
+    assert!(!dir.join("truncated").exists() && !dir.join("garbage").exists());
+}

@@ -54,6 +54,16 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// Sends the code's `tracing` events to the test's output, filtered by
+/// `RUST_LOG` (nothing when it is unset), so `RUST_LOG=warn cargo test --
+/// --nocapture` shows every warning a run logs.
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
 /// Creates a socket file nothing listens on, as a VMM that exited leaves
 /// behind. (Binding and dropping a listener would do too, were it not that a
 /// process forked meanwhile by another test holds the listener until it execs.)
@@ -121,6 +131,7 @@ pub fn kvm_usable() -> bool {
 
 /// Returns the real binaries, or records a skip (with its reason) and returns `None`.
 pub fn require_vmm(test: &str) -> Option<Vmm> {
+    init_logging();
     let firecracker = find_binary("FIRECRACKER_BIN", "firecracker");
     let jailer = find_binary("JAILER_BIN", "jailer");
     let reason = match (&firecracker, &jailer, kvm_usable()) {

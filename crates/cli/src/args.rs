@@ -1,9 +1,13 @@
 //! The command line, as clap parses it: global options and one subcommand.
 //!
 //! These are raw values; each command turns them into validated values (for
-//! `run`, an [`fcexec::ExecutionRequest`]) before doing any work.
+//! `run`, an [`fcexec::ExecutionRequest`]) before doing any work. The one
+//! exception is the value parsers at the end, [`parse_duration`] (`run
+//! --timeout`) and [`parse_size`] (`run --max-output`), so that a malformed
+//! value is a usage error naming its option, like any other.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -74,8 +78,26 @@ impl Command {
 }
 
 /// `fcexec run`.
+///
+/// The request comes either from the options below (`--kernel` ... `--job`,
+/// or the built-in guest) or, whole, from `--request`; the two conflict.
+/// `--id` and `--timeout` change either kind of request, the rest (`--json`,
+/// `--detach`, `--rm`, `--max-output`) how fcexec runs it.
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Run this ExecutionRequest JSON exactly as the node sends it (see the
+    /// README's "The request"); `-` reads it from stdin. Conflicts with the
+    /// options that build a request (--kernel ... --job); --id and --timeout
+    /// override its execution_id and timeout_ms.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = [
+            "kernel", "rootfs", "initrd", "kernel_args", "cpus", "memory",
+            "inputs", "outputs", "results_dir", "agent", "job",
+        ]
+    )]
+    pub request: Option<PathBuf>,
     /// The guest kernel (uncompressed ELF); without it, the built-in test guest.
     #[arg(long, value_name = "PATH", requires = "rootfs")]
     pub kernel: Option<PathBuf>,
@@ -105,7 +127,8 @@ pub struct RunArgs {
     /// Where output images are copied when the execution ends.
     #[arg(long, value_name = "DIR")]
     pub results_dir: Option<PathBuf>,
-    /// The execution id [default: run-<unix ms>-<pid>].
+    /// The execution id; overrides the one of a --request file [default:
+    /// the file's execution_id, else run-<unix ms>-<pid>].
     #[arg(long, value_name = "ID")]
     pub id: Option<String>,
     /// Agent mode: a guest agent reports stdout, stderr and the exit code
@@ -125,6 +148,22 @@ pub struct RunArgs {
     /// Remove the execution and its files once it ended.
     #[arg(long, conflicts_with = "detach")]
     pub rm: bool,
+    /// Stop the execution and fail it when it runs longer than this: 500ms,
+    /// 30s, 5m, 1h (a plain number is seconds). Sets the request's
+    /// timeout_ms, also over one from --request.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Option<Duration>,
+    /// The most output the execution may write (stdout, stderr and console
+    /// together): 64KiB, 512MiB, 1GiB (K, M, G are binary too; a plain number
+    /// is bytes). Past it the VM is stopped and the execution fails
+    /// [default: 1GiB]. Not with --detach: the cap holds while fcexec watches.
+    #[arg(
+        long,
+        value_name = "SIZE",
+        value_parser = parse_size,
+        conflicts_with = "detach"
+    )]
+    pub max_output: Option<u64>,
 }
 
 /// `fcexec ps`.
@@ -172,6 +211,124 @@ pub struct RmArgs {
     pub id: String,
 }
 
+/// `run --timeout`: `<number>[<unit>]`, the unit `ms`, `s`, `m` or `h` (any
+/// case, a blank allowed before it; none means seconds). The number may
+/// have a fraction (`1.5s`) when the result is a whole number of
+/// milliseconds; it must be at least 1ms and at most
+/// [`fcexec::spec::MAX_TIMEOUT_MS`], the range of the `timeout_ms` param.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    const HINT: &str = "give a number and a unit ms, s, m or h, e.g. 500ms, 30s, 5m, 1h \
+                        (a plain number is seconds)";
+    let (number, unit) = split_unit(text);
+    let per_unit: u64 = match unit.to_ascii_lowercase().as_str() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(format!("unknown unit {unit:?}; {HINT}")),
+    };
+    let ms = match scale(number, per_unit) {
+        Ok(ms) => ms,
+        Err(Scale::NotANumber) => return Err(format!("not a duration; {HINT}")),
+        Err(Scale::NotWhole) => {
+            return Err(
+                "not a whole number of milliseconds; give at most 3 decimals \
+                        of seconds, or use ms"
+                    .to_string(),
+            )
+        }
+    };
+    match u64::try_from(ms) {
+        Ok(0) => Err("must be at least 1ms".to_string()),
+        Ok(ms) if ms <= fcexec::spec::MAX_TIMEOUT_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(format!(
+            "too long: at most {}ms (about 285,000 years)",
+            fcexec::spec::MAX_TIMEOUT_MS
+        )),
+    }
+}
+
+/// `run --max-output`: `<number>[<unit>]` bytes, the unit `KiB`, `MiB`,
+/// `GiB` or `TiB`, or `K`, `M`, `G`, `T` meaning the same (any case, a blank
+/// allowed before it; none or `B` means bytes). `KB`, `MB`, ... are refused
+/// as ambiguous. The number may have a fraction (`1.5GiB`) when the result
+/// is a whole number of bytes; it must be at least 1 byte.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    const HINT: &str = "give a number of bytes and an optional unit KiB, MiB, GiB or TiB \
+                        (K, M, G, T are binary too), e.g. 64KiB, 512MiB, 1GiB";
+    let (number, unit) = split_unit(text);
+    let per_unit: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" | "mb" | "gb" | "tb" => {
+            let binary = unit[..1].to_ascii_uppercase();
+            return Err(format!(
+                "{unit:?} is ambiguous (powers of 1000 or of 1024?); write {binary}iB for \
+                 binary units, or the number of bytes"
+            ));
+        }
+        _ => return Err(format!("unknown unit {unit:?}; {HINT}")),
+    };
+    let bytes = match scale(number, per_unit) {
+        Ok(bytes) => bytes,
+        Err(Scale::NotANumber) => return Err(format!("not a size; {HINT}")),
+        Err(Scale::NotWhole) => return Err("not a whole number of bytes".to_string()),
+    };
+    match u64::try_from(bytes) {
+        Ok(0) => Err("must be at least 1 byte".to_string()),
+        Ok(bytes) => Ok(bytes),
+        Err(_) => Err("too large: at most 16 EiB".to_string()),
+    }
+}
+
+/// `text` split where its unit (the first letter on) begins, both parts trimmed.
+fn split_unit(text: &str) -> (&str, &str) {
+    let text = text.trim();
+    let at = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    (text[..at].trim_end(), &text[at..])
+}
+
+/// Why [`scale`] failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Scale {
+    /// Not `<digits>[.<digits>]`, or too many digits.
+    NotANumber,
+    /// The fraction does not come out whole.
+    NotWhole,
+}
+
+/// `number` (`<digits>[.<digits>]`) times `per_unit`, exactly.
+fn scale(number: &str, per_unit: u64) -> Result<u128, Scale> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let well_formed = !whole.is_empty()
+        && whole.len() <= 20
+        && digits(whole)
+        && fraction.len() <= 9
+        && digits(fraction)
+        && (!fraction.is_empty() || !number.ends_with('.'));
+    if !well_formed {
+        return Err(Scale::NotANumber);
+    }
+    let per_unit = u128::from(per_unit);
+    let whole: u128 = whole.parse().map_err(|_| Scale::NotANumber)?;
+    let mut value = whole * per_unit;
+    if !fraction.is_empty() {
+        let numerator: u128 = fraction.parse().map_err(|_| Scale::NotANumber)?;
+        let denominator = 10u128.pow(fraction.len() as u32);
+        if numerator * per_unit % denominator != 0 {
+            return Err(Scale::NotWhole);
+        }
+        value += numerator * per_unit / denominator;
+    }
+    Ok(value)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,5 +349,108 @@ mod tests {
         assert!(parse(&["run", "--json", "--detach"]).is_err());
         let cli = parse(&["-vv", "ps", "--executor", "x"]).unwrap();
         assert_eq!((cli.global.verbose, cli.global.executor.as_str()), (2, "x"));
+    }
+
+    #[test]
+    fn request_conflicts_with_the_options_that_build_one() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["fcexec", "run"], args].concat());
+        for other in [
+            &["--kernel", "k", "--rootfs", "r"][..],
+            &["--initrd", "i"],
+            &["--kernel-args", "x"],
+            &["--cpus", "1"],
+            &["--memory", "64"],
+            &["--input", "i"],
+            &["--output", "o", "--results-dir", "/r"],
+            &["--results-dir", "/r"],
+            &["--agent"],
+            &["--job", "exit:1"],
+        ] {
+            let args = [&["--request", "r.json"], other].concat();
+            let e = parse(&args).unwrap_err();
+            assert_eq!(
+                e.kind(),
+                clap::error::ErrorKind::ArgumentConflict,
+                "{args:?}"
+            );
+        }
+        let cli = parse(&[
+            "--request",
+            "-",
+            "--id",
+            "x",
+            "--json",
+            "--rm",
+            "--timeout",
+            "2m",
+            "--max-output",
+            "4KiB",
+        ])
+        .unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("not run")
+        };
+        assert_eq!(run.request.as_deref(), Some(std::path::Path::new("-")));
+        assert_eq!(run.timeout, Some(Duration::from_secs(120)));
+        assert_eq!(run.max_output, Some(4096));
+        assert!(parse(&["--request", "-", "--detach", "--timeout", "1s"]).is_ok());
+        assert!(parse(&["--detach", "--max-output", "1G"]).is_err());
+    }
+
+    #[test]
+    fn durations() {
+        let ok = |text: &str| parse_duration(text).unwrap().as_millis();
+        assert_eq!(ok("500ms"), 500);
+        assert_eq!(ok("30s"), 30_000);
+        assert_eq!(ok("5m"), 300_000);
+        assert_eq!(ok("1h"), 3_600_000);
+        assert_eq!(ok("2"), 2_000);
+        assert_eq!(ok(" 1.5s "), 1_500);
+        assert_eq!(ok("0.25"), 250);
+        assert_eq!(ok("10 MS"), 10);
+        assert_eq!(ok("1ms"), 1);
+        assert_eq!(
+            u64::try_from(ok(&format!("{}ms", fcexec::spec::MAX_TIMEOUT_MS))).unwrap(),
+            fcexec::spec::MAX_TIMEOUT_MS
+        );
+        let err = |text: &str| parse_duration(text).unwrap_err();
+        assert!(err("0").contains("at least 1ms"));
+        assert!(err("0ms").contains("at least 1ms"));
+        assert!(err("0.0001s").contains("whole number of milliseconds"));
+        assert!(err("5x").contains("unknown unit \"x\""));
+        assert!(err("5 days").contains("unknown unit"));
+        for bad in ["", "s", "-1s", "1e3", "1.s", ".5s", "1..5s", "1,5s", "+3"] {
+            assert!(err(bad).contains("e.g. 500ms"), "{bad:?}: {}", err(bad));
+        }
+        assert!(err(&format!("{}ms", fcexec::spec::MAX_TIMEOUT_MS + 1)).contains("too long"));
+        assert!(err("99999999999999999999h").contains("too long"));
+    }
+
+    #[test]
+    fn sizes() {
+        let ok = |text: &str| parse_size(text).unwrap();
+        assert_eq!(ok("1GiB"), 1 << 30);
+        assert_eq!(ok("512MiB"), 512 << 20);
+        assert_eq!(ok("64KiB"), 64 << 10);
+        assert_eq!(ok("1000"), 1000);
+        assert_eq!(ok("1000B"), 1000);
+        assert_eq!(ok("4k"), 4096);
+        assert_eq!(ok("2M"), 2 << 20);
+        assert_eq!(ok("1G"), 1 << 30);
+        assert_eq!(ok("1 tib"), 1 << 40);
+        assert_eq!(ok("1.5GiB"), 3 << 29);
+        assert_eq!(ok("0.5K"), 512);
+        assert_eq!(ok("18446744073709551615"), u64::MAX);
+        let err = |text: &str| parse_size(text).unwrap_err();
+        assert!(err("0").contains("at least 1 byte"));
+        assert!(err("1.5").contains("whole number of bytes"));
+        assert!(err("1MB").contains("ambiguous"));
+        assert!(err("1MB").contains("MiB"));
+        assert!(err("3 bytes").contains("unknown unit"));
+        assert!(err("18446744073709551616").contains("too large"));
+        assert!(err("16384PiB").contains("unknown unit"));
+        for bad in ["", "KiB", "-1", "1e9", "0x10"] {
+            assert!(err(bad).contains("e.g. 64KiB"), "{bad:?}: {}", err(bad));
+        }
     }
 }

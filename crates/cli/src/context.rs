@@ -82,12 +82,16 @@ impl Context {
         }
     }
 
-    /// Opens the executor, waiting up to `patience` for a lock held by
-    /// another process.
-    pub async fn open_patiently(&self, patience: Duration) -> anyhow::Result<Executor> {
+    /// Opens the executor with `config` ([`Context::config`], possibly
+    /// changed), waiting up to `patience` for a lock held by another process.
+    pub async fn open_patiently(
+        &self,
+        config: ExecutorConfig,
+        patience: Duration,
+    ) -> anyhow::Result<Executor> {
         let deadline = Instant::now() + patience;
         loop {
-            match Executor::new(&self.executor_id, self.config()).await {
+            match Executor::new(&self.executor_id, config.clone()).await {
                 Ok(executor) => return Ok(executor),
                 Err(e) if is_locked(&e) && Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -1,5 +1,9 @@
 //! Exit codes: every outcome of a command becomes one [`Exit`], and only
 //! [`Exit::code`] turns it into a number.
+//!
+//! A `run --request` file that cannot be read or decoded counts as a wrong
+//! command line ([`Exit::Usage`], 2); a request the executor refuses when it
+//! starts is a failed run (125), like a bad `--kernel`.
 
 use fcexec::ExecutionResult;
 
@@ -9,7 +13,8 @@ Exit codes:
   0        success
   1-255    run, wait: the workload's own exit code
   1        any other command failed (doctor: a check failed)
-  2        the command line is wrong
+  2        the command line is wrong (run: also a --request file that cannot
+           be read or is not a request)
   125      run, wait: fcexec failed, or the execution failed without an exit
            code (VM error, killed, or a code outside 0-255); the reason is
            printed to stderr
@@ -25,7 +30,8 @@ pub enum Exit {
     Workload(u8),
     /// A command other than run or wait failed.
     Failure,
-    /// The command line is wrong.
+    /// The command line is wrong, or `run --request`'s file cannot be read
+    /// or decoded.
     Usage,
     /// run or wait: fcexec or the execution failed without a workload exit code.
     ExecutionFailed,

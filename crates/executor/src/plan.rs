@@ -178,7 +178,8 @@ mod tests {
     #[test]
     fn agent_mode_plans_the_config_drive_last_and_the_default_command_line() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(&dir.path().join("state"), &dir.path().join("state"), "x").unwrap();
+        let state =
+            StateDir::open(&dir.path().join("state"), &dir.path().join("state"), "x").unwrap();
         let paths = state.execution("e").unwrap();
         let key = Key::from_bytes([7; 16]);
         let plan = VmPlan::new(&validated(dir.path(), true), &paths, Some(key));
@@ -209,7 +210,8 @@ mod tests {
     #[test]
     fn plain_mode_has_no_config_drive() {
         let dir = tempfile::tempdir().unwrap();
-        let state = StateDir::open(&dir.path().join("state"), &dir.path().join("state"), "x").unwrap();
+        let state =
+            StateDir::open(&dir.path().join("state"), &dir.path().join("state"), "x").unwrap();
         let paths = state.execution("e").unwrap();
         let plan = VmPlan::new(&validated(dir.path(), false), &paths, None);
         assert_eq!(plan.drives.len(), 2);

@@ -290,7 +290,12 @@ impl ExecPaths {
     /// Removes the runtime directory (what the VMM needed while it ran).
     pub fn remove_runtime(&self) -> std::io::Result<()> {
         if self.run == self.data {
-            for path in [self.vm_config(), self.config_drive(), self.metadata(), self.api_socket()] {
+            for path in [
+                self.vm_config(),
+                self.config_drive(),
+                self.metadata(),
+                self.api_socket(),
+            ] {
                 match std::fs::remove_file(path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                     _ => {}

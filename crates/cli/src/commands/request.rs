@@ -1,5 +1,8 @@
 //! From `fcexec run`'s options to an [`ExecutionRequest`], in one step and
-//! before any work starts.
+//! before any work starts: built from the options ([`build`]), or read whole
+//! from `--request` ([`from_file`]).
+//!
+//! Built from the options:
 //!
 //! - No `--kernel`: the built-in test guest ([`crate::demo`]) in agent mode,
 //!   running `--job` or the greeting job.
@@ -11,10 +14,24 @@
 //!   `/mnt/input<i>` and `/mnt/output<i>`; inputs are read-only.
 //! - Paths are made absolute against the current directory; the executor
 //!   checks the files themselves.
+//!
+//! Read from `--request FILE` (`-`: stdin):
+//!
+//! - The JSON is taken as the node sends it ([`ExecutionRequest`]'s
+//!   deserializer: snake_case or Go field names); paths in it are used as
+//!   they are. Only `--id` (the `execution_id`; a new one when the file has
+//!   none) and `--timeout` change it.
+//! - A file that cannot be read or is not a request fails naming the file,
+//!   the line and column (serde_json's), and what to do; whether the request
+//!   makes sense is the executor's to say, when it starts.
+//!
+//! Both ways, `--timeout` becomes the `timeout_ms` engine param ([`set_timeout`]).
 
+use std::io::Read as _;
 use std::path::Path;
+use std::time::Duration;
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use fcexec::request::{Cpu, Ram};
 use fcexec::{ExecutionRequest, Resources, SpecConfig, StorageVolume};
 
@@ -65,7 +82,7 @@ pub fn build(
         Some(dir) => path_param("--results-dir", dir)?,
         None => String::new(),
     };
-    Ok(ExecutionRequest {
+    let mut request = ExecutionRequest {
         job_id,
         execution_id: execution_id.to_string(),
         engine_spec: Some(spec),
@@ -74,7 +91,108 @@ pub fn build(
         outputs: volumes(&args.outputs, "--output", "/mnt/output", false)?,
         results_dir,
         ..ExecutionRequest::default()
-    })
+    };
+    if let Some(timeout) = args.timeout {
+        set_timeout(&mut request, timeout);
+    }
+    Ok(request)
+}
+
+/// The request of `fcexec run --request FILE`: the file's (or stdin's, for
+/// `-`), with `--id` and `--timeout` applied. Every error is the file's.
+pub fn from_file(args: &RunArgs, file: &Path) -> anyhow::Result<ExecutionRequest> {
+    let mut request = read(file)?;
+    if let Some(id) = &args.id {
+        request.execution_id = id.clone();
+    } else if request.execution_id.is_empty() {
+        request.execution_id = new_execution_id();
+    }
+    if let Some(timeout) = args.timeout {
+        set_timeout(&mut request, timeout);
+    }
+    Ok(request)
+}
+
+/// Where the README shows a request, for error messages.
+const EXAMPLE: &str = "the README's \"The request\" shows one";
+
+/// Reads and decodes a request file; `-` is stdin.
+fn read(file: &Path) -> anyhow::Result<ExecutionRequest> {
+    let stdin = file == Path::new("-");
+    let name = if stdin {
+        "- (stdin)".to_string()
+    } else {
+        file.display().to_string()
+    };
+    let mut text = Vec::new();
+    let read = if stdin {
+        std::io::stdin().lock().read_to_end(&mut text).map(drop)
+    } else {
+        std::fs::read(file).map(|bytes| text = bytes)
+    };
+    match read {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "--request {name}: no such file; give the path of an ExecutionRequest JSON file, \
+             or - to read one from stdin"
+        ),
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("--request {name}: cannot read it")))
+        }
+    }
+    let Some(start) = text.iter().position(|b| !b.is_ascii_whitespace()) else {
+        bail!("--request {name} is empty; it must hold an ExecutionRequest as JSON ({EXAMPLE})");
+    };
+    // serde would also take a JSON array, as the fields in order.
+    if text[start] != b'{' {
+        let line = 1 + text[..start].iter().filter(|&&b| b == b'\n').count();
+        let column = 1 + start
+            - text[..start]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+        bail!(
+            "--request {name} is not an ExecutionRequest: line {line}, column {column}: \
+             expected a JSON object; give the request as {{\"job_id\": ..., ...}} ({EXAMPLE})"
+        );
+    }
+    serde_json::from_slice(&text).map_err(|e| json_error(&name, &e))
+}
+
+/// A request file's JSON error: the file, the position, serde_json's reason
+/// and how to fix it.
+fn json_error(name: &str, e: &serde_json::Error) -> anyhow::Error {
+    let reason = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    let reason = reason.strip_suffix(&position).unwrap_or(&reason);
+    let (what, fix) = match e.classify() {
+        serde_json::error::Category::Data => (
+            "is not an ExecutionRequest",
+            format!("give each field the type the node sends ({EXAMPLE})"),
+        ),
+        serde_json::error::Category::Eof => (
+            "ends too early",
+            "the JSON is cut short; complete it".to_string(),
+        ),
+        _ => ("is not valid JSON", "fix the JSON there".to_string()),
+    };
+    anyhow!(
+        "--request {name} {what}: line {}, column {}: {reason}; {fix}",
+        e.line(),
+        e.column()
+    )
+}
+
+/// Sets the `timeout_ms` engine param, replacing any spelling of it the
+/// request has (params match their names ignoring ASCII case). A request
+/// without an engine spec is left for the executor to refuse.
+pub fn set_timeout(request: &mut ExecutionRequest, timeout: Duration) {
+    if let Some(spec) = &mut request.engine_spec {
+        let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        spec.params
+            .retain(|name, _| !name.eq_ignore_ascii_case("timeout_ms"));
+        spec.params.insert("timeout_ms".to_string(), ms.into());
+    }
 }
 
 /// A new execution id: `run-<unix ms>-<pid>`.
@@ -242,5 +360,98 @@ mod tests {
     #[test]
     fn generated_ids_are_valid() {
         fcexec::state_dir::check_id("execution_id", &new_execution_id()).unwrap();
+    }
+
+    /// The README's request, as the node sends it.
+    const README_REQUEST: &str = r#"{"job_id": "job-1", "execution_id": "exec-1",
+ "engine_spec": {"type": "firecracker",
+   "params": {"kernel_image": "/images/vmlinux", "root_file_system": "/images/rootfs.ext4",
+              "initrd_path": "/images/initrd", "kernel_args": "console=ttyS0 reboot=k panic=1",
+              "mmds_message": "{\"key\": \"value\"}",
+              "agent": true, "Timeout_MS": 7}},
+ "resources": {"cpu": {"cores": 1.5}, "ram": {"size": 268435456}},
+ "inputs":  [{"type": "local", "source": "/data/in.img",  "target": "/mnt/in", "readonly": true}],
+ "outputs": [{"type": "local", "source": "/data/out.img", "target": "/mnt/out"}],
+ "results_dir": "/data/results", "persist_logs_duration": 3600000000000}"#;
+
+    fn request_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("req.json");
+        std::fs::write(&file, text).unwrap();
+        (dir, file)
+    }
+
+    #[test]
+    fn a_request_file_is_taken_as_it_is() {
+        let (_dir, file) = request_file(README_REQUEST);
+        let r = from_file(&run_args(&["--request", "x"]), &file).unwrap();
+        let expected: ExecutionRequest = serde_json::from_str(README_REQUEST).unwrap();
+        assert_eq!(r, expected);
+        assert_eq!(r.execution_id, "exec-1");
+        assert_eq!(r.outputs[0].source, "/data/out.img");
+    }
+
+    #[test]
+    fn id_and_timeout_override_the_file() {
+        let (_dir, file) = request_file(README_REQUEST);
+        let args = run_args(&["--request", "x", "--id", "mine", "--timeout", "1.5s"]);
+        let r = from_file(&args, &file).unwrap();
+        assert_eq!(r.execution_id, "mine");
+        let params = &r.engine_spec.as_ref().unwrap().params;
+        assert_eq!(params["timeout_ms"], json!(1500));
+        assert!(params.get("Timeout_MS").is_none(), "{params:?}");
+        let spec = fcexec::EngineSpec::decode(r.engine_spec.as_ref().unwrap()).unwrap();
+        assert_eq!(spec.timeout, Some(Duration::from_millis(1500)));
+        // No execution_id in the file: a new one.
+        let (_dir, file) = request_file(r#"{"JobID": "j"}"#);
+        let r = from_file(&run_args(&["--request", "x"]), &file).unwrap();
+        assert!(r.execution_id.starts_with("run-"), "{r:?}");
+        // Built from the options, too.
+        let args = run_args(&["--timeout", "2m"]);
+        let r = build(&args, "e", Some(&images())).unwrap();
+        assert_eq!(r.engine_spec.unwrap().params["timeout_ms"], json!(120_000));
+    }
+
+    #[test]
+    fn bad_request_files_name_the_file_the_position_and_the_fix() {
+        let args = run_args(&["--request", "x"]);
+        let error = |text: Option<&str>| {
+            let (dir, file) = request_file(text.unwrap_or(""));
+            if text.is_none() {
+                std::fs::remove_file(&file).unwrap();
+            }
+            let e = from_file(&args, &file).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("--request {}", file.display())),
+                "{e}"
+            );
+            drop(dir);
+            e
+        };
+        let e = error(None);
+        assert!(
+            e.contains("no such file") && e.contains("or - to read"),
+            "{e}"
+        );
+        let e = error(Some(" \n"));
+        assert!(e.contains("is empty") && e.contains("The request"), "{e}");
+        let e = error(Some("{\"job_id\": \"j\",\n  \"execution_id\" \"e\"}"));
+        assert!(
+            e.contains("is not valid JSON: line 2, column 18: expected `:`"),
+            "{e}"
+        );
+        let e = error(Some("{\"job_id\": \"j\""));
+        assert!(e.contains("ends too early: line 1, column 14"), "{e}");
+        let e = error(Some("{\"resources\": {\"cpu\": {\"cores\": \"two\"}}}"));
+        assert!(
+            e.contains("is not an ExecutionRequest: line 1, column 37: invalid type"),
+            "{e}"
+        );
+        assert!(e.contains("give each field the type"), "{e}");
+        let e = error(Some("\n  [\"job\", \"exec\"]"));
+        assert!(
+            e.contains("is not an ExecutionRequest: line 2, column 3: expected a JSON object"),
+            "{e}"
+        );
     }
 }

@@ -1,12 +1,17 @@
 //! `fcexec run`: start an execution, stream its output live, and exit with
 //! the workload's exit code.
 //!
-//! 1. The options become a request ([`super::request::build`]); without
-//!    `--kernel` the demo's images are written first.
+//! 1. The request: read whole from `--request FILE` ([`request::from_file`];
+//!    a file that cannot be read or decoded exits 2, like a bad option), or
+//!    built from the options ([`request::build`]); without `--kernel` the
+//!    demo's images are written first. `--id` and `--timeout` apply to both.
 //! 2. SIGINT and SIGTERM handlers are installed *before* the VM starts, so a
 //!    Ctrl-C during the start is not lost: it is seen right after.
 //! 3. The executor is opened (waiting briefly for a lock held by a
-//!    short-lived `fcexec ps` or `logs`) and the execution started.
+//!    short-lived `fcexec ps` or `logs`), with `--max-output` as its output
+//!    cap, and the execution started. The cap is the executor's, so it also
+//!    covers executions left running by earlier runs that this process
+//!    re-attaches while it owns the executor.
 //! 4. `--detach`: print the id and leave; the VM runs on, and a later `logs
 //!    -f`, `wait` or `cancel` re-attaches. Otherwise the output is copied to
 //!    the terminal as it comes (or, with `--json`, the result printed at the
@@ -14,8 +19,10 @@
 //! 5. A signal meanwhile cancels the execution, waits for its (killed)
 //!    result, and exits 130 (SIGINT) or 143 (SIGTERM).
 
+use std::time::Duration;
+
 use anyhow::Context as _;
-use fcexec::{ExecutionResult, Executor, LogOptions};
+use fcexec::{ExecutionRequest, ExecutionResult, Executor, LogOptions};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use super::request;
@@ -27,22 +34,25 @@ use crate::output;
 use crate::stream::{Copier, Source};
 
 /// How long `--rm` gives a VM to stop (it has ended already, normally).
-const REMOVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `fcexec run`.
 pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Exit> {
-    let id = match &args.id {
-        Some(id) => id.clone(),
-        None => request::new_execution_id(),
+    let request = match &args.request {
+        Some(file) => match request::from_file(&args, file) {
+            Ok(request) => request,
+            Err(e) => {
+                // The input is wrong, like an option: exit 2, not 125.
+                eprintln!("fcexec: {}", output::error_chain(&e));
+                return Ok(Exit::Usage);
+            }
+        },
+        None => from_options(ctx, &args)?,
     };
+    let id = request.execution_id.clone();
     crate::context::check_execution_id(&id)?;
-    let images = match args.kernel {
-        Some(_) => None,
-        None => Some(demo::prepare(&ctx.root)?),
-    };
-    let request = request::build(&args, &id, images.as_ref())?;
     let mut signals = Signals::new()?;
-    let executor = ctx.open_patiently(LOCK_PATIENCE).await?;
+    let executor = open(ctx, args.max_output).await?;
     executor
         .start(&request)
         .await
@@ -69,6 +79,30 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Exit> {
         return Ok(exit);
     }
     Ok(report(&id, &result))
+}
+
+/// The request built from the options (the demo's, without `--kernel`).
+fn from_options(ctx: &Context, args: &RunArgs) -> anyhow::Result<ExecutionRequest> {
+    let id = match &args.id {
+        Some(id) => id.clone(),
+        None => request::new_execution_id(),
+    };
+    crate::context::check_execution_id(&id)?;
+    let images = match args.kernel {
+        Some(_) => None,
+        None => Some(demo::prepare(&ctx.root)?),
+    };
+    request::build(args, &id, images.as_ref())
+}
+
+/// Opens the executor, with `max_output` (`--max-output`) as its output
+/// cap when given.
+async fn open(ctx: &Context, max_output: Option<u64>) -> anyhow::Result<Executor> {
+    let mut config = ctx.config();
+    if let Some(max_output) = max_output {
+        config.max_output = max_output;
+    }
+    ctx.open_patiently(config, LOCK_PATIENCE).await
 }
 
 /// The exit of a result, printing why it failed when it did.

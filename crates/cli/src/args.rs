@@ -33,6 +33,11 @@ pub struct Global {
     /// $XDG_RUNTIME_DIR/fcexec].
     #[arg(long, global = true, env = "FCEXEC_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Root of the data directory: records and output [default: the state
+    /// directory when --state-dir is given, else /var/lib/fcexec as root,
+    /// else $XDG_STATE_HOME/fcexec].
+    #[arg(long, global = true, env = "FCEXEC_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// The executor id: executions live under `<state dir>/<id>`, and one
     /// process at a time owns them.
     #[arg(

@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
-use fcexec::state_dir::{check_id, default_root, StateDirError};
+use fcexec::state_dir::{check_id, default_data_root, default_root, StateDirError};
 use fcexec::{Executor, ExecutorConfig, ExecutorError};
 
 use crate::args::Global;
@@ -26,8 +26,10 @@ pub const LOCK_PATIENCE: Duration = Duration::from_secs(3);
 /// The resolved global options.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// Root of the state directory.
+    /// Root of the state (runtime) directory.
     pub root: PathBuf,
+    /// Root of the data directory (records and output).
+    pub data_root: PathBuf,
     /// The executor id.
     pub executor_id: String,
 }
@@ -39,8 +41,10 @@ pub enum Access {
     Owner(Box<Executor>),
     /// Another process owns it: read `dir` with [`fcexec::inspect`].
     ReadOnly {
-        /// `<root>/<executor id>`.
+        /// `<data root>/<executor id>`: records and output.
         dir: PathBuf,
+        /// `<root>/<executor id>`: where the owner's lock is.
+        runtime: PathBuf,
     },
 }
 
@@ -53,22 +57,38 @@ impl Context {
                 .with_context(|| format!("--state-dir {}", dir.display()))?,
             None => default_root().context("pass --state-dir DIR or set FCEXEC_STATE_DIR")?,
         };
+        let data_root = match (&global.data_dir, &global.state_dir) {
+            (Some(dir), _) => {
+                std::path::absolute(dir).with_context(|| format!("--data-dir {}", dir.display()))?
+            }
+            (None, Some(_)) => root.clone(),
+            (None, None) => {
+                default_data_root().context("pass --data-dir DIR or set FCEXEC_DATA_DIR")?
+            }
+        };
         check_id("--executor", &global.executor)?;
         Ok(Context {
             root,
+            data_root,
             executor_id: global.executor.clone(),
         })
     }
 
-    /// `<root>/<executor id>`.
+    /// `<root>/<executor id>`: the lock, sockets and VM files.
     pub fn executor_dir(&self) -> PathBuf {
         self.root.join(&self.executor_id)
+    }
+
+    /// `<data root>/<executor id>`: records and output.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_root.join(&self.executor_id)
     }
 
     /// The executor's configuration (firecracker from `FIRECRACKER_BIN` or `PATH`).
     pub fn config(&self) -> ExecutorConfig {
         ExecutorConfig {
             state_root: Some(self.root.clone()),
+            data_root: Some(self.data_root.clone()),
             ..ExecutorConfig::default()
         }
     }
@@ -110,7 +130,8 @@ impl Context {
             Err(e) if is_locked(&e) => {
                 tracing::info!(dir = %self.executor_dir().display(), "executor in use; reading its directory");
                 Ok(Access::ReadOnly {
-                    dir: self.executor_dir(),
+                    dir: self.data_dir(),
+                    runtime: self.executor_dir(),
                 })
             }
             Err(e) => Err(self.open_error(e)),

@@ -69,6 +69,7 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
         binary("jailer", "JAILER_BIN").await,
         kvm(Path::new("/dev/kvm")),
         state_dir(global),
+        data_dir(global),
     ];
     for check in &checks {
         println!("{check}");
@@ -182,7 +183,7 @@ fn state_dir(global: &Global) -> Check {
     }
     let dir = root.join(&global.executor);
     for path in [&root, &dir] {
-        if let Some(problem) = directory_problem(path) {
+        if let Some(problem) = directory_problem(path, "state directory", "--state-dir") {
             return problem;
         }
     }
@@ -210,27 +211,58 @@ fn state_dir(global: &Global) -> Check {
     Check::Ok(format!("state directory {} ({state})", dir.display()))
 }
 
+/// Checks the data directory (records and output), resolved as the other
+/// commands resolve it.
+fn data_dir(global: &Global) -> Check {
+    let root = match (&global.data_dir, &global.state_dir) {
+        (Some(dir), _) | (None, Some(dir)) => {
+            std::path::absolute(dir).unwrap_or_else(|_| dir.clone())
+        }
+        (None, None) => match fcexec::state_dir::default_data_root() {
+            Ok(root) => root,
+            Err(e) => {
+                return Check::fail(
+                    format!("data directory: {e}"),
+                    "pass --data-dir DIR or set FCEXEC_DATA_DIR",
+                )
+            }
+        },
+    };
+    let dir = root.join(&global.executor);
+    for path in [&root, &dir] {
+        if let Some(problem) = directory_problem(path, "data directory", "--data-dir") {
+            return problem;
+        }
+    }
+    let state = if dir.exists() {
+        "exists"
+    } else {
+        "will be created with mode 0700"
+    };
+    Check::Ok(format!("data directory {} ({state})", dir.display()))
+}
+
 /// What is wrong with `path` as a state directory, if anything: an existing
 /// one must be a directory of this user with mode 0700; a missing one needs a
 /// writable parent.
-fn directory_problem(path: &Path) -> Option<Check> {
+fn directory_problem(path: &Path, what: &str, flag: &str) -> Option<Check> {
     let shown = path.display();
     let me = geteuid();
     match std::fs::metadata(path) {
         Ok(meta) if !meta.is_dir() => Some(Check::fail(
-            format!("state directory {shown} is not a directory"),
-            "remove it or pass another --state-dir",
+            format!("{what} {shown} is not a directory"),
+            format!("remove it or pass another {flag}"),
         )),
         Ok(meta) if meta.uid() != me.as_raw() => Some(Check::fail(
             format!(
-                "state directory {shown} is owned by uid {}, not uid {me}",
+                "{what} {shown} is owned by uid {}, not uid {me}",
                 meta.uid()
             ),
-            format!("sudo chown {me} {shown}, or pass a --state-dir of your own"),
+            format!("sudo chown {me} {shown}, or pass a {flag} of your own"),
         )),
         Ok(meta) if meta.permissions().mode() & 0o777 != 0o700 => Some(Check::fail(
             format!(
-                "state directory {shown} has mode {:o}, not 700",
+                "{what} {shown} has mode {:o}, not 700",
                 meta.permissions().mode() & 0o777
             ),
             format!("chmod 700 {shown}"),
@@ -242,11 +274,11 @@ fn directory_problem(path: &Path) -> Option<Check> {
             (!writable).then(|| {
                 Check::fail(
                     format!(
-                        "state directory {shown} cannot be created: {} is not writable by uid {me}",
+                        "{what} {shown} cannot be created: {} is not writable by uid {me}",
                         parent.display()
                     ),
                     format!(
-                        "run as root, pass a --state-dir you can write, or create it: \
+                        "run as root, pass a {flag} you can write, or create it: \
                          sudo install -d -m 700 -o {me} {shown}"
                     ),
                 )
@@ -269,18 +301,30 @@ mod tests {
     fn directories_must_be_private_and_ours() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
-        assert_eq!(directory_problem(&dir), None, "creatable");
+        assert_eq!(
+            directory_problem(&dir, "state directory", "--state-dir"),
+            None,
+            "creatable"
+        );
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let Some(Check::Fail { fix, .. }) = directory_problem(&dir) else {
+        let Some(Check::Fail { fix, .. }) =
+            directory_problem(&dir, "state directory", "--state-dir")
+        else {
             panic!("mode 755 passed");
         };
         assert_eq!(fix, format!("chmod 700 {}", dir.display()));
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        assert_eq!(directory_problem(&dir), None);
+        assert_eq!(
+            directory_problem(&dir, "state directory", "--state-dir"),
+            None
+        );
         let file = tmp.path().join("f");
         std::fs::write(&file, b"").unwrap();
-        assert!(matches!(directory_problem(&file), Some(Check::Fail { .. })));
+        assert!(matches!(
+            directory_problem(&file, "state directory", "--state-dir"),
+            Some(Check::Fail { .. })
+        ));
     }
 
     #[test]

@@ -1,10 +1,13 @@
-//! Copying an execution's output to the terminal, from the executor (when
-//! this process owns it) or from its files (when another process does).
+//! Copying an execution's output to the terminal, from the executor (`run`,
+//! which owns it) or read with [`fcexec::inspect::logs`] (`logs`, whether or
+//! not it owns the executor: from the files, or decoded from the serial
+//! console while no supervisor has written them).
 //!
 //! When a read-only follower finds that the owner went away before the
 //! execution ended, `fcexec logs -f` opens the executor itself and goes on
 //! where it stopped: it reads from the start again and drops the bytes it
-//! already printed ([`Copier`] counts them per stream).
+//! already printed ([`Copier`] counts them per stream; a stream's positions
+//! are the same whether read from its file or decoded from the console).
 
 use fcexec::inspect::FileLogs;
 use fcexec::{LogChunk, LogStream, Logs};
@@ -16,7 +19,7 @@ use crate::output::Terminal;
 pub enum Source {
     /// The executor's own log stream.
     Owner(Logs),
-    /// The files, read without the lock.
+    /// The files (or the decoded serial console), read directly.
     Files(FileLogs),
 }
 
@@ -35,9 +38,9 @@ impl Source {
 pub struct Copier {
     /// Destination.
     terminal: Terminal,
-    /// Per stream (stdout, stderr): file offset up to which output was printed.
+    /// Per stream (stdout, stderr): stream offset up to which output was printed.
     printed: [u64; 2],
-    /// Per stream: file offset of the next byte the current source yields.
+    /// Per stream: stream offset of the next byte the current source yields.
     position: [u64; 2],
 }
 

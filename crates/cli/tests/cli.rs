@@ -261,7 +261,8 @@ fn doctor_passes_here() {
     let f = Fcexec::new();
     let doctor = f.run(&["doctor"]).expect(0);
     let lines: Vec<&str> = doctor.stdout.lines().collect();
-    assert_eq!(lines.len(), 4, "{doctor:?}");
+    assert_eq!(lines.len(), 5, "{doctor:?}");
+    assert!(lines[4].starts_with("ok   data directory"), "{doctor:?}");
     assert!(lines.iter().all(|l| l.starts_with("ok   ")), "{doctor:?}");
     assert!(lines[0].starts_with("ok   firecracker v1.16"), "{doctor:?}");
 }
@@ -295,4 +296,35 @@ fn usage_errors_exit_2() {
     f.run(&["frobnicate"]).expect(2);
     let help = f.run(&["--help"]).expect(0);
     assert!(help.stdout.contains("Exit codes:"), "{help:?}");
+}
+
+#[test]
+fn records_and_output_live_in_the_data_directory_sockets_in_the_state_directory() {
+    testkit::require_vmm!();
+    let f = Fcexec::new();
+    let data = f.dir.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let run = f.run(&[
+        "--data-dir",
+        data_arg,
+        "run",
+        "--id",
+        "d1",
+        "--job",
+        "out:kept%0A,hang",
+        "-d",
+    ]);
+    run.expect(0);
+    let exec_data = data.join("cli/d1");
+    let exec_run = f.state().join("cli/d1");
+    assert!(exec_data.join("record.json").exists());
+    assert!(exec_data.join("serial.log").exists());
+    assert!(exec_run.join("api.sock").exists());
+    assert!(!exec_run.join("record.json").exists());
+    assert!(f.state().join("cli/lock").exists());
+    let logs = f.run(&["--data-dir", data_arg, "logs", "d1"]).expect(0);
+    assert!(logs.stdout.contains("kept"), "{logs:?}");
+    f.run(&["--data-dir", data_arg, "rm", "d1"]).expect(0);
+    assert!(!exec_data.exists() && !exec_run.exists());
+    f.assert_nothing_left();
 }

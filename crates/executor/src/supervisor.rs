@@ -401,12 +401,15 @@ fn keep_captured(exec: &Execution, capture: Option<&Capture>) {
 
 /// Runs blocking work on the blocking pool. A panic there is re-raised
 /// here, where the execution's task guard turns it into a failed result.
+/// Work is cancelled only when the runtime shuts down, which is about to
+/// drop this task too: it then never resolves, so the task is dropped
+/// without a panic and its VM runs on, as it would after a shutdown.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(e) => match e.try_into_panic() {
             Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("blocking work was cancelled: {e}"),
+            Err(_) => std::future::pending().await,
         },
     }
 }

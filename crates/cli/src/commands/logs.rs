@@ -1,11 +1,18 @@
 //! `fcexec logs [-f] [--tail N] ID`: print an execution's output, stdout to
 //! stdout and stderr to stderr.
 //!
-//! With the executor free, this process opens it (re-attaching to a detached
-//! VM) and streams from it. With another process owning it, the files are
-//! read directly; when following and that owner goes away before the
-//! execution ends, this process takes over the executor and goes on without
-//! printing anything twice.
+//! The output is read with [`fcexec::inspect::logs`], from the files, or (in
+//! agent mode, before the execution ended) decoded from its serial console,
+//! so it is there at once even when no process supervises the execution
+//! (after `fcexec run -d`) or one in another process does.
+//!
+//! With the executor free, this process also opens it, which re-attaches a
+//! supervisor to a VM left running: it settles the execution when its VM
+//! ends, so that a follower sees the end. It is shut down (the VM left
+//! running) before the command returns. With another process owning it,
+//! only the files are read; when following and that owner goes away before
+//! the execution ends, this process takes over the executor and goes on
+//! without printing anything twice.
 
 use anyhow::anyhow;
 use fcexec::{inspect, LogOptions};
@@ -32,15 +39,16 @@ pub async fn run(ctx: &Context, args: LogsArgs) -> anyhow::Result<Exit> {
     for _ in 0..MAX_HANDOVERS {
         match access {
             Access::Owner(executor) => {
-                let logs = executor.logs(id, options)?;
-                copier.restart_at((0, 0));
-                copier.copy(&mut Source::Owner(logs)).await?;
+                // The reader follows until the execution ends, which this
+                // executor's supervisor settles.
+                let dirs = (executor.state_dir(), executor.runtime_dir());
+                let copied = copy(&mut copier, dirs, id, options, true).await;
+                executor.shutdown().await;
+                copied?;
                 return Ok(Exit::Success);
             }
-            Access::ReadOnly { dir } => {
-                let files = inspect::logs(&dir, id, options)?;
-                copier.restart_at(files.offsets());
-                copier.copy(&mut Source::Files(files)).await?;
+            Access::ReadOnly { dir, runtime } => {
+                copy(&mut copier, (&dir, &runtime), id, options, false).await?;
                 let ended = inspect::record(&dir, id).map_or(true, |r| r.phase.is_terminal());
                 if !options.follow || ended {
                     return Ok(Exit::Success);
@@ -55,4 +63,21 @@ pub async fn run(ctx: &Context, args: LogsArgs) -> anyhow::Result<Exit> {
     Err(anyhow!(
         "stopped following execution {id}: its executor kept changing hands; run `fcexec logs -f {id}` again"
     ))
+}
+
+/// Copies the output of execution `id` under `dirs` (data, runtime) to the
+/// terminal; `owned` when this process owns the executor.
+async fn copy(
+    copier: &mut Copier,
+    dirs: (&std::path::Path, &std::path::Path),
+    id: &str,
+    options: LogOptions,
+    owned: bool,
+) -> anyhow::Result<()> {
+    let mut logs = inspect::logs(dirs.0, id, options)?.locked_in(dirs.1);
+    if owned {
+        logs = logs.owned();
+    }
+    copier.restart_at(logs.offsets());
+    copier.copy(&mut Source::Files(logs)).await
 }

@@ -14,7 +14,9 @@ use crate::exit::Exit;
 pub async fn cancel(ctx: &Context, args: IdArg) -> anyhow::Result<Exit> {
     check_execution_id(&args.id)?;
     let executor = ctx.open().await?;
-    executor.cancel(&args.id).await?;
+    let cancelled = executor.cancel(&args.id).await;
+    executor.shutdown().await;
+    cancelled?;
     println!("{}", args.id);
     Ok(Exit::Success)
 }
@@ -29,10 +31,9 @@ pub async fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<Exit> {
         )
     })?;
     let executor = ctx.open().await?;
-    executor
-        .remove(&args.id, timeout)
-        .await
-        .with_context(|| format!("cannot remove execution {}", args.id))?;
+    let removed = executor.remove(&args.id, timeout).await;
+    executor.shutdown().await;
+    removed.with_context(|| format!("cannot remove execution {}", args.id))?;
     println!("{}", args.id);
     Ok(Exit::Success)
 }
@@ -41,7 +42,9 @@ pub async fn rm(ctx: &Context, args: RmArgs) -> anyhow::Result<Exit> {
 pub async fn cleanup(ctx: &Context) -> anyhow::Result<Exit> {
     let executor = ctx.open().await?;
     let count = executor.list().len();
-    executor.cleanup().await?;
+    let cleaned = executor.cleanup().await;
+    executor.shutdown().await;
+    cleaned?;
     println!("removed {count} execution(s)");
     Ok(Exit::Success)
 }

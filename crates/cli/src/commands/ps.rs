@@ -4,8 +4,14 @@
 //! The columns come from the persisted records ([`fcexec::inspect::list`]).
 //! When this process can open the executor, it does, so that VMs left running
 //! are re-attached and those that ended while nobody watched are settled; the
-//! executor's statuses then win over the records'. Otherwise (another process
+//! executor's statuses then win over the records', and it is shut down (its
+//! VMs left running) before the table is printed. Otherwise (another process
 //! owns it) the records are shown as they are.
+//!
+//! An execution whose record cannot be read is listed as corrupt: STATUS
+//! `corrupt` in the table, with the reason on stderr (and `fcexec rm ID` to
+//! delete it); in JSON, status `failed`, the reason in `corrupt` and, as the
+//! executor reports it, `error_msg`.
 
 use std::time::Duration;
 
@@ -35,14 +41,23 @@ pub async fn run(ctx: &Context, args: PsArgs) -> anyhow::Result<Exit> {
                     summary.status = status;
                 }
             }
+            executor.shutdown().await;
             all
         }
-        Access::ReadOnly { dir } => inspect::list(&dir),
+        Access::ReadOnly { dir, .. } => inspect::list(&dir),
     };
     if args.json {
         output::print_json(&all)?;
     } else {
         print!("{}", table(&all, now_ms()));
+        for s in &all {
+            if let Some(reason) = &s.corrupt {
+                eprintln!(
+                    "fcexec: execution {id} is corrupt: {reason}; `fcexec rm {id}` deletes it",
+                    id = s.execution_id
+                );
+            }
+        }
     }
     Ok(Exit::Success)
 }
@@ -53,14 +68,23 @@ fn table(all: &[Summary], now_ms: u64) -> String {
         .iter()
         .map(|s| {
             let exit = match (s.exit_code, s.killed) {
+                _ if s.corrupt.is_some() => "-".to_string(),
                 (Some(code), false) => code.to_string(),
                 (Some(code), true) => format!("{code} (killed)"),
                 (None, _) => "-".to_string(),
             };
+            let status = match s.corrupt {
+                Some(_) => "corrupt".to_string(),
+                None => s.status.to_string(),
+            };
+            let job = match s.job_id.as_str() {
+                "" => "-".to_string(),
+                job => job.to_string(),
+            };
             vec![
                 s.execution_id.clone(),
-                s.status.to_string(),
-                s.job_id.clone(),
+                status,
+                job,
                 output::ago(now_ms, s.created_ms),
                 exit,
             ]
@@ -87,6 +111,7 @@ mod tests {
             exit_code: exit,
             error_msg: String::new(),
             killed,
+            corrupt: None,
         }
     }
 
@@ -96,6 +121,7 @@ mod tests {
             summary("a", ExecutionStatus::Running, None, false),
             summary("b", ExecutionStatus::Failed, Some(-1), true),
             summary("c", ExecutionStatus::Success, Some(0), false),
+            Summary::corrupt("d", "its record cannot be read: EOF".into(), 1_000),
         ];
         let text = table(&all, 61_000);
         let lines: Vec<&str> = text.lines().collect();
@@ -103,5 +129,6 @@ mod tests {
         assert_eq!(lines[1], "a    running   demo   1m ago    -");
         assert_eq!(lines[2], "b    failed    demo   1m ago    -1 (killed)");
         assert_eq!(lines[3], "c    success   demo   1m ago    0");
+        assert_eq!(lines[4], "d    corrupt   -      1m ago    -");
     }
 }

@@ -53,8 +53,23 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Exit> {
     crate::context::check_execution_id(&id)?;
     let mut signals = Signals::new()?;
     let executor = open(ctx, args.max_output).await?;
+    let exit = run_on(&executor, &request, &args, &mut signals).await;
+    // Supervisors finish their step and let go of the VMs before the
+    // runtime goes (a detached VM runs on for a later `logs` or `wait`).
+    executor.shutdown().await;
+    exit
+}
+
+/// Starts `request` on `executor` and follows it as the options say.
+async fn run_on(
+    executor: &Executor,
+    request: &ExecutionRequest,
+    args: &RunArgs,
+    signals: &mut Signals,
+) -> anyhow::Result<Exit> {
+    let id = request.execution_id.clone();
     executor
-        .start(&request)
+        .start(request)
         .await
         .with_context(|| format!("cannot start execution {id}"))?;
     if args.detach {
@@ -62,8 +77,8 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     let (result, interrupted) = tokio::select! {
-        result = attach(&executor, &id, args.json) => (result?, None),
-        exit = signals.recv() => (cancel(&executor, &id).await?, Some(exit)),
+        result = attach(executor, &id, args.json) => (result?, None),
+        exit = signals.recv() => (cancel(executor, &id).await?, Some(exit)),
     };
     if args.json {
         output::print_json(&result)?;

@@ -2,12 +2,14 @@
 //! (as `run --json` does), and exit as `run` does.
 //!
 //! With the executor free, this process opens it, which re-attaches to a
-//! detached VM (or settles one that ended while nobody watched). With another
+//! detached VM (or settles one that ended while nobody watched), and shuts
+//! it down (the VMs left running) once the result is in. With another
 //! process owning it, the record is polled until it holds a result; if that
-//! owner goes away first, this process takes over.
+//! owner goes away first, this process takes over. An execution whose record
+//! cannot be read ends as the owner ends it: failed, `corrupt execution: ...`.
 
 use anyhow::anyhow;
-use fcexec::inspect::{self, POLL_INTERVAL};
+use fcexec::inspect::{self, InspectError, POLL_INTERVAL};
 use fcexec::ExecutionResult;
 
 use super::run::report;
@@ -31,12 +33,26 @@ pub async fn run(ctx: &Context, args: WaitArgs) -> anyhow::Result<Exit> {
 async fn wait(ctx: &Context, id: &str) -> anyhow::Result<ExecutionResult> {
     for _ in 0..MAX_HANDOVERS {
         match ctx.open_or_view().await? {
-            Access::Owner(executor) => return Ok(executor.wait(id).await?),
-            Access::ReadOnly { dir } => loop {
-                if let Some(result) = inspect::record(&dir, id)?.result {
-                    return Ok(result);
+            Access::Owner(executor) => {
+                let result = executor.wait(id).await;
+                executor.shutdown().await;
+                return Ok(result?);
+            }
+            Access::ReadOnly { dir, runtime } => loop {
+                match inspect::record(&dir, id) {
+                    Ok(record) => {
+                        if let Some(result) = record.result.clone() {
+                            return Ok(inspect::with_output(&dir, &record, result));
+                        }
+                    }
+                    Err(InspectError::Corrupt { reason, .. }) => {
+                        return Ok(ExecutionResult::failed(format!(
+                            "corrupt execution: {reason}"
+                        )))
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                if inspect::lock_holder(&dir).is_none() {
+                if inspect::lock_holder(&runtime).is_none() {
                     tracing::info!(%id, "the executor's owner went away; taking over");
                     break;
                 }

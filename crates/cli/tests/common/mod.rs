@@ -31,7 +31,12 @@ impl Fcexec {
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_fcexec"));
         cmd.arg("--state-dir").arg(self.state()).args(args);
-        for var in ["FCEXEC_STATE_DIR", "FCEXEC_EXECUTOR", "RUST_LOG"] {
+        for var in [
+            "FCEXEC_STATE_DIR",
+            "FCEXEC_DATA_DIR",
+            "FCEXEC_EXECUTOR",
+            "RUST_LOG",
+        ] {
             cmd.env_remove(var);
         }
         cmd.stdin(Stdio::null());

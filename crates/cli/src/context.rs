@@ -89,6 +89,7 @@ impl Context {
         ExecutorConfig {
             state_root: Some(self.root.clone()),
             data_root: Some(self.data_root.clone()),
+            launch_hook: crate::fault::pause_from_env(),
             ..ExecutorConfig::default()
         }
     }

@@ -17,6 +17,7 @@ mod context;
 mod demo;
 mod doctor;
 mod exit;
+mod fault;
 mod output;
 mod stream;
 

@@ -100,12 +100,15 @@ impl Executor {
             config,
         };
         let (state, max_output) = (executor.state.clone(), executor.config.max_output);
-        let found = tokio::task::spawn_blocking(move || crate::recovery::scan(&state, max_output))
-            .await
-            .map_err(|e| ExecutorError::Internal {
-                id: id.to_string(),
-                reason: format!("recovery failed: {e}"),
-            })?;
+        let firecracker = executor.ctx.launcher.firecracker.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            crate::recovery::scan(&state, max_output, &firecracker)
+        })
+        .await
+        .map_err(|e| ExecutorError::Internal {
+            id: id.to_string(),
+            reason: format!("recovery failed: {e}"),
+        })?;
         for f in found {
             executor.adopt(f);
         }
@@ -147,12 +150,7 @@ impl Executor {
             return Err(ExecutorError::ShuttingDown);
         }
         let (owned, host) = (request.clone(), self.host);
-        let mut valid = tokio::task::spawn_blocking(move || crate::validate(&owned, &host))
-            .await
-            .map_err(|e| ExecutorError::Internal {
-                id: request.execution_id.clone(),
-                reason: format!("validation failed: {e}"),
-            })??;
+        let mut valid = crate::validate::validate_within(owned, host, &self.config).await?;
         valid.timeout = valid.timeout.or(self.config.default_timeout);
         if valid.persist_logs.is_zero() {
             valid.persist_logs = self.config.default_retention.unwrap_or_default();

@@ -1,8 +1,9 @@
 //! Launching: from a validated request to a booted VM, all or nothing.
 //!
 //! [`Launcher::spawn`]: create the execution's directory, write the plan's
-//! files, open the output capture, spawn firecracker with `--config-file`
-//! (it boots at once) and save the record. [`Launcher::boot`]: wait for the
+//! files, open the output capture, save the record (flushed to the disk),
+//! spawn firecracker with `--config-file` (it boots at once) and complete
+//! the record with its pid. [`Launcher::boot`]: wait for the
 //! VMM's log to say the guest started. Each returns a value; neither touches
 //! the registry or the execution's phase (its task does, between the two).
 //!
@@ -38,22 +39,26 @@ pub enum LaunchStep {
     WriteFiles,
     /// Open the output capture.
     OpenOutput,
+    /// Save the record (flushed to the disk) that lets a restarted executor
+    /// find the VMM, before it exists.
+    SaveRecord,
     /// Spawn the VMM.
     Spawn,
-    /// Save the record that lets a restarted executor find the VMM.
-    SaveRecord,
+    /// Complete the record with the VMM's pid.
+    SaveVmm,
     /// Wait for the VMM to say it started the guest.
     WaitStarted,
 }
 
 impl LaunchStep {
     /// Every step, in order.
-    pub const ALL: [LaunchStep; 6] = [
+    pub const ALL: [LaunchStep; 7] = [
         LaunchStep::CreateDir,
         LaunchStep::WriteFiles,
         LaunchStep::OpenOutput,
-        LaunchStep::Spawn,
         LaunchStep::SaveRecord,
+        LaunchStep::Spawn,
+        LaunchStep::SaveVmm,
         LaunchStep::WaitStarted,
     ];
 }
@@ -271,7 +276,15 @@ fn spawn_blocking_part(
             Capture::open(&paths.serial(), sink, max_output).map_err(LaunchError::Output)
         })
         .map_err(fail)?;
-    let vmm = steps
+    record.phase = Phase::Booting;
+    // From here on, a restarted executor finds this execution, and its VMM
+    // by pid or, if we crash before saving that, by its API socket.
+    steps
+        .run(LaunchStep::SaveRecord, || {
+            record.save(&paths.record()).map_err(LaunchError::Record)
+        })
+        .map_err(fail)?;
+    let mut vmm = steps
         .run(LaunchStep::Spawn, || {
             let options = SpawnOptions {
                 firecracker: firecracker.to_path_buf(),
@@ -289,17 +302,14 @@ fn spawn_blocking_part(
                 .map_err(LaunchError::Vmm)
         })
         .map_err(fail)?;
-    let mut vmm = vmm;
     record.pid = Some(vmm.pid());
     record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
-    record.phase = Phase::Booting;
-    // The one write of the record: from here on, a restarted executor finds this VM.
-    let saved = steps.run(LaunchStep::SaveRecord, || {
-        record.save(&paths.record()).map_err(LaunchError::Record)
+    let saved = steps.run(LaunchStep::SaveVmm, || {
+        ExecutionRecord::save_vmm(&paths.record(), vmm.pid(), record.pid_start_time)
+            .map_err(LaunchError::Record)
     });
     if let Err(e) = saved {
-        // Without a record no one could find the VM again: stop and reap it
-        // now; `created` removes the directory as it drops.
+        // Stop and reap it now; `created` removes the directory as it drops.
         runtime.block_on(stop_quickly(&mut vmm));
         return Err(fail(e));
     }
@@ -368,7 +378,7 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
                 DriveRole::Output { index, target } => Some(OutputCopy {
                     image: d.path.display().to_string(),
                     destination: dir
-                        .join(output_name(*index, target, &d.path))
+                        .join(output_name(&valid.execution_id, *index, target, &d.path))
                         .display()
                         .to_string(),
                 }),
@@ -398,35 +408,68 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
     }
 }
 
-/// The file name an output image gets under `results_dir`: the last
-/// component of its target, else of its image, prefixed by its index.
-pub fn output_name(index: usize, target: &str, image: &std::path::Path) -> String {
+/// The file name an output image gets under `results_dir`:
+/// `<execution id>-<index>-<name>`, where `<name>` is the last component of
+/// the target, else of the image. Every character of `<name>` outside
+/// `[A-Za-z0-9._]` becomes `_` (a `-` too), so the name splits back into its
+/// three parts from the right: executions sharing a `results_dir` never get
+/// the same name, and neither do two outputs of one execution. `<name>` is
+/// cut so the whole stays within 200 bytes.
+pub fn output_name(
+    execution_id: &str,
+    index: usize,
+    target: &str,
+    image: &std::path::Path,
+) -> String {
+    // The longest name returned (ext4 and most file systems take 255 bytes).
+    const OUTPUT_NAME_MAX: usize = 200;
     let from_target = target
         .rsplit('/')
         .find(|c| !c.is_empty() && *c != "." && *c != "..");
     let from_image = image.file_name().and_then(|n| n.to_str());
     let base = from_target.or(from_image).unwrap_or("output");
+    // Execution ids are validated to `[A-Za-z0-9._-]`; mapped again so a
+    // name never holds a `/` whatever the caller passes.
+    let id: String = execution_id
+        .chars()
+        .map(
+            |c| match c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                true => c,
+                false => '_',
+            },
+        )
+        .collect();
+    let prefix = format!("{id}-{index}-");
+    let room = OUTPUT_NAME_MAX.saturating_sub(prefix.len()).max(1);
     let safe: String = base
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(
+            |c| match c.is_ascii_alphanumeric() || matches!(c, '.' | '_') {
+                true => c,
+                false => '_',
+            },
+        )
+        .take(room)
         .collect();
-    format!("{index}-{safe}")
+    format!("{prefix}{safe}")
 }
 
 /// Firecracker's `--id` allows only `[A-Za-z0-9-]` (it aborts on anything
 /// else); execution ids also allow `.` and `_`, which become `-`. The id only
 /// names the VMM in its own log, so two ids mapping alike is harmless.
+///
+/// The id never starts with `-`: Firecracker's argument parser would take
+/// it for an option (it has no `--id=value` form), so an execution id
+/// starting with `_` becomes `x-...`.
 pub fn vmm_id(execution_id: &str) -> String {
-    execution_id
+    let id: String = execution_id
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
+        .collect();
+    match id.starts_with('-') {
+        true => format!("x{id}").chars().take(64).collect(),
+        false => id,
+    }
 }
 
 fn creation(id: &str, source: LaunchError) -> ExecutorError {
@@ -444,14 +487,26 @@ mod tests {
     #[test]
     fn vmm_ids_are_what_firecracker_accepts() {
         assert_eq!(vmm_id("job_1.retry-2"), "job-1-retry-2");
+        assert_eq!(vmm_id("_x"), "x-x");
         assert!(firecracker_api::process::check_instance_id(&vmm_id("a_b.c")).is_ok());
     }
 
     #[test]
     fn output_names_are_safe_and_unique() {
-        assert_eq!(output_name(0, "/mnt/out", Path::new("/x/o.img")), "0-out");
-        assert_eq!(output_name(1, "", Path::new("/x/o.img")), "1-o.img");
-        assert_eq!(output_name(2, "/a/../..", Path::new("/x/o.img")), "2-a");
-        assert_eq!(output_name(3, "we ird", Path::new("/x/o.img")), "3-we_ird");
+        let img = Path::new("/x/o.img");
+        assert_eq!(output_name("e1", 0, "/mnt/out", img), "e1-0-out");
+        assert_eq!(output_name("e1", 1, "", img), "e1-1-o.img");
+        assert_eq!(output_name("e1", 2, "/a/../..", img), "e1-2-a");
+        assert_eq!(output_name("e1", 3, "we ird", img), "e1-3-we_ird");
+        assert_eq!(output_name("e.1_x", 4, "/my-out/", img), "e.1_x-4-my_out");
+        assert_eq!(output_name("../x", 0, "/out", img), ".._x-0-out");
+        // Ids and indices that could run together still give distinct names.
+        assert_ne!(
+            output_name("a", 0, "/1-x", img),
+            output_name("a-0", 1, "/x", img)
+        );
+        let long = output_name(&"i".repeat(64), 99, &"t".repeat(255), img);
+        assert_eq!(long.len(), 200);
+        assert!(long.starts_with(&format!("{}-99-ttt", "i".repeat(64))));
     }
 }

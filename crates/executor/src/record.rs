@@ -1,8 +1,10 @@
 //! The persisted record of one execution: what a restarted executor needs to
 //! find its VM again, and the result once there is one.
 //!
-//! A record is three files, each written once and never replaced:
-//! `record.json` (written when the VMM is spawned: what to re-attach to),
+//! A record is a few files, each written once and never replaced:
+//! `record.json` (written, and flushed to the disk with its directory,
+//! before the VMM is spawned), `key` (the agent's key, mode 0600, deleted at
+//! the end), `vmm.json` (the VMM's pid and start time, once it runs),
 //! `cancel` (present once cancel was asked) and `result.json` (the end).
 //! Each is written to a temporary name and renamed into place, so a crash
 //! never leaves a torn file; and since no rename replaces an existing file,
@@ -41,8 +43,9 @@ pub struct ExecutionRecord {
     pub phase: Phase,
     /// How the guest reports.
     pub mode: Mode,
-    /// The agent-mode key, as hex (the directory is mode 0700).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The agent-mode key, as hex. Kept in its own file (`key`, mode 0600),
+    /// not in `record.json`, and deleted when the execution ends.
+    #[serde(default, skip_serializing)]
     pub key: Option<String>,
     /// The VMM's pid, once spawned.
     #[serde(default)]
@@ -91,12 +94,40 @@ const RESULT_FILE: &str = "result.json";
 /// The file whose presence says cancel was asked.
 const CANCEL_FILE: &str = "cancel";
 
-/// Writes `bytes` to a temporary file and renames it to `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    let mut file = std::fs::File::create(&tmp)?;
+/// The file holding the VMM's pid and start time, written once it runs.
+const VMM_FILE: &str = "vmm.json";
+/// The file holding the agent's key while the execution lives.
+const KEY_FILE: &str = "key";
+
+/// Where the VMM of an execution runs (`vmm.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct VmmProcess {
+    pid: u32,
+    pid_start_time: Option<u64>,
+}
+
+/// Writes `bytes` (mode 0600) to a temporary file and renames it to `path`;
+/// `durable` also flushes the file and then its directory to the disk.
+fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
     file.write_all(bytes)?;
-    std::fs::rename(&tmp, path)
+    if durable {
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if durable {
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// The record format version written by this code.
@@ -111,12 +142,38 @@ pub fn now_ms() -> u64 {
 }
 
 impl ExecutionRecord {
-    /// Writes the record atomically to `path` (`record.json`).
+    /// Writes the record (and the key, in its own file) atomically and
+    /// durably to `path` (`record.json`): it is on the disk before the VMM
+    /// it describes is spawned, so a crash cannot leave a VMM no one can find.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(key) = &self.key {
+            write_atomically(&path.with_file_name(KEY_FILE), key.as_bytes(), false)?;
+        }
         write_atomically(
             path,
             &serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+            true,
         )
+    }
+
+    /// Completes the record at `path` with the spawned VMM's pid and start
+    /// time (`vmm.json`). Not flushed: a restarted executor that finds the
+    /// record without it looks for the VMM by its API socket.
+    pub fn save_vmm(path: &Path, pid: u32, pid_start_time: Option<u64>) -> std::io::Result<()> {
+        let vmm = VmmProcess {
+            pid,
+            pid_start_time,
+        };
+        let json = serde_json::to_vec(&vmm).map_err(std::io::Error::other)?;
+        write_atomically(&path.with_file_name(VMM_FILE), &json, false)
+    }
+
+    /// Deletes the key next to the record at `path` (the execution ended).
+    pub fn forget_key(path: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(path.with_file_name(KEY_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Writes the end (phase, result, end time) next to the record at `path`,
@@ -133,7 +190,7 @@ impl ExecutionRecord {
             finished_ms: self.finished_ms,
         };
         let json = serde_json::to_vec_pretty(&outcome).map_err(std::io::Error::other)?;
-        write_atomically(&path.with_file_name(RESULT_FILE), &json)
+        write_atomically(&path.with_file_name(RESULT_FILE), &json, false)
     }
 
     /// Notes, next to the record at `path`, that cancel was asked.
@@ -158,6 +215,21 @@ impl ExecutionRecord {
         }
         if path.with_file_name(CANCEL_FILE).exists() {
             record.cancel_requested = true;
+        }
+        match std::fs::read(path.with_file_name(VMM_FILE)) {
+            Ok(bytes) => {
+                let vmm: VmmProcess = serde_json::from_slice(&bytes)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                record.pid = Some(vmm.pid);
+                record.pid_start_time = vmm.pid_start_time;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        match std::fs::read_to_string(path.with_file_name(KEY_FILE)) {
+            Ok(key) => record.key = Some(key),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         match std::fs::read(path.with_file_name(RESULT_FILE)) {
             Ok(bytes) => {
@@ -215,7 +287,15 @@ mod tests {
         let r = record();
         r.save(&path).unwrap();
         assert_eq!(ExecutionRecord::load(&path).unwrap(), r);
-        assert!(!dir.path().join("record.json.tmp").exists());
+        assert!(!dir.path().join("record.tmp").exists());
+        // The key is in its own private file, not in record.json.
+        let json = std::fs::read_to_string(&path).unwrap();
+        assert!(!json.contains("\"key\""), "{json}");
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::fs::metadata(dir.path().join(KEY_FILE)).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+        ExecutionRecord::forget_key(&path).unwrap();
+        assert_eq!(ExecutionRecord::load(&path).unwrap().key, None);
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //!
 //! Blocking (it reads every record): run it on the blocking pool.
 
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+
 use firecracker_api::{AttachOptions, Vmm};
 
 use crate::capture::{Capture, Sink};
@@ -52,15 +56,16 @@ pub enum FoundState {
     Corrupt(String),
 }
 
-/// Everything in `state`, with `max_output` the output cap for live ones.
-pub fn scan(state: &StateDir, max_output: u64) -> Vec<Found> {
+/// Everything in `state`, with `max_output` the output cap for live ones
+/// and `firecracker` the binary their VMMs run.
+pub fn scan(state: &StateDir, max_output: u64, firecracker: &Path) -> Vec<Found> {
     let now = now_ms();
     state
         .execution_ids()
         .into_iter()
         .filter_map(|id| {
             let paths = state.execution(&id).ok()?;
-            let found = load(&id, &paths, now, max_output)?;
+            let found = load(&id, &paths, now, max_output, firecracker)?;
             Some(Found {
                 id,
                 paths,
@@ -70,11 +75,22 @@ pub fn scan(state: &StateDir, max_output: u64) -> Vec<Found> {
         .collect()
 }
 
-fn load(id: &str, paths: &ExecPaths, now: u64, max_output: u64) -> Option<FoundState> {
-    let record = match ExecutionRecord::load(&paths.record()) {
+fn load(
+    id: &str,
+    paths: &ExecPaths,
+    now: u64,
+    max_output: u64,
+    firecracker: &Path,
+) -> Option<FoundState> {
+    let mut record = match ExecutionRecord::load(&paths.record()) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // The record is written as the VMM is spawned: without one, no VM ran.
+            // The record is saved before the VMM is spawned: without one, no
+            // VMM should exist. One that does anyway is stopped, not left.
+            if let Some((pid, start_time)) = find_by_socket(&paths.api_socket()) {
+                tracing::warn!(%id, pid, "stopping a VMM whose execution has no record");
+                kill(id, paths, pid, start_time);
+            }
             tracing::warn!(%id, "removing an execution directory without a record (a launch that did not finish)");
             let _ = paths.remove();
             return None;
@@ -94,8 +110,23 @@ fn load(id: &str, paths: &ExecPaths, now: u64, max_output: u64) -> Option<FoundS
     if record.phase.is_terminal() {
         return Some(FoundState::Finished(record));
     }
-    let vmm = match (record.pid, record.pid_start_time) {
-        (Some(pid), Some(start_time)) => Vmm::attach(AttachOptions {
+    // Adopt only the VMM fcexec started: pid and start time, and a process
+    // that is firecracker serving this execution's API socket. A record
+    // without a pid is one whose launch was cut short after the spawn.
+    let socket = paths.api_socket();
+    let process = match (record.pid, record.pid_start_time) {
+        (Some(pid), Some(start)) if is_vmm_of(pid, &socket, firecracker) => Some((pid, start)),
+        (Some(pid), _) => {
+            tracing::warn!(%id, pid, "the recorded pid is not this execution's VMM (any more); not adopting it");
+            None
+        }
+        (None, _) => find_by_socket(&socket),
+    };
+    if let Some((pid, start)) = process {
+        (record.pid, record.pid_start_time) = (Some(pid), Some(start));
+    }
+    let vmm = match process {
+        Some((pid, start_time)) => Vmm::attach(AttachOptions {
             pid,
             start_time,
             id: id.to_string(),
@@ -107,7 +138,7 @@ fn load(id: &str, paths: &ExecPaths, now: u64, max_output: u64) -> Option<FoundS
             tracing::warn!(%id, error = %e, "cannot re-attach");
             None
         }),
-        _ => None,
+        None => None,
     };
     let vmm = vmm.map(|mut vmm| {
         vmm.set_kill_on_drop(false);
@@ -136,4 +167,85 @@ fn load(id: &str, paths: &ExecPaths, now: u64, max_output: u64) -> Option<FoundS
         vmm,
         capture,
     })
+}
+
+/// Stops the VMM `pid` (checked by its start time) of an execution that
+/// cannot be supervised.
+fn kill(id: &str, paths: &ExecPaths, pid: u32, start_time: u64) {
+    let attached = Vmm::attach(AttachOptions {
+        pid,
+        start_time,
+        id: id.to_string(),
+        api_socket: Some(paths.api_socket()),
+        log_path: paths.vmm_log(),
+        extra_sockets: vec![],
+    });
+    // A handle that kills on drop (the default) sends SIGKILL as it goes.
+    drop(attached);
+}
+
+/// The command line of process `pid`, split at its NULs.
+fn cmdline(pid: u32) -> Option<Vec<OsString>> {
+    let bytes = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        bytes
+            .split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| OsString::from_vec(a.to_vec()))
+            .collect(),
+    )
+}
+
+/// True when `args` hold `--api-sock <socket>`.
+fn serves(args: &[OsString], socket: &Path) -> bool {
+    args.windows(2)
+        .any(|w| w[0] == "--api-sock" && Path::new(&w[1]) == socket)
+}
+
+/// True when process `pid` runs the `firecracker` binary (by name: an
+/// upgraded binary shows as "... (deleted)") and serves `socket`.
+fn is_vmm_of(pid: u32, socket: &Path, firecracker: &Path) -> bool {
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+        return false;
+    };
+    let exe = exe.to_string_lossy();
+    let exe_name = exe.trim_end_matches(" (deleted)").rsplit('/').next();
+    let name = firecracker.file_name().map(|n| n.to_string_lossy());
+    exe_name.is_some()
+        && exe_name == name.as_deref()
+        && cmdline(pid).is_some_and(|a| serves(&a, socket))
+}
+
+/// The running firecracker serving `socket`, with its start time: how a VMM
+/// spawned just before a crash (its pid not saved yet) is found.
+fn find_by_socket(socket: &Path) -> Option<(u32, u64)> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|&pid| cmdline(pid).is_some_and(|a| serves(&a, socket)))
+        .and_then(|pid| Some((pid, firecracker_api::attach::start_time(pid)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_is_a_vmm_of_this_execution_only_by_binary_and_socket() {
+        let me = std::process::id();
+        let socket = Path::new("/run/fcexec/x/e/api.sock");
+        // This test binary is neither firecracker nor serving the socket.
+        assert!(!is_vmm_of(
+            me,
+            socket,
+            Path::new("/usr/local/bin/firecracker")
+        ));
+        assert!(find_by_socket(socket).is_none());
+        let args: Vec<OsString> = ["firecracker", "--api-sock", "/run/fcexec/x/e/api.sock"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert!(serves(&args, socket));
+        assert!(!serves(&args[..2], socket));
+    }
 }

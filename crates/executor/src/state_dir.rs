@@ -30,7 +30,7 @@
 //! path longer than a Unix socket address can hold.
 
 use std::fs::{DirBuilder, File};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use firecracker_api::process::MAX_SOCKET_PATH;
@@ -39,7 +39,7 @@ use firecracker_api::process::MAX_SOCKET_PATH;
 #[derive(Debug, thiserror::Error)]
 pub enum StateDirError {
     /// An id that is empty, too long, or could escape the directory.
-    #[error("{field}: {id:?} is not a valid id; use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-', not starting with '.'")]
+    #[error("{field}: {id:?} is not a valid id; use 1 to 64 characters from A-Z, a-z, 0-9, '.', '_' and '-', not starting with '.' or '-'")]
     InvalidId {
         /// The field holding the id.
         field: &'static str,
@@ -69,6 +69,16 @@ pub enum StateDirError {
         /// The I/O error.
         #[source]
         source: std::io::Error,
+    },
+    /// The directory exists but cannot be trusted with executions' state.
+    #[error("state directory {path} {problem}: another user could change what fcexec reads and writes there; {fix}")]
+    Untrusted {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+        /// How to fix it.
+        fix: String,
     },
     /// Another executor process holds the directory.
     #[error("state directory {0} is in use by another fcexec executor (its lock is held); stop it or use another executor id or directory")]
@@ -106,6 +116,8 @@ pub fn check_id(field: &'static str, id: &str) -> Result<(), StateDirError> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && !id.starts_with('.')
+        // Not an option to a program that gets the id as an argument.
+        && !id.starts_with('-')
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
@@ -145,7 +157,7 @@ impl StateDir {
             move |source| StateDirError::Io { path, source }
         };
         for dir in [run_root, &run, data_root, &data] {
-            make_private_dir(dir).map_err(io(dir))?;
+            private_dir(dir)?;
         }
         let lock_path = run.join("lock");
         let lock = File::options()
@@ -225,10 +237,72 @@ fn lock_briefly_patient(lock: &File) -> bool {
     false
 }
 
-/// Creates a directory with mode 0700, or tightens an existing one to 0700.
-fn make_private_dir(path: &Path) -> std::io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+/// Creates a directory with mode 0700, or checks that an existing one can
+/// be trusted: a real directory (not a symbolic link), owned by this user,
+/// writable by no one else. Someone else's directory is refused, never
+/// changed.
+fn private_dir(path: &Path) -> Result<(), StateDirError> {
+    let io = |source| StateDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) => check_trusted(path, &meta),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(path)
+                .map_err(io)?;
+            // Checked again: something else may have been put there meanwhile.
+            check_trusted(path, &std::fs::symlink_metadata(path).map_err(io)?)
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+/// Why `meta` (of `path`) is not a directory fcexec may keep its state in.
+fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), StateDirError> {
+    use std::os::unix::fs::MetadataExt;
+    let untrusted = |problem: String, fix: String| StateDirError::Untrusted {
+        path: path.to_path_buf(),
+        problem,
+        fix,
+    };
+    let shown = path.display();
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.file_type().is_symlink() {
+        return Err(untrusted(
+            "is a symbolic link".into(),
+            format!("give the directory it points to instead, or remove the link {shown}"),
+        ));
+    }
+    if !meta.is_dir() {
+        return Err(untrusted(
+            "is not a directory".into(),
+            format!("remove {shown} or choose another directory"),
+        ));
+    }
+    if meta.uid() != me {
+        return Err(untrusted(
+            format!(
+                "is owned by uid {}, not by this user (uid {me})",
+                meta.uid()
+            ),
+            format!("remove it if it is not in use, or choose a directory of your own"),
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(untrusted(
+            format!(
+                "is writable by group or others (mode {:o})",
+                meta.mode() & 0o7777
+            ),
+            format!("chmod 700 {shown}"),
+        ));
+    }
+    Ok(())
 }
 
 /// The files of one execution.
@@ -358,6 +432,7 @@ impl ExecPaths {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn ids_that_escape_are_rejected() {
@@ -370,6 +445,8 @@ mod tests {
             ".hidden",
             "a b",
             "a\0b",
+            "-x",
+            "--help",
             &"x".repeat(65),
         ] {
             assert!(check_id("execution_id", bad).is_err(), "{bad:?}");
@@ -389,6 +466,49 @@ mod tests {
         assert!(matches!(err, StateDirError::Locked(_)), "{err}");
         drop(dir);
         StateDir::open(root.path(), root.path(), "ex1").unwrap();
+    }
+
+    #[test]
+    fn untrusted_directories_are_refused_and_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let open = |root: &Path| StateDir::open(root, root, "ex");
+        // World-writable: refused, not chmod-ed.
+        let open_dir = tmp.path().join("open");
+        std::fs::create_dir(&open_dir).unwrap();
+        std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = open(&open_dir).unwrap_err();
+        assert!(
+            err.to_string().contains("writable by group or others"),
+            "{err}"
+        );
+        let mode = std::fs::metadata(&open_dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o777);
+        // A symbolic link in place of the root.
+        let real = tmp.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let err = open(&link).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        // A file in place of the executor's directory.
+        std::fs::write(real.join("ex"), b"").unwrap();
+        let err = open(&real).unwrap_err();
+        assert!(err.to_string().contains("not a directory"), "{err}");
+    }
+
+    #[test]
+    fn a_directory_of_another_user_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: needs root to chown a directory to another user");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let theirs = tmp.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let err = StateDir::open(&theirs, &theirs, "ex").unwrap_err();
+        assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     }
 
     #[test]

@@ -337,6 +337,9 @@ impl<M: Machine> Supervisor<M> {
                 tracing::warn!(error = %e, "cannot remove the VM's runtime files");
             }
             crate::results::write_logs(&exec, &record);
+            if let Err(e) = ExecutionRecord::forget_key(&exec.paths.record()) {
+                tracing::warn!(error = %e, "cannot delete the agent's key");
+            }
             // Persisted before it is published: a waiter may remove the directory at once.
             if let Err(e) = saved.save_outcome(&exec.paths.record()) {
                 tracing::warn!(error = %e, "cannot persist the result");

@@ -178,3 +178,34 @@ async fn corrupt_records_are_listed_failed_with_the_reason_and_removable() {
     assert!(ex.list().is_empty());
     assert!(!dir.join("truncated").exists() && !dir.join("garbage").exists());
 }
+
+#[tokio::test]
+async fn a_record_naming_another_process_never_gets_it_signalled() {
+    let h = Harness::new(testkit::require_vmm!());
+    // A process fcexec did not start, named by a forged record with its
+    // real pid and start time.
+    let mut other = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let pid = other.id();
+    let start = firecracker_api::attach::start_time(pid).unwrap();
+    let dir = h.state_root().join("forged/f");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "version": 1, "job_id": "j", "execution_id": "f", "phase": "running",
+        "mode": "plain", "pid": pid, "pid_start_time": start, "created_ms": 1
+    });
+    std::fs::write(dir.join("record.json"), record.to_string()).unwrap();
+    let ex = h.executor("forged").await;
+    // Not adopted: the execution is settled as failed, the process untouched.
+    let result = ex.wait("f").await.unwrap();
+    assert_eq!(result.exit_code, -1, "{result:?}");
+    ex.cleanup().await.unwrap();
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the other process was signalled"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+}

@@ -11,6 +11,13 @@
 //!    directories owned by this user with mode 0700, or can be created; the
 //!    socket paths fit.
 //!
+//! Warnings, which do not fail the doctor, go to standard error as `warn
+//! <problem>; fix: <how>`:
+//!
+//! 5. request paths: the executor's [`fcexec::validate::PathPolicy`] allows
+//!    every host directory (the CLI's always does; a node embedding fcexec
+//!    should restrict it, see the README's "Restricting request paths").
+//!
 //! Nothing is changed on the host. Exits 1 when any check fails.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -20,6 +27,7 @@ use firecracker_api::version::{self, FIRST_UNSUPPORTED, MIN_SUPPORTED};
 use nix::unistd::{access, geteuid, AccessFlags};
 
 use crate::args::Global;
+use crate::context::Context;
 use crate::exit::Exit;
 
 /// How to install Firecracker.
@@ -42,6 +50,13 @@ enum Check {
         /// The fix.
         fix: String,
     },
+    /// Works, but is risky: what, and how to fix it. Not a failure.
+    Warn {
+        /// The risk.
+        problem: String,
+        /// The fix.
+        fix: String,
+    },
 }
 
 impl Check {
@@ -58,6 +73,7 @@ impl std::fmt::Display for Check {
         match self {
             Check::Ok(what) => write!(f, "ok   {what}"),
             Check::Fail { problem, fix } => write!(f, "FAIL {problem}; fix: {fix}"),
+            Check::Warn { problem, fix } => write!(f, "warn {problem}; fix: {fix}"),
         }
     }
 }
@@ -74,6 +90,13 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
     for check in &checks {
         println!("{check}");
     }
+    let config = match Context::new(global) {
+        Ok(ctx) => ctx.config(),
+        Err(_) => fcexec::ExecutorConfig::default(),
+    };
+    if let Some(warning) = path_policy(&config.path_policy) {
+        eprintln!("{warning}");
+    }
     let failed = checks
         .iter()
         .filter(|c| matches!(c, Check::Fail { .. }))
@@ -82,6 +105,19 @@ pub async fn run(global: &Global) -> anyhow::Result<Exit> {
         Exit::Success
     } else {
         Exit::Failure
+    })
+}
+
+/// A warning while `policy` allows request paths from every directory.
+fn path_policy(policy: &fcexec::validate::PathPolicy) -> Option<Check> {
+    policy.allows_everything().then(|| Check::Warn {
+        problem: "request paths: kernels, root file systems and volumes may come from any host \
+                  directory (the executor's path policy allows everything)"
+            .into(),
+        fix: "where requests come from others, embed fcexec with \
+              ExecutorConfig::path_policy listing the image and volume directories (README: \
+              Restricting request paths)"
+            .into(),
     })
 }
 
@@ -295,6 +331,17 @@ mod tests {
     fn lines_start_with_ok_or_fail() {
         assert_eq!(Check::Ok("x".into()).to_string(), "ok   x");
         assert_eq!(Check::fail("y", "z").to_string(), "FAIL y; fix: z");
+    }
+
+    #[test]
+    fn an_unrestricted_path_policy_is_a_warning() {
+        use fcexec::validate::PathPolicy;
+        let warning = path_policy(&PathPolicy::default()).expect("a warning");
+        let line = warning.to_string();
+        assert!(line.starts_with("warn request paths: "), "{line}");
+        assert!(line.contains("; fix: "), "{line}");
+        assert!(line.contains("ExecutorConfig::path_policy"), "{line}");
+        assert_eq!(path_policy(&PathPolicy::only(["/srv/images"])), None);
     }
 
     #[test]

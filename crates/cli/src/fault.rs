@@ -74,7 +74,10 @@ mod tests {
         assert_eq!(parse("nope:1"), None);
         assert_eq!(parse("spawn"), None);
         for step in LaunchStep::ALL {
-            assert_eq!(parse(&format!("{}:1", step_name(step))).map(|p| p.0), Some(step));
+            assert_eq!(
+                parse(&format!("{}:1", step_name(step))).map(|p| p.0),
+                Some(step)
+            );
         }
     }
 }

@@ -22,7 +22,10 @@ fn a_killed_run_leaves_no_vmm_that_ps_and_cleanup_cannot_see() {
             .spawn()
             .unwrap();
         let record = f.state().join("cli/k/record.json");
-        assert!(eventually(Duration::from_secs(10), || record.exists()), "{step}");
+        assert!(
+            eventually(Duration::from_secs(10), || record.exists()),
+            "{step}"
+        );
         // Well inside the pause (and, from "save-vmm" on, after the spawn).
         std::thread::sleep(Duration::from_millis(500));
         child.kill().unwrap();

@@ -10,6 +10,8 @@ use firecracker_api::StopPolicy;
 use crate::launch::LaunchHook;
 use crate::resources::HostLimits;
 use crate::state_dir::{default_data_root, default_root, StateDirError};
+pub use crate::validate::PathPolicy;
+use crate::validate::{OpenHook, DEFAULT_VALIDATION_TIMEOUT};
 
 /// How an executor is set up. `Default` gives the documented defaults.
 ///
@@ -61,6 +63,20 @@ pub struct ExecutorConfig {
     pub default_retention: Option<Duration>,
     /// Watches (and, in tests, fails) each launch step.
     pub launch_hook: Option<Arc<dyn LaunchHook>>,
+    /// The host directories a request's kernel, initrd, root file system
+    /// and volumes may come from (resolved paths); default: any directory.
+    /// A node that takes requests from others should restrict it; `fcexec
+    /// doctor` warns while it allows everything.
+    pub path_policy: PathPolicy,
+    /// The longest the validation of one request may take (it looks at host
+    /// files, which a hung file system can block); past it the request is
+    /// refused naming the field being checked. Default 10 s.
+    pub validation_timeout: Duration,
+    /// Test seam: called before each host file is opened during
+    /// validation (see [`crate::validate::OpenHook`]); a test blocks in it
+    /// to stand in for a file system that does not answer.
+    #[doc(hidden)]
+    pub validation_hook: Option<OpenHook>,
 }
 
 impl Default for ExecutorConfig {
@@ -80,6 +96,9 @@ impl Default for ExecutorConfig {
             result_output: 1 << 20,
             default_retention: None,
             launch_hook: None,
+            path_policy: PathPolicy::default(),
+            validation_timeout: DEFAULT_VALIDATION_TIMEOUT,
+            validation_hook: None,
         }
     }
 }

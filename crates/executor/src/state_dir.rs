@@ -290,7 +290,7 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<(), StateDirEr
                 "is owned by uid {}, not by this user (uid {me})",
                 meta.uid()
             ),
-            format!("remove it if it is not in use, or choose a directory of your own"),
+            "remove it if it is not in use, or choose a directory of your own".to_string(),
         ));
     }
     if meta.mode() & 0o022 != 0 {

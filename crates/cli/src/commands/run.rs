@@ -5,8 +5,16 @@
 //!    a file that cannot be read or decoded exits 2, like a bad option), or
 //!    built from the options ([`request::build`]); without `--kernel` the
 //!    demo's images are written first. `--id` and `--timeout` apply to both.
-//! 2. SIGINT and SIGTERM handlers are installed *before* the VM starts, so a
-//!    Ctrl-C during the start is not lost: it is seen right after.
+//! 2. SIGINT and SIGTERM handlers are installed *before* the executor is
+//!    opened, and from then on every stage answers them, exiting 130
+//!    (SIGINT) or 143 (SIGTERM):
+//!    - while the executor is being opened: fcexec leaves at once;
+//!    - while the execution is being started (validated, then launched):
+//!      the start is given up; if the execution got registered meanwhile it
+//!      is cancelled and its (killed) result awaited, otherwise nothing ran.
+//!      A validation stuck on a host path is left to the blocking pool, which
+//!      the exit does not wait for;
+//!    - while it runs: see 5.
 //! 3. The executor is opened (waiting briefly for a lock held by a
 //!    short-lived `fcexec ps` or `logs`), with `--max-output` as its output
 //!    cap, and the execution started. The cap is the executor's, so it also
@@ -18,6 +26,10 @@
 //!    end) while waiting for the result.
 //! 5. A signal meanwhile cancels the execution, waits for its (killed)
 //!    result, and exits 130 (SIGINT) or 143 (SIGTERM).
+//!
+//! Test seam, in debug builds only: `FCEXEC_TEST_STUCK_PATH=<file>` makes the
+//! validation of a request naming that file block before opening it, as on
+//! a file system that does not answer (`tests/signals.rs`).
 
 use std::time::Duration;
 
@@ -52,7 +64,13 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<Exit> {
     let id = request.execution_id.clone();
     crate::context::check_execution_id(&id)?;
     let mut signals = Signals::new()?;
-    let executor = open(ctx, args.max_output).await?;
+    let executor = tokio::select! {
+        executor = open(ctx, args.max_output) => executor?,
+        exit = signals.recv() => {
+            eprintln!("fcexec: interrupted before execution {id} started");
+            return Ok(exit);
+        }
+    };
     let exit = run_on(&executor, &request, &args, &mut signals).await;
     // Supervisors finish their step and let go of the VMs before the
     // runtime goes (a detached VM runs on for a later `logs` or `wait`).
@@ -68,10 +86,11 @@ async fn run_on(
     signals: &mut Signals,
 ) -> anyhow::Result<Exit> {
     let id = request.execution_id.clone();
-    executor
-        .start(request)
-        .await
-        .with_context(|| format!("cannot start execution {id}"))?;
+    let started = tokio::select! {
+        started = executor.start(request) => started,
+        exit = signals.recv() => return interrupted_start(executor, &id, args, exit).await,
+    };
+    started.with_context(|| format!("cannot start execution {id}"))?;
     if args.detach {
         println!("{id}");
         return Ok(Exit::Success);
@@ -80,12 +99,40 @@ async fn run_on(
         result = attach(executor, &id, args.json) => (result?, None),
         exit = signals.recv() => (cancel(executor, &id).await?, Some(exit)),
     };
+    finish(executor, &id, args, &result, interrupted).await
+}
+
+/// A signal arrived while `id` was being started: cancels it if it got
+/// registered, and exits as the signal says.
+async fn interrupted_start(
+    executor: &Executor,
+    id: &str,
+    args: &RunArgs,
+    exit: Exit,
+) -> anyhow::Result<Exit> {
+    if executor.status(id).is_err() {
+        eprintln!("fcexec: interrupted before execution {id} started");
+        return Ok(exit);
+    }
+    let result = cancel(executor, id).await?;
+    finish(executor, id, args, &result, Some(exit)).await
+}
+
+/// Prints the result as the options say, removes the execution with
+/// `--rm`, and returns the exit: the signal's when `interrupted`.
+async fn finish(
+    executor: &Executor,
+    id: &str,
+    args: &RunArgs,
+    result: &ExecutionResult,
+    interrupted: Option<Exit>,
+) -> anyhow::Result<Exit> {
     if args.json {
-        output::print_json(&result)?;
+        output::print_json(result)?;
     }
     if args.rm {
         executor
-            .remove(&id, REMOVE_TIMEOUT)
+            .remove(id, REMOVE_TIMEOUT)
             .await
             .with_context(|| format!("cannot remove execution {id}"))?;
     }
@@ -93,7 +140,7 @@ async fn run_on(
         eprintln!("fcexec: execution {id} cancelled");
         return Ok(exit);
     }
-    Ok(report(&id, &result))
+    Ok(report(id, result))
 }
 
 /// The request built from the options (the demo's, without `--kernel`).
@@ -117,7 +164,26 @@ async fn open(ctx: &Context, max_output: Option<u64>) -> anyhow::Result<Executor
     if let Some(max_output) = max_output {
         config.max_output = max_output;
     }
+    #[cfg(debug_assertions)]
+    stuck_path_seam(&mut config);
     ctx.open_patiently(config, LOCK_PATIENCE).await
+}
+
+/// Test seam (debug builds): with `FCEXEC_TEST_STUCK_PATH=<file>`, the
+/// validation of a request naming that file blocks (for an hour) right
+/// before opening it, as on a file system that does not answer.
+#[cfg(debug_assertions)]
+fn stuck_path_seam(config: &mut fcexec::ExecutorConfig) {
+    let Some(raw) = std::env::var_os("FCEXEC_TEST_STUCK_PATH") else {
+        return;
+    };
+    let stuck = std::fs::canonicalize(&raw).unwrap_or_else(|_| raw.into());
+    config.validation_hook = Some(fcexec::validate::OpenHook::new(move |field, path| {
+        if path == stuck {
+            eprintln!("fcexec: test seam: {field} blocks");
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }));
 }
 
 /// The exit of a result, printing why it failed when it did.

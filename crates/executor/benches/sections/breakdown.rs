@@ -39,8 +39,9 @@ fn what(step: LaunchStep) -> &'static str {
         LaunchStep::CreateDir => "create the execution's directory",
         LaunchStep::WriteFiles => "write vm.json, the MMDS contents and the config drive",
         LaunchStep::OpenOutput => "open stdout/stderr and the serial file, start the capture",
+        LaunchStep::SaveRecord => "write record.json (and the key), flushed to the disk",
         LaunchStep::Spawn => "`Vmm::spawn`: fork/exec firecracker with `--config-file`",
-        LaunchStep::SaveRecord => "write record.json (the one write of the record)",
+        LaunchStep::SaveVmm => "write vmm.json: the VMM's pid and start time",
         LaunchStep::WaitStarted => "until the VMM's log says it started the guest",
     }
 }

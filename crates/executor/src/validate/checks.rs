@@ -1,8 +1,7 @@
-//! The checks of single fields that need no file system (but the results
-//! directory's): IDs, targets, kernel arguments, MMDS, scripts, networking.
+//! The checks of single fields that need no file system: IDs, targets,
+//! kernel arguments, MMDS, retention, scripts, networking.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{
@@ -14,7 +13,7 @@ use crate::request::ExecutionRequest;
 use crate::spec::{EngineSpec, Mode};
 
 /// Shortens a value for an error message.
-fn shorten(value: &str) -> String {
+pub(super) fn shorten(value: &str) -> String {
     let mut out: String = value.chars().take(64).collect();
     if out.len() < value.len() {
         out.push_str("...");
@@ -80,53 +79,6 @@ pub(super) fn check_target(field: &str, target: &str) -> Result<(), ValidationEr
     Ok(())
 }
 
-/// `results_dir`: required with outputs; absolute; a directory if it exists.
-pub(super) fn check_results_dir(
-    raw: &str,
-    required: bool,
-) -> Result<Option<PathBuf>, ValidationError> {
-    const FIELD: &str = "results_dir";
-    let fix = "give an absolute host directory for the output images";
-    if raw.is_empty() {
-        return match required {
-            true => Err(ValidationError::Missing {
-                field: FIELD.into(),
-                fix: "outputs need a results directory; give an absolute host directory",
-            }),
-            false => Ok(None),
-        };
-    }
-    let invalid = |reason: &str| ValidationError::InvalidValue {
-        field: FIELD.into(),
-        value: shorten(raw),
-        reason: reason.to_string(),
-        fix,
-    };
-    if raw.contains('\0') {
-        return Err(invalid("contains a NUL byte"));
-    }
-    let path = Path::new(raw);
-    if !path.is_absolute() {
-        return Err(invalid("is not an absolute path"));
-    }
-    match std::fs::metadata(path) {
-        Ok(meta) if !meta.is_dir() => Err(ValidationError::WrongFileType {
-            field: FIELD.into(),
-            path: raw.to_string(),
-            found: "not a directory",
-            fix,
-        }),
-        Ok(_) => Ok(Some(path.to_path_buf())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Some(path.to_path_buf())),
-        Err(source) => Err(ValidationError::Inaccessible {
-            field: FIELD.into(),
-            path: raw.to_string(),
-            source,
-            fix,
-        }),
-    }
-}
-
 /// `kernel_args`: printable ASCII, and room left for Firecracker's additions.
 pub(super) fn check_kernel_args(args: &str, drives: usize) -> Result<(), ValidationError> {
     const FIELD: &str = "engine_spec.params.kernel_args";
@@ -181,10 +133,13 @@ pub(super) fn check_mmds(text: &str) -> Result<serde_json::Value, ValidationErro
     }
 }
 
-/// `persist_logs_duration`: nanoseconds, not negative.
+/// `persist_logs_duration`: nanoseconds, not negative, rounded up to a
+/// whole millisecond (the record keeps milliseconds, where 0 means "keep
+/// until removed": 1 ns must not become that).
 pub(super) fn check_persist_logs(nanos: i64) -> Result<Duration, ValidationError> {
+    const NANOS_PER_MS: u64 = 1_000_000;
     u64::try_from(nanos)
-        .map(Duration::from_nanos)
+        .map(|n| Duration::from_millis(n.div_ceil(NANOS_PER_MS)))
         .map_err(|_| ValidationError::InvalidValue {
             field: "persist_logs_duration".into(),
             value: nanos.to_string(),

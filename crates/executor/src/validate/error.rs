@@ -1,6 +1,8 @@
 //! [`ValidationError`]: every way a request can be refused, each message
 //! naming the field (as a JSON path), the value, and the fix.
 
+use std::time::Duration;
+
 use crate::resources::ResourceError;
 use crate::spec::SpecError;
 
@@ -109,18 +111,50 @@ pub enum ValidationError {
         /// How to fix it.
         fix: &'static str,
     },
-    /// One file attached twice with write access.
+    /// One file given twice (the same device and inode, or the same block
+    /// device), whatever the names.
     #[error(
-        "{field}: {path} is also attached as {other}; a file written through two drives is \
-         corrupted: attach it once, or read-only everywhere"
+        "{field}: {path} is the same file as {other}; the kernel, the initrd, the root file \
+         system and every volume must be distinct files (a hard link or symbolic link counts \
+         as the same file): give a copy, or attach it once"
     )]
     DuplicateDrive {
         /// JSON path.
         field: String,
-        /// The path given.
+        /// The resolved path.
         path: String,
         /// The JSON path of the other use.
         other: String,
+    },
+    /// A resolved path outside [`super::PathPolicy::allowed_dirs`].
+    #[error(
+        "{field}: {path} (resolved: {resolved}) is outside the directories this executor takes \
+         images and volumes from ({allowed}); put the file in one of them, or have the node's \
+         operator add its directory to ExecutorConfig::path_policy"
+    )]
+    OutsideAllowedDirs {
+        /// JSON path.
+        field: String,
+        /// The path given.
+        path: String,
+        /// The path with its symbolic links resolved.
+        resolved: String,
+        /// The allowed directories.
+        allowed: String,
+    },
+    /// Validation took longer than [`crate::ExecutorConfig::validation_timeout`].
+    #[error(
+        "{field}: validation did not finish within {limit:?}{path}; a host path may be on a \
+         file system that does not answer (a hung NFS or FUSE mount): repair the mount or give \
+         another path (the limit is ExecutorConfig::validation_timeout)"
+    )]
+    TimedOut {
+        /// JSON path of the field being checked (`request` when none was).
+        field: String,
+        /// ` (still checking <path>)`, or empty.
+        path: String,
+        /// The limit.
+        limit: Duration,
     },
     /// More drives than fcexec attaches.
     #[error(
@@ -154,7 +188,9 @@ impl ValidationError {
             | ValidationError::TooLong { field, .. }
             | ValidationError::InvalidValue { field, .. }
             | ValidationError::NotSupported { field, .. }
-            | ValidationError::DuplicateDrive { field, .. } => field,
+            | ValidationError::DuplicateDrive { field, .. }
+            | ValidationError::OutsideAllowedDirs { field, .. }
+            | ValidationError::TimedOut { field, .. } => field,
             ValidationError::TooManyDrives { .. } => "inputs, outputs",
             ValidationError::Spec(e) => e.field(),
             ValidationError::Resources(e) => e.field(),

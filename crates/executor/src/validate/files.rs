@@ -1,14 +1,23 @@
-//! Checks of host paths: existence, file type, access, and the kernel's ELF
-//! header. Checked paths are canonical (absolute, symlinks resolved), which is
-//! what the jailer needs to link them into its chroot.
+//! Checks of host files: the path resolved ([`super::paths`]), the type
+//! looked at before opening (a character device is never opened), then the
+//! file opened with `O_NONBLOCK | O_NOFOLLOW | O_NOCTTY` (read-only, or
+//! read-write when the VM writes it: the open itself proves the access) and
+//! its type and file system checked again on the open descriptor, so a file
+//! swapped meanwhile is caught. The kernel's ELF header is read from that
+//! same descriptor.
 
-use std::io::Read;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::fs::{File, FileType, OpenOptions};
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::unistd::AccessFlags;
+use nix::sys::statfs::{
+    fstatfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, DEBUGFS_MAGIC, PROC_SUPER_MAGIC,
+    SECURITYFS_MAGIC, SYSFS_MAGIC,
+};
 
-use super::ValidationError;
+use super::paths::{resolve, KERNEL_INTERFACE};
+use super::{Checks, ValidationError};
 
 /// Which kinds of file a path may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,106 +28,137 @@ pub(super) enum Want {
     Image,
 }
 
-/// A checked host file.
-#[derive(Debug, Clone)]
-pub(super) struct HostFile {
-    /// Canonical path.
-    pub path: PathBuf,
-    /// Device and inode, to find one file attached twice.
-    pub dev_ino: (u64, u64),
+/// What makes two paths the same file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FileId {
+    /// A file: its device and inode (hard links share them).
+    Inode(u64, u64),
+    /// A block device: the device it is (two nodes may name one device).
+    BlockDevice(u64),
 }
 
-/// Checks that `raw` names an existing file of the wanted kind that this
-/// process can read (and write, when `write`). `fix` tells what to give.
+/// A checked host file.
+#[derive(Debug)]
+pub(super) struct HostFile {
+    /// The resolved path: what the VM is given.
+    pub path: PathBuf,
+    /// Its identity, to find one file given twice.
+    pub id: FileId,
+    /// The open descriptor the checks looked at.
+    pub file: File,
+}
+
+/// Checks that `raw`, the value of `field`, names a file of the wanted
+/// kind that this process can read (and write, when `write`) and that the
+/// policy allows. `fix` tells what to give.
 pub(super) fn host_file(
+    checks: &Checks,
     field: &str,
     raw: &str,
     want: Want,
     write: bool,
     fix: &'static str,
 ) -> Result<HostFile, ValidationError> {
-    if raw.is_empty() {
-        return Err(ValidationError::Missing {
-            field: field.to_string(),
-            fix,
-        });
-    }
-    if raw.contains('\0') {
-        return Err(ValidationError::InvalidValue {
-            field: field.to_string(),
-            value: format!("{raw:?}"),
-            reason: "contains a NUL byte".to_string(),
-            fix,
-        });
-    }
+    let _checking = checks.progress.map(|p| p.enter(field, Path::new(raw)));
+    let path = resolve(checks.policy, field, raw, fix)?;
+    let wrong_type = |found: &'static str| ValidationError::WrongFileType {
+        field: field.to_string(),
+        path: raw.to_string(),
+        found,
+        fix,
+    };
     let inaccessible = |source: std::io::Error, fix: &'static str| ValidationError::Inaccessible {
         field: field.to_string(),
         path: raw.to_string(),
         source,
         fix,
     };
-    let meta = match std::fs::metadata(raw) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ValidationError::NotFound {
-                field: field.to_string(),
-                path: raw.to_string(),
-                fix,
-            })
-        }
-        Err(e) => return Err(inaccessible(e, fix)),
-    };
-    let kind = meta.file_type();
-    let found = if kind.is_dir() {
-        Some("a directory")
-    } else if kind.is_block_device() && want == Want::File {
-        Some("a block device, not a regular file")
-    } else if kind.is_file() || kind.is_block_device() {
-        None
-    } else {
-        Some("not a regular file (a device, pipe or socket)")
-    };
-    if let Some(found) = found {
-        return Err(ValidationError::WrongFileType {
-            field: field.to_string(),
-            path: raw.to_string(),
-            found,
-            fix,
-        });
+    let before = std::fs::symlink_metadata(&path).map_err(|e| inaccessible(e, fix))?;
+    if let Some(found) = type_problem(before.file_type(), want) {
+        return Err(wrong_type(found));
     }
-    let mode = if write {
-        AccessFlags::R_OK | AccessFlags::W_OK
-    } else {
-        AccessFlags::R_OK
-    };
+    if let Some(hook) = checks.hook {
+        hook.call(field, &path);
+    }
     let access_fix = if write {
-        "make it readable and writable by the user fcexec runs as"
+        "make it readable and writable by the user fcexec runs as, on a file system mounted \
+         read-write"
     } else {
         "make it readable by the user fcexec runs as"
     };
-    nix::unistd::access(raw, mode).map_err(|e| inaccessible(e.into(), access_fix))?;
-    let path = std::fs::canonicalize(raw).map_err(|e| inaccessible(e, fix))?;
-    Ok(HostFile {
-        path,
-        dev_ino: (meta.dev(), meta.ino()),
-    })
+    let file = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(&path)
+        .map_err(|e| match e.kind() {
+            ErrorKind::NotFound => ValidationError::NotFound {
+                field: field.to_string(),
+                path: raw.to_string(),
+                fix,
+            },
+            _ if e.raw_os_error() == Some(libc::ELOOP) => {
+                wrong_type("a symbolic link now (it was replaced while it was checked)")
+            }
+            ErrorKind::WouldBlock => inaccessible(
+                e,
+                "another process holds a lease on it; retry once it lets go, or give a copy",
+            ),
+            _ => inaccessible(e, access_fix),
+        })?;
+    let meta = file.metadata().map_err(|e| inaccessible(e, fix))?;
+    if let Some(found) = type_problem(meta.file_type(), want) {
+        return Err(wrong_type(found));
+    }
+    let fs = fstatfs(&file).map_err(|e| inaccessible(e.into(), fix))?;
+    let kernel_fs = [
+        PROC_SUPER_MAGIC,
+        SYSFS_MAGIC,
+        DEBUGFS_MAGIC,
+        SECURITYFS_MAGIC,
+        CGROUP_SUPER_MAGIC,
+        CGROUP2_SUPER_MAGIC,
+    ];
+    if kernel_fs.contains(&fs.filesystem_type()) {
+        return Err(wrong_type(KERNEL_INTERFACE));
+    }
+    let id = if meta.file_type().is_block_device() {
+        FileId::BlockDevice(meta.rdev())
+    } else {
+        FileId::Inode(meta.dev(), meta.ino())
+    };
+    Ok(HostFile { path, id, file })
 }
 
-/// Checks that the file starts like an x86_64 ELF kernel.
-pub(super) fn check_elf_kernel(field: &str, raw: &str, path: &Path) -> Result<(), ValidationError> {
+/// What is wrong with a file of type `kind` where `want` is asked, if anything.
+fn type_problem(kind: FileType, want: Want) -> Option<&'static str> {
+    if kind.is_file() || (kind.is_block_device() && want == Want::Image) {
+        None
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else if kind.is_block_device() {
+        Some("a block device, not a regular file")
+    } else if kind.is_char_device() {
+        Some("a character device (such as /dev/null), not an image")
+    } else if kind.is_fifo() {
+        Some("a named pipe (FIFO), not an image")
+    } else if kind.is_socket() {
+        Some("a socket, not an image")
+    } else {
+        Some("a symbolic link now (it was replaced while it was checked)")
+    }
+}
+
+/// Checks that the open `file` starts like an x86_64 ELF kernel.
+pub(super) fn check_elf_kernel(field: &str, raw: &str, file: &File) -> Result<(), ValidationError> {
     let mut head = [0u8; 0x206];
     let mut len = 0;
-    let mut file = std::fs::File::open(path).map_err(|source| ValidationError::Inaccessible {
-        field: field.to_string(),
-        path: raw.to_string(),
-        source,
-        fix: "make it readable by the user fcexec runs as",
-    })?;
+    let mut reader = file;
     while len < head.len() {
-        match file.read(&mut head[len..]) {
+        match reader.read(&mut head[len..]) {
             Ok(0) => break,
             Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(source) => {
                 return Err(ValidationError::Inaccessible {
                     field: field.to_string(),

@@ -8,51 +8,78 @@
 //! 1. `execution_id`, `job_id`: 1 to 64 characters from `[A-Za-z0-9._-]`, not
 //!    starting with `.` (so never `.` or `..`): they become file names.
 //! 2. `engine_spec`: decoded by [`EngineSpec::decode`]; `kernel_image` is a
-//!    readable regular file with a 64-bit x86_64 ELF header (a bzImage gets
-//!    its own message); `initrd_path` a readable regular file;
-//!    `root_file_system` a readable and writable image (regular file or block
-//!    device; it is attached read-write, as the reference does).
+//!    regular file with a 64-bit x86_64 ELF header (a bzImage gets its own
+//!    message); `initrd_path` a regular file; `root_file_system` an image
+//!    (regular file or block device) that can be opened read-write (it is
+//!    attached read-write, as the reference does).
 //! 3. `resources`: the rule of [`crate::resources`].
-//! 4. Volumes, each a drive: `source` an existing image (regular file or
-//!    block device) that is readable, and writable unless the volume is
-//!    read-only; `target` non-empty, at most 4096 bytes, no NUL or newline.
-//!    Outputs are images the guest writes: they must exist already and are
-//!    always attached read-write (their `readonly` is ignored, as in the
-//!    reference); after the run the executor puts them under `results_dir`,
-//!    which is then required.
-//! 5. `results_dir`, when given: absolute, and a directory if it exists (the
-//!    executor creates it otherwise).
-//! 6. Drives in all (root, inputs, outputs, and the config drive in agent
-//!    mode) at most [`MAX_DRIVES`]; one file attached twice is refused unless
-//!    every use is read-only.
-//! 7. `kernel_args`: printable ASCII only (Firecracker refuses anything else),
+//! 4. Volumes, each a drive: `source` an image (regular file or block
+//!    device); `target` non-empty, at most 4096 bytes, no NUL or newline.
+//!    Inputs are always attached read-only and need only be readable (their
+//!    `readonly` is ignored). Outputs are images the guest writes: they must
+//!    exist already and are always attached read-write (their `readonly` is
+//!    ignored, as in the reference); after the run the executor puts them
+//!    under `results_dir`, which is then required. Only the root file system
+//!    and the outputs are ever writable by the guest.
+//! 5. Every host file above, as it is checked (`files.rs`, `paths.rs`): an
+//!    absolute path (a relative one is refused, not resolved against the
+//!    working directory), not under `/proc` or `/sys`; its symbolic links
+//!    resolved once, and the resolved path is what is checked, what
+//!    [`ValidatedRequest`] carries and what the VM is given; inside
+//!    [`PathPolicy::allowed_dirs`] when the executor sets them; never a
+//!    directory, character device, FIFO or socket (block devices only as
+//!    images); opened with `O_NONBLOCK | O_NOFOLLOW` (read-write where the VM
+//!    writes) and checked again on the open descriptor (type, and not on a
+//!    kernel interface file system). The kernel, initrd, root file system and
+//!    volumes are distinct files: one device and inode (a hard link, a
+//!    symbolic link) or one block device given twice is refused.
+//! 6. `results_dir`, when given (`results_dir.rs`): absolute, not a symbolic
+//!    link, and a directory this process can write, or creatable (its
+//!    nearest existing ancestor a writable directory).
+//! 7. Drives in all (root, inputs, outputs, and the config drive in agent
+//!    mode) at most [`MAX_DRIVES`].
+//! 8. `kernel_args`: printable ASCII only (Firecracker refuses anything else),
 //!    and short enough that Firecracker's 2048-byte command line (NUL
 //!    included) still holds the `root=` and `virtio_mmio.device=` entries it
 //!    adds.
-//! 8. `mmds_message`: a JSON object of at most [`MMDS_MAX_BYTES`] bytes
+//! 9. `mmds_message`: a JSON object of at most [`MMDS_MAX_BYTES`] bytes
 //!    (Firecracker's default MMDS data store limit).
-//! 9. `persist_logs_duration` not negative; `provision_scripts` names like IDs
-//!    and at most [`MAX_PROVISION_BYTES`] in all.
-//! 10. `ports_to_bind`, `gateway_ip`: networking is not implemented, so a
+//! 10. `persist_logs_duration` not negative, rounded up to a whole
+//!     millisecond (the unit retention is kept in, where 0 would mean the
+//!     executor's default: 1 ns must not become that); `provision_scripts`
+//!     names like IDs and at most [`MAX_PROVISION_BYTES`] in all.
+//! 11. `ports_to_bind`, `gateway_ip`: networking is not implemented, so a
 //!     non-empty value is refused rather than silently ignored.
-//! 11. `agent_job`: agent mode only; one line that fits on the config drive.
+//! 12. `agent_job`: agent mode only; one line that fits on the config drive.
+//!
+//! [`validate`] allows every directory; [`validate_with`] takes a
+//! [`PathPolicy`]; the executor calls [`validate_within`], which runs the
+//! checks on the blocking pool within a time limit (`limit.rs`).
 
 mod checks;
 mod error;
 mod files;
+mod limit;
+mod paths;
+mod policy;
+mod results_dir;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::error::ValidationError;
+pub use self::limit::{validate_within, OpenHook, DEFAULT_VALIDATION_TIMEOUT};
+pub use self::policy::PathPolicy;
 pub use crate::resources::HostLimits;
 
 use self::checks::{
     check_agent_job, check_id, check_kernel_args, check_mmds, check_network, check_persist_logs,
-    check_provision_scripts, check_results_dir,
+    check_provision_scripts,
 };
-use self::files::{host_file, HostFile, Want};
+use self::files::{host_file, FileId, HostFile, Want};
+use self::limit::Progress;
+use self::results_dir::check_results_dir;
 use crate::request::{ExecutionRequest, StorageVolume};
 use crate::resources::machine_size;
 use crate::spec::{EngineSpec, Mode};
@@ -166,10 +193,47 @@ pub enum DriveRole {
     },
 }
 
-/// Checks `request` against the rules in the module doc and this host's limits.
+/// Checks `request` against the rules in the module doc and this host's
+/// limits, allowing files from every directory.
 pub fn validate(
     request: &ExecutionRequest,
     host: &HostLimits,
+) -> Result<ValidatedRequest, ValidationError> {
+    validate_with(request, host, &PathPolicy::default())
+}
+
+/// [`validate`], taking files only from where `policy` allows.
+pub fn validate_with(
+    request: &ExecutionRequest,
+    host: &HostLimits,
+    policy: &PathPolicy,
+) -> Result<ValidatedRequest, ValidationError> {
+    let checks = Checks {
+        policy,
+        hook: None,
+        progress: None,
+    };
+    validate_checked(request, host, &checks)
+}
+
+/// What the file checks take besides the request.
+struct Checks<'a> {
+    /// Where files may come from.
+    policy: &'a PathPolicy,
+    /// Test seam: called before each host file is opened.
+    hook: Option<&'a OpenHook>,
+    /// Where the field being checked is noted, for a time-out's message.
+    progress: Option<&'a Progress>,
+}
+
+/// One host file the request names: its field, identity and resolved path.
+type Named = (String, FileId, PathBuf);
+
+/// The checks of [`validate`], with `checks`.
+fn validate_checked(
+    request: &ExecutionRequest,
+    host: &HostLimits,
+    checks: &Checks,
 ) -> Result<ValidatedRequest, ValidationError> {
     check_id("execution_id", &request.execution_id)?;
     check_id("job_id", &request.job_id)?;
@@ -182,88 +246,82 @@ pub fn validate(
               \"root_file_system\": ...}}",
         })?;
     let spec = EngineSpec::decode(spec_config)?;
+    let mut files: Vec<Named> = Vec::new();
 
     const KERNEL: &str = "engine_spec.params.kernel_image";
     let kernel_fix = "give the path of an uncompressed ELF kernel (vmlinux)";
-    let kernel = host_file(KERNEL, &spec.kernel_image, Want::File, false, kernel_fix)?;
-    files::check_elf_kernel(KERNEL, &spec.kernel_image, &kernel.path)?;
+    let kernel = host_file(
+        checks,
+        KERNEL,
+        &spec.kernel_image,
+        Want::File,
+        false,
+        kernel_fix,
+    )?;
+    files::check_elf_kernel(KERNEL, &spec.kernel_image, &kernel.file)?;
+    files.push((KERNEL.into(), kernel.id, kernel.path.clone()));
     let initrd = match &spec.initrd_path {
         None => None,
-        Some(raw) => Some(
-            host_file(
-                "engine_spec.params.initrd_path",
-                raw,
-                Want::File,
-                false,
-                "give the path of an initrd file, or leave initrd_path out",
-            )?
-            .path,
-        ),
+        Some(raw) => {
+            const INITRD: &str = "engine_spec.params.initrd_path";
+            let fix = "give the path of an initrd file, or leave initrd_path out";
+            let file = host_file(checks, INITRD, raw, Want::File, false, fix)?;
+            files.push((INITRD.into(), file.id, file.path.clone()));
+            Some(file.path)
+        }
     };
+    const ROOT: &str = "engine_spec.params.root_file_system";
+    let root_fix = "give the path of a root file system image such as rootfs.ext4";
     let root = host_file(
-        "engine_spec.params.root_file_system",
+        checks,
+        ROOT,
         &spec.root_file_system,
         Want::Image,
         true,
-        "give the path of a root file system image such as rootfs.ext4",
+        root_fix,
     )?;
+    files.push((ROOT.into(), root.id, root.path.clone()));
     let size = machine_size(request.resources.as_ref(), host)?;
 
-    let mut drives = vec![(
-        "engine_spec.params.root_file_system".to_string(),
-        root.dev_ino,
-        Drive {
-            drive_id: "rootfs".into(),
-            path: root.path,
-            read_only: false,
-            is_root_device: true,
-            role: DriveRole::RootFileSystem,
-        },
-    )];
+    let mut drives = vec![Drive {
+        drive_id: "rootfs".into(),
+        path: root.path,
+        read_only: false,
+        is_root_device: true,
+        role: DriveRole::RootFileSystem,
+    }];
     for (index, v) in request.inputs.iter().enumerate() {
         let field = format!("inputs[{index}]");
-        let file = volume(
-            &field,
-            v,
-            !v.read_only,
-            "give the path of a disk image (e.g. ext4) or block device",
-        )?;
-        drives.push((
-            format!("{field}.source"),
-            file.dev_ino,
-            Drive {
-                drive_id: format!("input{index}"),
-                path: file.path,
-                read_only: v.read_only,
-                is_root_device: false,
-                role: DriveRole::Input {
-                    index,
-                    target: v.target.clone(),
-                },
+        let fix = "give the path of a disk image (e.g. ext4) or block device";
+        let file = volume(checks, &field, v, false, fix, &mut files)?;
+        drives.push(Drive {
+            drive_id: format!("input{index}"),
+            path: file.path,
+            read_only: true,
+            is_root_device: false,
+            role: DriveRole::Input {
+                index,
+                target: v.target.clone(),
             },
-        ));
+        });
     }
     for (index, v) in request.outputs.iter().enumerate() {
         let field = format!("outputs[{index}]");
         let fix = "give the path of an existing disk image for the guest to write (create it \
                    first, e.g. with truncate -s 64M out.img && mkfs.ext4 out.img)";
-        let file = volume(&field, v, true, fix)?;
-        drives.push((
-            format!("{field}.source"),
-            file.dev_ino,
-            Drive {
-                drive_id: format!("output{index}"),
-                path: file.path,
-                read_only: false,
-                is_root_device: false,
-                role: DriveRole::Output {
-                    index,
-                    target: v.target.clone(),
-                },
+        let file = volume(checks, &field, v, true, fix, &mut files)?;
+        drives.push(Drive {
+            drive_id: format!("output{index}"),
+            path: file.path,
+            read_only: false,
+            is_root_device: false,
+            role: DriveRole::Output {
+                index,
+                target: v.target.clone(),
             },
-        ));
+        });
     }
-    let results_dir = check_results_dir(&request.results_dir, !request.outputs.is_empty())?;
+    let results_dir = check_results_dir(checks, &request.results_dir, !request.outputs.is_empty())?;
 
     let count = drives.len() + usize::from(spec.mode == Mode::Agent);
     if count > MAX_DRIVES {
@@ -272,18 +330,7 @@ pub fn validate(
             max: MAX_DRIVES,
         });
     }
-    for (i, (field, id, drive)) in drives.iter().enumerate() {
-        let earlier = drives[..i]
-            .iter()
-            .find(|(_, other, d)| other == id && !(d.read_only && drive.read_only));
-        if let Some((other, _, _)) = earlier {
-            return Err(ValidationError::DuplicateDrive {
-                field: field.clone(),
-                path: drive.path.display().to_string(),
-                other: other.clone(),
-            });
-        }
-    }
+    check_distinct(&files)?;
     check_kernel_args(&spec.kernel_args, count)?;
     let mmds = spec.mmds_message.as_deref().map(check_mmds).transpose()?;
     let persist_logs = check_persist_logs(request.persist_logs_duration)?;
@@ -300,7 +347,7 @@ pub fn validate(
         kernel_args: spec.kernel_args.clone(),
         vcpus: size.vcpus,
         mem_mib: size.mem_mib,
-        drives: drives.into_iter().map(|(_, _, d)| d).collect(),
+        drives,
         mmds,
         results_dir,
         persist_logs,
@@ -312,22 +359,34 @@ pub fn validate(
     })
 }
 
-/// Checks one volume: its source file and its target.
+/// Checks one volume, its source file (noted in `files`) and its target.
 fn volume(
+    checks: &Checks,
     field: &str,
     v: &StorageVolume,
     write: bool,
     fix: &'static str,
+    files: &mut Vec<Named>,
 ) -> Result<HostFile, ValidationError> {
-    let file = host_file(
-        &format!("{field}.source"),
-        &v.source,
-        Want::Image,
-        write,
-        fix,
-    )?;
+    let source = format!("{field}.source");
+    let file = host_file(checks, &source, &v.source, Want::Image, write, fix)?;
     checks::check_target(&format!("{field}.target"), &v.target)?;
+    files.push((source, file.id, file.path.clone()));
     Ok(file)
+}
+
+/// Refuses a file named twice: the later field is the one named.
+fn check_distinct(files: &[Named]) -> Result<(), ValidationError> {
+    for (i, (field, id, path)) in files.iter().enumerate() {
+        if let Some((other, _, _)) = files[..i].iter().find(|(_, other, _)| other == id) {
+            return Err(ValidationError::DuplicateDrive {
+                field: field.clone(),
+                path: path.display().to_string(),
+                other: other.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

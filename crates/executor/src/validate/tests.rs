@@ -1,6 +1,9 @@
-//! Validation tests: a valid request, the Go-shaped request end to end, and
-//! a table of malformed requests, each with the error variant it must give
-//! and the field its message must name.
+//! Validation tests: a valid request, the Go-shaped request end to end, a
+//! table of malformed requests and one of refused host paths (path policy,
+//! kernel interfaces, devices, relative paths, one file given twice,
+//! unusable `results_dir`), each with the error variant it must give and the
+//! field its message must name; files that would block are refused at once,
+//! and a validation that blocks anyway times out naming the field.
 
 use super::*;
 use crate::request::{Gpu, PortBinding, Resources};
@@ -14,6 +17,8 @@ const HOST: HostLimits = HostLimits {
 
 struct Fixture {
     dir: tempfile::TempDir,
+    /// A directory outside the fixture's policy.
+    other: tempfile::TempDir,
 }
 
 impl Fixture {
@@ -40,11 +45,29 @@ impl Fixture {
         std::os::unix::fs::symlink(d.join("rootfs.ext4"), d.join("rootfs-link")).unwrap();
         std::fs::create_dir(d.join("adir")).unwrap();
         nix::unistd::mkfifo(&d.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        Fixture { dir }
+        let other = tempfile::tempdir().unwrap();
+        for name in ["vmlinux", "initrd", "in.img"] {
+            std::fs::copy(d.join("vmlinux"), other.path().join(name)).unwrap();
+        }
+        std::fs::hard_link(d.join("in0.img"), d.join("in0-hard.img")).unwrap();
+        std::os::unix::fs::symlink(d.join("in0.img"), d.join("in0-link.img")).unwrap();
+        std::os::unix::fs::symlink(other.path().join("in.img"), d.join("escape.img")).unwrap();
+        std::os::unix::fs::symlink(d.join("adir"), d.join("results-link")).unwrap();
+        Fixture { dir, other }
     }
 
     fn p(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
+    }
+
+    /// A file outside the fixture's policy.
+    fn outside(&self, name: &str) -> String {
+        self.other.path().join(name).display().to_string()
+    }
+
+    /// Only the fixture's directory.
+    fn policy(&self) -> PathPolicy {
+        PathPolicy::only([self.dir.path()])
     }
 
     fn request(&self) -> ExecutionRequest {
@@ -106,7 +129,10 @@ fn a_valid_request_resolves_everything() {
     assert_eq!(ids, ["rootfs", "input0", "input1", "output0"]);
     assert_eq!(v.drives[0].path, canon("rootfs.ext4"), "symlink resolved");
     assert!(v.drives[0].is_root_device && !v.drives[0].read_only);
-    assert!(v.drives[1].read_only && !v.drives[2].read_only);
+    assert!(
+        v.drives[1].read_only && v.drives[2].read_only,
+        "inputs are read-only, whatever their readonly says"
+    );
     assert!(!v.drives[3].read_only, "outputs are always read-write");
     assert_eq!(
         v.drives[3].role,
@@ -121,7 +147,7 @@ fn a_valid_request_resolves_everything() {
 }
 
 #[test]
-fn agent_mode_counts_the_config_drive_and_read_only_twins_are_fine() {
+fn agent_mode_counts_the_config_drive() {
     let f = Fixture::new();
     let mut r = f.request();
     set(&mut r, "agent", true);
@@ -131,8 +157,6 @@ fn agent_mode_counts_the_config_drive_and_read_only_twins_are_fine() {
         "mmds_message",
         r#"{"latest":{"meta-data":{"node_id":"n"}}}"#,
     );
-    r.inputs[1].source = f.p("in0.img");
-    r.inputs[1].read_only = true;
     r.resources = resources(Some(2.5), Some(64 << 20));
     let v = validate(&r, &HOST).unwrap();
     assert_eq!(v.mode, Mode::Agent);
@@ -218,7 +242,7 @@ fn malformed_requests_name_their_field() {
         case!("missing initrd", |r, f| set(r, "initrd_path", f.p("nope")), E::NotFound { .. }, "engine_spec.params.initrd_path", "nope does not exist"),
         case!("no rootfs", |r, f| set(r, "root_file_system", ""), E::Spec(_), "engine_spec.params.root_file_system", "missing"),
         case!("missing rootfs", |r, f| set(r, "root_file_system", f.p("gone.ext4")), E::NotFound { .. }, "engine_spec.params.root_file_system", "gone.ext4"),
-        case!("rootfs is a fifo", |r, f| set(r, "root_file_system", f.p("fifo")), E::WrongFileType { .. }, "engine_spec.params.root_file_system", "pipe"),
+        case!("rootfs is a fifo", |r, f| set(r, "root_file_system", f.p("fifo")), E::WrongFileType { .. }, "engine_spec.params.root_file_system", "named pipe"),
         case!("rootfs NUL", |r, f| set(r, "root_file_system", "/a\0b"), E::InvalidValue { .. }, "engine_spec.params.root_file_system", "NUL"),
         case!("newline in kernel args", |r, f| set(r, "kernel_args", "a\nb"), E::InvalidValue { .. }, "engine_spec.params.kernel_args", "0x0a at offset 1"),
         case!("kernel args too long", |r, f| set(r, "kernel_args", "x".repeat(2000)), E::TooLong { .. }, "engine_spec.params.kernel_args", "2000 bytes"),
@@ -242,7 +266,7 @@ fn malformed_requests_name_their_field() {
         case!("results dir is a file", |r, f| r.results_dir = f.p("notes.txt"), E::WrongFileType { .. }, "results_dir", "not a directory"),
         case!("too many drives", |r, f| r.inputs = many(15, f), E::TooManyDrives { .. }, "inputs, outputs", "17 drives"),
         case!("output is the rootfs", |r, f| r.outputs[0].source = f.p("rootfs.ext4"), E::DuplicateDrive { .. }, "outputs[0].source", "engine_spec.params.root_file_system"),
-        case!("writable input twice", |r, f| r.inputs[0] = r.inputs[1].clone(), E::DuplicateDrive { .. }, "inputs[1].source", "inputs[0].source"),
+        case!("one file as two inputs", |r, f| r.inputs[0] = r.inputs[1].clone(), E::DuplicateDrive { .. }, "inputs[1].source", "inputs[0].source"),
         case!("negative log duration", |r, f| r.persist_logs_duration = -1, E::InvalidValue { .. }, "persist_logs_duration", "-1 is a negative"),
         case!("script traversal", |r, f| { r.provision_scripts.insert("../x".into(), vec![]); }, E::InvalidId { .. }, "provision_scripts[\"../x\"]", "\"../x\""),
         case!("scripts too big", |r, f| { r.provision_scripts.insert("a".into(), vec![0; (1 << 20) + 1]); }, E::TooLong { .. }, "provision_scripts", "1048577 bytes"),
@@ -267,3 +291,137 @@ fn malformed_requests_name_their_field() {
         assert!(msg.contains("; "), "{name}: no fix in {msg:?}");
     }
 }
+
+#[test]
+fn allowed_directories_admit_the_request_with_resolved_paths() {
+    let f = Fixture::new();
+    let mut r = f.request();
+    r.inputs[1].source = f.p("in0-link.img");
+    r.inputs[0].source = f.p("in1.img");
+    let link = f.other.path().join("allowed");
+    std::os::unix::fs::symlink(f.dir.path(), &link).unwrap();
+    for policy in [f.policy(), PathPolicy::only([&link])] {
+        let v = validate_with(&r, &HOST, &policy).unwrap();
+        let canon = |n: &str| std::fs::canonicalize(f.p(n)).unwrap();
+        assert_eq!(v.drives[0].path, canon("rootfs.ext4"));
+        assert_eq!(
+            v.drives[2].path,
+            canon("in0.img"),
+            "the link's target is used"
+        );
+    }
+    let err = validate_with(&r, &HOST, &PathPolicy::only([f.other.path()])).unwrap_err();
+    assert!(
+        matches!(err, ValidationError::OutsideAllowedDirs { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn retention_rounds_up_to_a_millisecond() {
+    let ms = |n| checks::check_persist_logs(n).unwrap();
+    assert_eq!(ms(0), Duration::ZERO, "0: the executor's default");
+    assert_eq!(
+        ms(1),
+        Duration::from_millis(1),
+        "1 ns is not 'keep forever'"
+    );
+    assert_eq!(ms(999_999), Duration::from_millis(1));
+    assert_eq!(ms(1_000_000), Duration::from_millis(1));
+    assert_eq!(ms(1_000_001), Duration::from_millis(2));
+    let f = Fixture::new();
+    let mut r = f.request();
+    r.persist_logs_duration = 1;
+    assert_eq!(validate(&r, &HOST).unwrap().persist_logs.as_millis(), 1);
+}
+
+type PathMutate = Box<dyn Fn(&mut ExecutionRequest, &Fixture, &mut PathPolicy)>;
+
+macro_rules! path_case {
+    ($name:expr, |$r:ident, $f:ident, $p:ident| $body:expr, $pat:pat, $field:expr, $text:expr) => {
+        (
+            $name,
+            Box::new(
+                |$r: &mut ExecutionRequest, $f: &Fixture, $p: &mut PathPolicy| {
+                    let _ = (&$r, &$f, &$p);
+                    $body;
+                },
+            ) as PathMutate,
+            (|e: &ValidationError| matches!(e, $pat)) as Check,
+            $field,
+            $text,
+        )
+    };
+}
+
+#[test]
+fn refused_paths_name_their_field_and_the_fix() {
+    use ValidationError as E;
+    let f = Fixture::new();
+    const K: &str = "engine_spec.params.kernel_image";
+    const I: &str = "engine_spec.params.initrd_path";
+    const R: &str = "engine_spec.params.root_file_system";
+    const OUTSIDE: &str = "is outside the directories";
+    const KERNEL_IF: &str = "under /proc or /sys";
+    fn any() -> PathPolicy {
+        PathPolicy::allow_all()
+    }
+    #[rustfmt::skip]
+    let cases: Vec<(&str, PathMutate, Check, &str, &str)> = vec![
+        path_case!("kernel outside", |r, f, p| set(r, "kernel_image", f.outside("vmlinux")), E::OutsideAllowedDirs { .. }, K, OUTSIDE),
+        path_case!("initrd outside", |r, f, p| set(r, "initrd_path", f.outside("initrd")), E::OutsideAllowedDirs { .. }, I, OUTSIDE),
+        path_case!("input outside", |r, f, p| r.inputs[1].source = f.outside("in.img"), E::OutsideAllowedDirs { .. }, "inputs[1].source", OUTSIDE),
+        path_case!("symlink out of the allowed dir", |r, f, p| r.inputs[0].source = f.p("escape.img"), E::OutsideAllowedDirs { .. }, "inputs[0].source", "(resolved: "),
+        path_case!("no directory allowed", |r, f, p| p.allowed_dirs = Some(vec![]), E::OutsideAllowedDirs { .. }, K, "allows no directory"),
+        path_case!("a device outside the policy", |r, f, p| r.inputs[0].source = "/dev/null".into(), E::OutsideAllowedDirs { .. }, "inputs[0].source", "ExecutorConfig::path_policy"),
+        path_case!("/proc file", |r, f, p| { *p = any(); set(r, "kernel_image", "/proc/self/status") }, E::WrongFileType { .. }, K, KERNEL_IF),
+        path_case!("/proc magic link", |r, f, p| { *p = any(); set(r, "kernel_image", "/proc/self/exe") }, E::WrongFileType { .. }, K, KERNEL_IF),
+        path_case!("/proc as a volume", |r, f, p| { *p = any(); r.inputs[0].source = "/proc/self/mem".into() }, E::WrongFileType { .. }, "inputs[0].source", KERNEL_IF),
+        path_case!("/sys file", |r, f, p| { *p = any(); r.outputs[0].source = "/sys/kernel/notes".into() }, E::WrongFileType { .. }, "outputs[0].source", KERNEL_IF),
+        path_case!("device file", |r, f, p| { *p = any(); r.inputs[0].source = "/dev/null".into() }, E::WrongFileType { .. }, "inputs[0].source", "a character device"),
+        path_case!("device file as initrd", |r, f, p| { *p = any(); set(r, "initrd_path", "/dev/zero") }, E::WrongFileType { .. }, I, "a character device"),
+        path_case!("relative kernel", |r, f, p| set(r, "kernel_image", "vmlinux"), E::InvalidValue { .. }, K, "relative path"),
+        path_case!("relative input", |r, f, p| r.inputs[1].source = "./in1.img".into(), E::InvalidValue { .. }, "inputs[1].source", "give an absolute path"),
+        path_case!("kernel reused as rootfs", |r, f, p| set(r, "root_file_system", f.p("vmlinux")), E::DuplicateDrive { .. }, R, "same file as engine_spec.params.kernel_image"),
+        path_case!("initrd reused as input", |r, f, p| { set(r, "initrd_path", f.p("initrd")); r.inputs[0].source = f.p("initrd") }, E::DuplicateDrive { .. }, "inputs[0].source", I),
+        path_case!("one file as two volumes", |r, f, p| r.inputs[1].source = f.p("in0.img"), E::DuplicateDrive { .. }, "inputs[1].source", "same file as inputs[0].source"),
+        path_case!("one file via a hard link", |r, f, p| r.inputs[1].source = f.p("in0-hard.img"), E::DuplicateDrive { .. }, "inputs[1].source", "same file as inputs[0].source"),
+        path_case!("one file via a symlink", |r, f, p| r.outputs[0].source = f.p("in0-link.img"), E::DuplicateDrive { .. }, "outputs[0].source", "inputs[0].source"),
+        path_case!("results_dir a symlink", |r, f, p| r.results_dir = f.p("results-link"), E::WrongFileType { .. }, "results_dir", "a symbolic link"),
+        path_case!("results_dir below a file", |r, f, p| r.results_dir = f.p("notes.txt/results"), E::InvalidValue { .. }, "results_dir", "notes.txt is not a directory"),
+        path_case!("results_dir in /proc", |r, f, p| r.results_dir = "/proc/self/results".into(), E::WrongFileType { .. }, "results_dir", KERNEL_IF),
+    ];
+    for (name, mutate, check, field, text) in cases {
+        let (mut r, mut policy) = (f.request(), f.policy());
+        mutate(&mut r, &f, &mut policy);
+        let err = match validate_with(&r, &HOST, &policy) {
+            Ok(_) => panic!("{name}: validated"),
+            Err(e) => e,
+        };
+        let msg = err.to_string();
+        assert!(check(&err), "{name}: wrong variant: {err:?}");
+        assert_eq!(err.field(), field, "{name}: {msg}");
+        assert!(msg.starts_with(field), "{name}: {msg}");
+        assert!(msg.contains(text), "{name}: {msg:?} lacks {text:?}");
+        assert!(msg.contains("; "), "{name}: no fix in {msg:?}");
+    }
+}
+
+#[test]
+fn an_unwritable_results_dir_is_refused() {
+    let f = Fixture::new();
+    let Some(dir) = blocking::Unwritable::new(f.dir.path()) else {
+        eprintln!("skipped: cannot make a directory unwritable here");
+        return;
+    };
+    for path in [dir.path().to_path_buf(), dir.path().join("new/results")] {
+        let mut r = f.request();
+        r.results_dir = path.display().to_string();
+        let err = validate(&r, &HOST).unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(err.field(), "results_dir", "{msg}");
+        assert!(msg.contains("writable by the user fcexec runs as"), "{msg}");
+    }
+}
+
+mod blocking;

@@ -18,7 +18,11 @@
 //! - B: a breakdown of one launch, step by step: the executor's own launch
 //!   steps, timed through its `LaunchHook` (`ExecutorConfig::launch_hook`);
 //! - E: endurance: sequential executions, then a batch at once, each removed,
-//!   with fds, threads, memory, files, sockets and processes before and after.
+//!   with fds, threads, memory, files, sockets and processes before and after;
+//! - C: the CLI as users start it: `fcexec run` (demo guest) as a whole
+//!   process vs the raw VMM on the same guest, and where its time goes;
+//! - H: start-up, `list`/`fcexec ps`, `logs` and `run` with 0, 1,000 and
+//!   10,000 finished executions in the state directory.
 //!
 //! Environment (all optional):
 //!
@@ -36,6 +40,11 @@
 //! | `FCEXEC_BENCH_ENDURANCE_RUNS` | 1000 | its sequential executions |
 //! | `FCEXEC_BENCH_ENDURANCE_BATCH` | 200 | its executions at once |
 //! | `FCEXEC_BENCH_WORKERS` | 2 | tokio worker threads |
+//! | `FCEXEC_BENCH_CLI_PAIRS` | 30 (8) | rounds of section C's A/B |
+//! | `FCEXEC_BENCH_CLI_RUNS` | 15 (5) | rounds of section C's "where the time goes" |
+//! | `FCEXEC_BENCH_HISTORY` | `0,1000,10000` (`0,1000`) | finished executions of section H |
+//! | `FCEXEC_BENCH_HISTORY_RUNS` | 7 (3) | samples of each section H measurement per N |
+//! | `FCEXEC_BENCH_CLI` | built | the `fcexec` binary of sections C and H; default: `cargo build --release -p fcexec-cli`, then `target/release/fcexec` |
 //! | `FCEXEC_BENCH_SECTIONS` | all | only these sections, e.g. `1,5,B` (`E` runs endurance even in quick mode) |
 //! | `FCEXEC_BENCH_DIR` | the system's temporary directory | where the bench's directory (state dir, images) goes |
 //! | `FCEXEC_BENCH_GRACE_MS` | the executor's default | `ExecutorConfig::after_exit_grace`, for experiments |
@@ -59,7 +68,10 @@
 //!   `getrusage` readings, the raw-VMM baseline, table rendering;
 //! - `sections/`: one module per section (`memory`, `end_to_end`,
 //!   `first_output`, `cpu`, `concurrency`, `breakdown` with its `steps`,
-//!   `endurance`) and the warm-up.
+//!   `endurance`, `cli` with its `anatomy`, `history` with its `fill`) and
+//!   the warm-up;
+//! - `support/process.rs`: whole processes reaped with `wait4`, and finding
+//!   the CLI binary.
 
 mod sections;
 mod support;
@@ -72,15 +84,18 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use sections::breakdown::breakdown;
+use sections::cli::cli;
 use sections::concurrency::concurrency;
 use sections::cpu::cpu;
 use sections::end_to_end::end_to_end;
 use sections::endurance::endurance;
 use sections::first_output::first_output;
+use sections::history::history;
 use sections::memory::memory;
 use sections::warm_up;
 use support::config::Cfg;
 use support::context::Ctx;
+use support::process::{describe, find_cli, CliBin};
 use support::procfs;
 use support::report::verdict;
 
@@ -195,7 +210,45 @@ async fn sections(ctx: &Arc<Ctx>, cfg: &Cfg) -> Result<(), String> {
     if cfg.wants("E") {
         endurance(ctx, cfg.endurance_runs, cfg.endurance_batch).await?;
     }
+    let bin = if cfg.wants("C") || cfg.wants("H") {
+        cli_bin(ctx).await
+    } else {
+        None
+    };
+    if cfg.wants("C") {
+        match &bin {
+            Some(bin) => cli(ctx, cfg.cli_pairs, cfg.cli_runs, bin).await?,
+            None => eprintln!("C: skipped, no CLI binary"),
+        }
+    }
+    if cfg.wants("H") {
+        history(ctx, &cfg.history, cfg.history_runs, bin.as_ref()).await?;
+    }
     Ok(())
+}
+
+/// The CLI binary of sections C and H (built if need be), noted in the
+/// report; `None` (the CLI rows are skipped) when there is none.
+async fn cli_bin(ctx: &Ctx) -> Option<CliBin> {
+    let found = tokio::task::spawn_blocking(find_cli)
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+    let path = match found {
+        Ok(path) => path,
+        Err(e) => {
+            eprintln!("no CLI binary: {e}");
+            return None;
+        }
+    };
+    ctx.report
+        .lock()
+        .unwrap()
+        .notes
+        .push(format!("CLI measured: {}", describe(&path)));
+    Some(CliBin {
+        path,
+        firecracker: ctx.firecracker.clone(),
+    })
 }
 
 /// Stops whatever the executor still owns.

@@ -1,13 +1,15 @@
 //! The sections of the bench, one module each, and the warm-up that runs
 //! before them. `benches/executor.rs` runs them in this order: 4, 1, 2, 5, 3,
-//! B, E.
+//! B, E, C, H (C and H last: H writes tens of thousands of files).
 
 pub mod breakdown;
+pub mod cli;
 pub mod concurrency;
 pub mod cpu;
 pub mod end_to_end;
 pub mod endurance;
 pub mod first_output;
+pub mod history;
 pub mod memory;
 
 use crate::support::context::{exec_once, hi_job, Ctx};

@@ -16,8 +16,28 @@ pub struct Cfg {
     pub endurance_runs: usize,
     pub endurance_batch: usize,
     pub workers: usize,
+    /// Rounds of section C's A/B (`fcexec run` and two raw variants).
+    pub cli_pairs: usize,
+    /// Rounds of section C's anatomy.
+    pub cli_runs: usize,
+    /// Section H's numbers of finished executions, ascending.
+    pub history: Vec<usize>,
+    /// Samples of each of section H's measurements per N.
+    pub history_runs: usize,
     /// Sections to run (`FCEXEC_BENCH_SECTIONS`, e.g. `1,B`); empty: all.
     pub sections: Vec<String>,
+}
+
+/// A comma-separated list of numbers, e.g. `1,10,50`; `None` when unset or empty.
+fn env_list(name: &str) -> Option<Vec<usize>> {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect::<Vec<usize>>()
+        })
+        .filter(|v| !v.is_empty())
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -37,14 +57,8 @@ impl Cfg {
     pub fn from_env() -> Cfg {
         let quick = env_flag("FCEXEC_BENCH_QUICK").unwrap_or(false);
         let q = |full: usize, small: usize| if quick { small } else { full };
-        let concurrency = std::env::var("FCEXEC_BENCH_CONCURRENCY")
-            .ok()
-            .map(|v| {
-                v.split(',')
-                    .filter_map(|n| n.trim().parse().ok())
-                    .filter(|&n| n > 0)
-                    .collect::<Vec<usize>>()
-            })
+        let concurrency = env_list("FCEXEC_BENCH_CONCURRENCY")
+            .map(|v| v.into_iter().filter(|&n| n > 0).collect::<Vec<usize>>())
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| {
                 if quick {
@@ -66,6 +80,21 @@ impl Cfg {
             endurance_runs: env_usize("FCEXEC_BENCH_ENDURANCE_RUNS", 1000),
             endurance_batch: env_usize("FCEXEC_BENCH_ENDURANCE_BATCH", 200),
             workers: env_usize("FCEXEC_BENCH_WORKERS", 2).max(1),
+            cli_pairs: env_usize("FCEXEC_BENCH_CLI_PAIRS", q(30, 8)).max(1),
+            cli_runs: env_usize("FCEXEC_BENCH_CLI_RUNS", q(15, 5)).max(1),
+            history: {
+                let mut sizes = env_list("FCEXEC_BENCH_HISTORY").unwrap_or_else(|| {
+                    if quick {
+                        vec![0, 1000]
+                    } else {
+                        vec![0, 1000, 10_000]
+                    }
+                });
+                sizes.sort_unstable();
+                sizes.dedup();
+                sizes
+            },
+            history_runs: env_usize("FCEXEC_BENCH_HISTORY_RUNS", q(7, 3)).max(1),
             sections: std::env::var("FCEXEC_BENCH_SECTIONS")
                 .unwrap_or_default()
                 .split(',')

@@ -38,6 +38,8 @@ pub enum RawMode {
 pub struct RawRun {
     /// Spawn to the VMM reaped.
     pub total: Duration,
+    /// When it was spawned, seconds since midnight UTC (as [`log_times`]).
+    pub spawned_at: f64,
     /// Spawn to the first decoded stdout bytes ([`RawMode::FirstOutput`]).
     pub first_stdout: Option<Duration>,
     /// Bytes of serial output (frames and console text).
@@ -121,6 +123,7 @@ impl RawVmm {
         let serial_path = dir.join("serial.log");
         let log_path = dir.join("firecracker.log");
         let started = Instant::now();
+        let spawned_at = second_of_day(std::time::SystemTime::now());
         let open = |p: &Path| {
             std::fs::File::options()
                 .create(true)
@@ -186,6 +189,7 @@ impl RawVmm {
         };
         Ok(RawRun {
             total,
+            spawned_at,
             first_stdout: decoded
                 .first_stdout
                 .filter(|_| mode == RawMode::FirstOutput),

@@ -1,5 +1,5 @@
-//! The tables printed at the end (main, breakdown, endurance, notes) and the
-//! formatting of their cells.
+//! The tables printed at the end (main, breakdown, endurance, CLI, history,
+//! notes) and the formatting of their cells.
 
 use std::time::Duration;
 
@@ -13,6 +13,10 @@ pub struct Report {
     pub main: Table,
     pub breakdown: Table,
     pub endurance: Table,
+    /// Section C: where `fcexec run`'s time goes.
+    pub cli: Table,
+    /// Section H: the costs with N finished executions.
+    pub history: Table,
     pub notes: Vec<String>,
     /// Section 1's executor and raw summaries, for the breakdown.
     pub e2e: Option<(Summary, Summary)>,
@@ -32,6 +36,8 @@ impl Report {
             ]),
             breakdown: Table::default(),
             endurance: Table::default(),
+            cli: Table::default(),
+            history: Table::default(),
             notes: Vec::new(),
             e2e: None,
         }
@@ -77,6 +83,18 @@ impl Report {
             println!("Endurance:");
             println!();
             print!("{}", self.endurance.render());
+            println!();
+        }
+        if !self.cli.is_empty() {
+            println!("Where `fcexec run`'s time goes (section C):");
+            println!();
+            print!("{}", self.cli.render());
+            println!();
+        }
+        if !self.history.is_empty() {
+            println!("With N finished executions in the state directory (section H):");
+            println!();
+            print!("{}", self.history.render());
             println!();
         }
         for note in &self.notes {

@@ -1,0 +1,314 @@
+//! Section H: does the executor stay flat as history grows? Start-up,
+//! `list`/`fcexec ps`, `logs` and `run` with N finished executions in the
+//! state directory.
+//!
+//! Setup: an executor `hist` (state under `<bench dir>/h`) runs the one-line
+//! job once for real and keeps it; its files are then stamped N times under
+//! new ids (`history/fill.rs`), growing the directory from one N to the next.
+//! So at "N" the directory holds N copies plus that real execution, whose
+//! logs are the ones read.
+//!
+//! Per N, `runs` times each (medians), in this process first:
+//! `Executor::new` (lock, `firecracker --version`, the recovery scan that
+//! registers every finished execution), the heap it then holds (glibc
+//! `mallinfo2`), `list()`, `logs(id)` read to the end, and one `run` (then
+//! `remove`d, not timed), each with a fresh executor that is shut down after;
+//! then the CLI as whole processes, in rotating order: `fcexec ps`, `fcexec
+//! logs ID`, `fcexec run` (the demo guest; the execution it leaves is deleted
+//! afterwards, not timed). The page cache is warm (the same files are read
+//! every time), as for a restarted service on a running host.
+
+mod fill;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fcexec::{Executor, LogOptions};
+
+use crate::support::context::{check_output, hi_job, Ctx, HI, RUN_LIMIT};
+use crate::support::process::{CliBin, Proc};
+use crate::support::procfs;
+use crate::support::report::kib;
+use crate::support::stats::{ms2, summarize};
+use crate::support::table::Table;
+use fill::Template;
+
+/// The executor id of the history.
+const EXECUTOR: &str = "hist";
+/// Removing one execution (not timed).
+const REMOVE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The samples of one N.
+#[derive(Default)]
+struct Column {
+    n: usize,
+    new: Vec<Duration>,
+    heap: Vec<f64>,
+    list: Vec<Duration>,
+    logs: Vec<Duration>,
+    run: Vec<Duration>,
+    ps: Vec<Proc>,
+    cli_logs: Vec<Proc>,
+    cli_run: Vec<Proc>,
+}
+
+/// Section H for each N of `sizes` (ascending), `runs` samples each.
+pub async fn history(
+    ctx: &Arc<Ctx>,
+    sizes: &[usize],
+    runs: usize,
+    cli: Option<&CliBin>,
+) -> Result<(), String> {
+    eprintln!("H: history of {sizes:?} finished executions, {runs} runs each");
+    let root = ctx.dir.join("h");
+    let (template, real) = seed(ctx).await?;
+    let dir = root.join(EXECUTOR);
+    let mut columns = Vec::new();
+    let mut have = 0;
+    for &n in sizes {
+        let began = Instant::now();
+        let (t, d) = (template.clone(), dir.clone());
+        tokio::task::spawn_blocking(move || t.stamp(&d, have, n.max(have)))
+            .await
+            .map_err(|e| e.to_string())??;
+        eprintln!(
+            "H: N={n}: copies written in {:.1} s",
+            began.elapsed().as_secs_f64()
+        );
+        have = have.max(n);
+        columns.push(measure(ctx, &root, &real, n, runs, cli).await?);
+    }
+    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
+    if !matches!(removed, Ok(Ok(()))) {
+        eprintln!("H: could not remove the history: {removed:?}");
+    }
+    let mut report = ctx.report.lock().unwrap();
+    report.history = table(&columns);
+    report.notes.push(format!(
+        "history: each copy holds {} (the one-line job's execution, ended)",
+        template.names().join(", ")
+    ));
+    Ok(())
+}
+
+/// One real execution of the one-line job, kept: its files and its id.
+async fn seed(ctx: &Ctx) -> Result<(Arc<Template>, String), String> {
+    let executor = open(ctx).await?;
+    let request = ctx.request("real", &hi_job());
+    let result = tokio::time::timeout(RUN_LIMIT, executor.run(&request)).await;
+    check_output(result, HI)?;
+    executor.shutdown().await;
+    let dir = executor.state_dir().join(&request.execution_id);
+    drop(executor);
+    Ok((Arc::new(Template::read(&dir)?), request.execution_id))
+}
+
+async fn open(ctx: &Ctx) -> Result<Executor, String> {
+    Executor::new(EXECUTOR, ctx.executor_config("h"))
+        .await
+        .map_err(|e| format!("Executor::new ({EXECUTOR}): {e}"))
+}
+
+/// Every measurement at one N.
+async fn measure(
+    ctx: &Ctx,
+    root: &Path,
+    real: &str,
+    n: usize,
+    runs: usize,
+    cli: Option<&CliBin>,
+) -> Result<Column, String> {
+    let mut c = Column {
+        n,
+        ..Column::default()
+    };
+    for _ in 0..runs {
+        let heap = procfs::heap_in_use().unwrap_or(0);
+        let began = Instant::now();
+        let executor = open(ctx).await?;
+        c.new.push(began.elapsed());
+        c.heap
+            .push(procfs::heap_in_use().unwrap_or(0) as f64 / 1024.0 - heap as f64 / 1024.0);
+        let began = Instant::now();
+        let listed = executor.list().len();
+        c.list.push(began.elapsed());
+        if listed != n + 1 {
+            return Err(format!("list() gave {listed} executions, not {}", n + 1));
+        }
+        let began = Instant::now();
+        let logs = executor.logs(real, LogOptions::default());
+        let (out, _) = logs
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        c.logs.push(began.elapsed());
+        if out != HI.as_bytes() {
+            return Err(format!("logs({real}) gave {out:?}"));
+        }
+        let request = ctx.request("hr", &hi_job());
+        let began = Instant::now();
+        let result = tokio::time::timeout(RUN_LIMIT, executor.run(&request)).await;
+        c.run.push(began.elapsed());
+        check_output(result, HI)?;
+        executor
+            .remove(&request.execution_id, REMOVE_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        executor.shutdown().await;
+    }
+    if let Some(cli) = cli {
+        let out = ctx.dir.join("h-cli.out");
+        let greeting = format!("{}\n", test_guest::GREETING);
+        let rows = n + 2; // header, the real execution, the copies
+        for i in 0..runs {
+            for k in 0..3 {
+                match (i + k) % 3 {
+                    0 => c.ps.push(
+                        cli.run(root, &["--executor", EXECUTOR, "ps"], &out, |s| {
+                            s.lines().count() == rows
+                        })
+                        .await?,
+                    ),
+                    1 => c.cli_logs.push(
+                        cli.run(root, &["--executor", EXECUTOR, "logs", real], &out, |s| {
+                            s == HI
+                        })
+                        .await?,
+                    ),
+                    _ => {
+                        let run = cli
+                            .run(root, &["--executor", EXECUTOR, "run"], &out, |s| {
+                                s == greeting
+                            })
+                            .await;
+                        remove_cli_runs(&root.join(EXECUTOR));
+                        c.cli_run.push(run?);
+                    }
+                }
+            }
+        }
+    }
+    Ok(c)
+}
+
+/// Deletes the executions `fcexec run` left (ids `run-...`).
+fn remove_cli_runs(dir: &Path) {
+    let runs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+        .map(|e| e.path())
+        .collect();
+    for path in runs {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+/// The table: one column per N, then each N's ratio to the first, then the
+/// cost added per 1,000 finished executions (first to last N).
+fn table(columns: &[Column]) -> Table {
+    let mut header = vec!["measurement (median)".to_string()];
+    header.extend(columns.iter().map(|c| format!("N={}", c.n)));
+    header.extend(
+        columns
+            .iter()
+            .skip(1)
+            .map(|c| format!("N={} / N={}", c.n, columns[0].n)),
+    );
+    header.push("added per 1,000 finished".into());
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let mut t = Table::new(&header);
+    let row =
+        |t: &mut Table, name: &str, value: &dyn Fn(&Column) -> f64, fmt: &dyn Fn(f64) -> String| {
+            let values: Vec<f64> = columns.iter().map(value).collect();
+            if values.iter().all(|v| *v == 0.0) {
+                return;
+            }
+            let mut cells = vec![name.to_string()];
+            cells.extend(values.iter().map(|v| fmt(*v)));
+            cells.extend(values.iter().skip(1).map(|v| ratio(*v, values[0])));
+            let (first, last) = (&columns[0], &columns[columns.len() - 1]);
+            let slope = if last.n > first.n {
+                let per =
+                    (values[values.len() - 1] - values[0]) / (last.n - first.n) as f64 * 1000.0;
+                fmt(per)
+            } else {
+                String::new()
+            };
+            cells.push(slope);
+            t.row(&cells);
+        };
+    let d = |v: f64| ms2(Duration::from_secs_f64(v.max(0.0) / 1e3));
+    let med = |v: &[Duration]| summarize(v).p50.as_secs_f64() * 1e3;
+    let wall = |v: &[Proc]| med(&v.iter().map(|p| p.wall).collect::<Vec<_>>());
+    let cpu = |v: &[Proc]| med(&v.iter().map(|p| p.cpu.total()).collect::<Vec<_>>());
+    let rss = |v: &[Proc]| {
+        let mut r: Vec<f64> = v.iter().map(|p| p.max_rss_kib as f64).collect();
+        r.sort_by(f64::total_cmp);
+        r.get(r.len() / 2).copied().unwrap_or(0.0)
+    };
+    let heap = |c: &Column| {
+        let mut h = c.heap.clone();
+        h.sort_by(f64::total_cmp);
+        h.get(h.len() / 2).copied().unwrap_or(0.0)
+    };
+    row(
+        &mut t,
+        "`Executor::new` (lock, version probe, recovery scan)",
+        &|c| med(&c.new),
+        &d,
+    );
+    row(
+        &mut t,
+        "  heap it holds afterwards (mallinfo2)",
+        &heap,
+        &|v| kib(v),
+    );
+    row(&mut t, "`list()`", &|c| med(&c.list), &d);
+    row(
+        &mut t,
+        "`logs(id)` of one ended execution, read to the end",
+        &|c| med(&c.logs),
+        &d,
+    );
+    row(
+        &mut t,
+        "`run` (one-line job), in this process",
+        &|c| med(&c.run),
+        &d,
+    );
+    row(&mut t, "`fcexec ps` process: wall", &|c| wall(&c.ps), &d);
+    row(&mut t, "  CPU (user+sys, wait4)", &|c| cpu(&c.ps), &d);
+    row(&mut t, "  max RSS", &|c| rss(&c.ps), &|v| kib(v));
+    row(
+        &mut t,
+        "`fcexec logs ID` process: wall",
+        &|c| wall(&c.cli_logs),
+        &d,
+    );
+    row(&mut t, "  CPU (user+sys, wait4)", &|c| cpu(&c.cli_logs), &d);
+    row(
+        &mut t,
+        "`fcexec run` process (demo guest): wall",
+        &|c| wall(&c.cli_run),
+        &d,
+    );
+    row(
+        &mut t,
+        "  CPU (user+sys, wait4; with the VMM's)",
+        &|c| cpu(&c.cli_run),
+        &d,
+    );
+    t
+}
+
+fn ratio(v: f64, base: f64) -> String {
+    if base == 0.0 {
+        "-".into()
+    } else {
+        format!("{:.2}", v / base)
+    }
+}

@@ -124,7 +124,7 @@ fn run_request_runs_the_readme_request_as_the_node_sends_it() {
         (Some("exec-1"), Some("job-1")),
         "{ps:#?}"
     );
-    let copied = std::fs::read(images.results.join("0-out")).unwrap();
+    let copied = std::fs::read(images.results.join("exec-1-0-out")).unwrap();
     assert_eq!(copied[..4096], test_guest::bulk_pattern(4096)[..]);
 
     // Again from stdin, streaming, under another id (exec-1 exists).

@@ -56,7 +56,9 @@ impl Executor {
     /// previous executor with this id left running.
     pub async fn new(id: &str, config: ExecutorConfig) -> Result<Executor, ExecutorError> {
         let firecracker = find_firecracker(config.firecracker.as_deref())?;
-        firecracker_api::version::check(&firecracker).await?;
+        crate::state_dir::check_id("executor id", id)?;
+        let (run_root, data_root) = config.roots()?;
+        crate::version_cache::check(&firecracker, &run_root.join(id)).await?;
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -66,7 +68,6 @@ impl Executor {
             Some(h) => h,
             None => HostLimits::detect().map_err(ExecutorError::HostLimits)?,
         };
-        let (run_root, data_root) = config.roots()?;
         let state = Arc::new(StateDir::open(&run_root, &data_root, id)?);
         let registry = Arc::new(Registry::new(Budget {
             memory_mib: config
@@ -109,10 +110,12 @@ impl Executor {
             id: id.to_string(),
             reason: format!("recovery failed: {e}"),
         })?;
-        for f in found {
+        for f in found.found {
             executor.adopt(f);
         }
+        executor.registry.defer(found.finished);
         executor.spawn_expiry();
+        executor.spawn_history_loader();
         tracing::info!(executor = id, dir = %executor.state.path().display(), "executor ready");
         Ok(executor)
     }
@@ -156,6 +159,8 @@ impl Executor {
             valid.persist_logs = self.config.default_retention.unwrap_or_default();
         }
         let paths = self.state.execution(&valid.execution_id)?;
+        // A finished execution with this id, not loaded yet, is refused as such.
+        let _ = self.get(&valid.execution_id);
         let (commands, receiver) = mpsc::channel(8);
         let exec = Arc::new(Execution::new(
             valid.execution_id.clone(),
@@ -203,7 +208,7 @@ impl Executor {
     /// bytes of each stream (`stdout_truncated` / `stderr_truncated` say
     /// when there was more); [`Executor::logs`] has all of it.
     pub async fn wait(&self, id: &str) -> Result<ExecutionResult, ExecutorError> {
-        let exec = self.registry.get(id)?;
+        let exec = self.get(id)?;
         let mut rx = exec.subscribe();
         let result = tokio::select! {
             snapshot = rx.wait_for(|s| s.result.is_some()) => snapshot
@@ -243,7 +248,7 @@ impl Executor {
         op: &'static str,
         make: fn(oneshot::Sender<Result<(), String>>) -> Command,
     ) -> Result<(), ExecutorError> {
-        let exec = self.registry.get(id)?;
+        let exec = self.get(id)?;
         let wrong = |reason: String| ExecutorError::WrongState {
             id: id.to_string(),
             op,
@@ -274,6 +279,7 @@ impl Executor {
 
     /// Every execution this executor knows, with its status.
     pub fn list(&self) -> Vec<ListItem> {
+        self.load_all();
         let mut items: Vec<ListItem> = self
             .registry
             .all()
@@ -286,7 +292,7 @@ impl Executor {
 
     /// The execution's status.
     pub fn status(&self, id: &str) -> Result<ExecutionStatus, ExecutorError> {
-        Ok(self.registry.get(id)?.status())
+        Ok(self.get(id)?.status())
     }
 
     /// Resolves once the execution has `wanted` status; fails at `timeout`, or
@@ -297,7 +303,7 @@ impl Executor {
         wanted: ExecutionStatus,
         timeout: Duration,
     ) -> Result<(), ExecutorError> {
-        let exec = self.registry.get(id)?;
+        let exec = self.get(id)?;
         let mut rx = exec.subscribe();
         let reached = async {
             rx.wait_for(|s| s.status() == wanted || s.result.is_some())
@@ -323,13 +329,13 @@ impl Executor {
 
     /// Streams the execution's output (see [`LogOptions`]).
     pub fn logs(&self, id: &str, options: LogOptions) -> Result<Logs, ExecutorError> {
-        Ok(Logs::open(self.registry.get(id)?, options))
+        Ok(Logs::open(self.get(id)?, options))
     }
 
     /// Stops the execution if it runs (within `timeout`), then forgets it and
     /// deletes its files.
     pub async fn remove(&self, id: &str, timeout: Duration) -> Result<(), ExecutorError> {
-        let exec = self.registry.get(id)?;
+        let exec = self.get(id)?;
         if exec.phase().is_live() {
             let stopped = async {
                 let _ = self.cancel(id).await;
@@ -366,6 +372,7 @@ impl Executor {
             + policy.sigkill
             + policy.ctrl_alt_del.unwrap_or_default()
             + Duration::from_secs(1);
+        self.load_all();
         let removals = self
             .registry
             .all()
@@ -393,43 +400,10 @@ impl Executor {
     /// Registers an execution found at start-up and, when it was live,
     /// starts its supervisor.
     fn adopt(&self, found: Found) {
-        let Found { id, paths, state } = found;
-        let (record, vmm, capture) = match state {
-            FoundState::Corrupt(reason) => {
-                let result = ExecutionResult::failed(format!("corrupt execution: {reason}"));
-                let exec =
-                    self.settled(id, String::new(), paths, Mode::Plain, Phase::Failed, result);
-                self.registry.insert_recovered(exec, 0);
-                return;
-            }
-            FoundState::Finished(record) => {
-                let result = record.result.clone().unwrap_or_else(|| {
-                    ExecutionResult::failed("the execution ended without a recorded result")
-                });
-                let exec = self.settled(
-                    id,
-                    record.job_id.clone(),
-                    paths,
-                    record.mode,
-                    record.phase,
-                    result,
-                );
-                exec.publish_logs(LogProgress {
-                    stdout: file_len(&exec.stdout_path()),
-                    stderr: file_len(&exec.stderr_path()),
-                    done: true,
-                });
-                if let Some(at) = record.expires_ms() {
-                    self.registry.expire_at(&exec, at);
-                }
-                self.registry.insert_recovered(exec, 0);
-                return;
-            }
-            FoundState::Live {
-                record,
-                vmm,
-                capture,
-            } => (record, vmm, capture),
+        let Some((id, paths, record, vmm, capture)) =
+            adopt_settled(&self.registry, &self.ctx.stop, found)
+        else {
+            return;
         };
         let (commands, receiver) = mpsc::channel(8);
         let exec = Arc::new(Execution::new(
@@ -460,28 +434,70 @@ impl Executor {
         self.tasks.spawn(task);
     }
 
-    /// A handle for an execution that ended before this executor started.
-    fn settled(
-        &self,
-        id: String,
-        job_id: String,
-        paths: crate::state_dir::ExecPaths,
-        mode: Mode,
-        phase: Phase,
-        result: ExecutionResult,
-    ) -> Arc<Execution> {
-        Arc::new(Execution::new(
-            id,
-            job_id,
-            paths,
-            mode,
-            Snapshot {
-                phase,
-                result: Some(Arc::new(result)),
-            },
-            None,
-            self.ctx.stop.clone(),
-        ))
+    /// The execution with this id, loading it first when it is a finished
+    /// one not loaded yet.
+    fn get(&self, id: &str) -> Result<Arc<Execution>, ExecutorError> {
+        if let ok @ Ok(_) = self.registry.get(id) {
+            return ok;
+        }
+        if self.registry.take_deferred(id) {
+            self.load(id);
+        }
+        self.registry.get(id)
+    }
+
+    /// Loads one deferred finished execution (blocking, small).
+    fn load(&self, id: &str) {
+        let firecracker = &self.ctx.launcher.firecracker;
+        let found = crate::recovery::load_one(&self.state, id, self.config.max_output, firecracker);
+        if let Some(found) = found {
+            self.adopt(found);
+        }
+    }
+
+    /// Loads every finished execution not loaded yet (for `list`).
+    fn load_all(&self) {
+        loop {
+            let batch = self.registry.take_deferred_batch(256);
+            if batch.is_empty() {
+                return;
+            }
+            for id in batch {
+                self.load(&id);
+            }
+        }
+    }
+
+    /// Loads the finished executions found at start-up in the background,
+    /// so that their retention is enforced without start-up paying for them.
+    fn spawn_history_loader(&self) {
+        let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
+        let (state, max_output) = (self.state.clone(), self.config.max_output);
+        let firecracker = self.ctx.launcher.firecracker.clone();
+        self.tasks.spawn(async move {
+            while !stop.is_cancelled() {
+                let batch = registry.take_deferred_batch(64);
+                if batch.is_empty() {
+                    return;
+                }
+                let (state, firecracker) = (state.clone(), firecracker.clone());
+                let loaded = tokio::task::spawn_blocking(move || {
+                    batch
+                        .iter()
+                        .filter_map(|id| {
+                            crate::recovery::load_one(&state, id, max_output, &firecracker)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                for found in loaded {
+                    if adopt_settled(&registry, &stop, found).is_some() {
+                        tracing::warn!("a finished execution's record says it is live; it is left to the next start");
+                    }
+                }
+            }
+        });
     }
 
     /// Forgets finished executions, and deletes their files, as their
@@ -511,6 +527,68 @@ impl Drop for Executor {
     fn drop(&mut self) {
         // Supervisors let their VMs run on; a new executor with this id re-attaches.
         self.tasks.begin_shutdown();
+    }
+}
+
+/// A live execution found at start-up: what its supervisor needs.
+type LiveFound = (
+    String,
+    crate::state_dir::ExecPaths,
+    crate::record::ExecutionRecord,
+    Option<firecracker_api::Vmm>,
+    crate::capture::Capture,
+);
+
+/// Registers an execution found at start-up that needs no supervisor (it
+/// ended, or its record is corrupt); hands a live one back.
+fn adopt_settled(
+    registry: &Registry,
+    released: &tokio_util::sync::CancellationToken,
+    found: Found,
+) -> Option<LiveFound> {
+    let Found { id, paths, state } = found;
+    let settled = |job_id: String, mode: Mode, phase: Phase, result: ExecutionResult| {
+        Arc::new(Execution::new(
+            id.clone(),
+            job_id,
+            paths.clone(),
+            mode,
+            Snapshot {
+                phase,
+                result: Some(Arc::new(result)),
+            },
+            None,
+            released.clone(),
+        ))
+    };
+    match state {
+        FoundState::Corrupt(reason) => {
+            let result = ExecutionResult::failed(format!("corrupt execution: {reason}"));
+            let exec = settled(String::new(), Mode::Plain, Phase::Failed, result);
+            registry.insert_recovered(exec, 0);
+            None
+        }
+        FoundState::Finished(record) => {
+            let result = record.result.clone().unwrap_or_else(|| {
+                ExecutionResult::failed("the execution ended without a recorded result")
+            });
+            let exec = settled(record.job_id.clone(), record.mode, record.phase, result);
+            exec.publish_logs(LogProgress {
+                stdout: file_len(&exec.stdout_path()),
+                stderr: file_len(&exec.stderr_path()),
+                done: true,
+            });
+            if let Some(at) = record.expires_ms() {
+                registry.expire_at(&exec, at);
+            }
+            registry.insert_recovered(exec, 0);
+            None
+        }
+        FoundState::Live {
+            record,
+            vmm,
+            capture,
+        } => Some((id, paths, record, vmm, capture)),
     }
 }
 

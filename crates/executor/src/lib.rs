@@ -65,6 +65,7 @@ pub mod state_dir;
 mod supervisor;
 mod tasks;
 pub mod validate;
+mod version_cache;
 
 pub use config::ExecutorConfig;
 pub use config_drive::Key;

@@ -56,23 +56,44 @@ pub enum FoundState {
     Corrupt(String),
 }
 
+/// What a start-up scan finds: executions loaded now (everything that may
+/// still be live, or is corrupt), and the ids of finished ones, which are
+/// loaded later or when asked for (so start-up stays flat as history grows).
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Loaded now.
+    pub found: Vec<Found>,
+    /// Finished (a `result.json` exists): load with [`load_one`].
+    pub finished: Vec<String>,
+}
+
 /// Everything in `state`, with `max_output` the output cap for live ones
 /// and `firecracker` the binary their VMMs run.
-pub fn scan(state: &StateDir, max_output: u64, firecracker: &Path) -> Vec<Found> {
-    let now = now_ms();
-    state
-        .execution_ids()
-        .into_iter()
-        .filter_map(|id| {
-            let paths = state.execution(&id).ok()?;
-            let found = load(&id, &paths, now, max_output, firecracker)?;
-            Some(Found {
-                id,
-                paths,
-                state: found,
-            })
-        })
-        .collect()
+pub fn scan(state: &StateDir, max_output: u64, firecracker: &Path) -> Scan {
+    let mut scan = Scan::default();
+    for id in state.execution_ids() {
+        let Ok(paths) = state.execution(&id) else {
+            continue;
+        };
+        if paths.record().with_file_name("result.json").exists() {
+            scan.finished.push(id);
+        } else if let Some(found) = load_one(state, &id, max_output, firecracker) {
+            scan.found.push(found);
+        }
+    }
+    scan
+}
+
+/// Loads one execution of `state` (see [`scan`]); `None` when there is
+/// none, or it expired and was removed.
+pub fn load_one(state: &StateDir, id: &str, max_output: u64, firecracker: &Path) -> Option<Found> {
+    let paths = state.execution(id).ok()?;
+    let found = load(id, &paths, now_ms(), max_output, firecracker)?;
+    Some(Found {
+        id: id.to_string(),
+        paths,
+        state: found,
+    })
 }
 
 fn load(

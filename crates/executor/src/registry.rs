@@ -6,7 +6,7 @@
 //! its memory fits the budget), *released* when it ends (its memory goes
 //! back), and *removed* by `remove`, `cleanup` or expiry.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::Notify;
@@ -38,6 +38,8 @@ struct Inner {
     /// Finished executions by expiry time (Unix ms, then a sequence number).
     expiries: BTreeMap<(u64, u64), Weak<Execution>>,
     next_seq: u64,
+    /// Finished executions found at start-up and not loaded yet.
+    deferred: HashSet<String>,
 }
 
 /// The map of executions and the budget.
@@ -126,6 +128,27 @@ impl Registry {
         if let Some(old) = inner.entries.insert(id, Entry { exec, holds }) {
             release_entry(&mut inner, old);
         }
+    }
+
+    /// Notes finished executions to load later (see `recovery::scan`).
+    pub fn defer(&self, ids: Vec<String>) {
+        self.lock().deferred.extend(ids);
+    }
+
+    /// Takes `id` off the deferred list: true when the caller is now the
+    /// one to load it.
+    pub fn take_deferred(&self, id: &str) -> bool {
+        self.lock().deferred.remove(id)
+    }
+
+    /// Takes up to `n` deferred ids.
+    pub fn take_deferred_batch(&self, n: usize) -> Vec<String> {
+        let mut inner = self.lock();
+        let batch: Vec<String> = inner.deferred.iter().take(n).cloned().collect();
+        for id in &batch {
+            inner.deferred.remove(id);
+        }
+        batch
     }
 
     /// Gives back the budget `exec` holds (it ended).

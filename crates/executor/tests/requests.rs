@@ -32,7 +32,7 @@ async fn an_input_volume_is_copied_to_an_output_volume_under_results_dir() {
     request.results_dir = results.display().to_string();
     let r = ex.run(&request).await.unwrap();
     assert_eq!((r.exit_code, r.stdout.as_str()), (0, "copied\n"), "{r:?}");
-    let copied = std::fs::read(results.join("0-out")).unwrap();
+    let copied = std::fs::read(results.join("vol-0-out")).unwrap();
     assert!(
         copied == data,
         "the output image under results_dir holds the input's bytes"

@@ -47,7 +47,7 @@ pub struct Executor {
     registry: Arc<Registry>,
     tasks: Tasks,
     ctx: TaskContext,
-    config: ExecutorConfig,
+    config: Arc<ExecutorConfig>,
 }
 
 impl Executor {
@@ -98,7 +98,7 @@ impl Executor {
             registry,
             tasks,
             ctx,
-            config,
+            config: Arc::new(config),
         };
         let (state, max_output) = (executor.state.clone(), executor.config.max_output);
         let firecracker = executor.ctx.launcher.firecracker.clone();
@@ -152,53 +152,24 @@ impl Executor {
         if self.tasks.is_stopping() {
             return Err(ExecutorError::ShuttingDown);
         }
-        let (owned, host) = (request.clone(), self.host);
-        let mut valid = crate::validate::validate_within(owned, host, &self.config).await?;
-        valid.timeout = valid.timeout.or(self.config.default_timeout);
-        if valid.persist_logs.is_zero() {
-            valid.persist_logs = self.config.default_retention.unwrap_or_default();
-        }
-        let paths = self.state.execution(&valid.execution_id)?;
         // A finished execution with this id, not loaded yet, is refused as such.
-        let _ = self.get(&valid.execution_id);
-        let (commands, receiver) = mpsc::channel(8);
-        let exec = Arc::new(Execution::new(
-            valid.execution_id.clone(),
-            valid.job_id.clone(),
-            paths,
-            valid.mode,
-            Snapshot {
-                phase: Phase::Pending,
-                result: None,
-            },
-            Some(commands),
-            self.ctx.stop.clone(),
-        ));
-        self.registry
-            .reserve(exec.clone(), u64::from(valid.mem_mib))?;
-        let deadlines = Deadlines {
-            boot: valid.boot_timeout,
-            end: valid.timeout.map(|t| (tokio::time::Instant::now() + t, t)),
+        let _ = self.get(&request.execution_id);
+        let starter = Starter {
+            host: self.host,
+            config: self.config.clone(),
+            state: self.state.clone(),
+            registry: self.registry.clone(),
+            ctx: self.ctx.clone(),
+            tasks: self.tasks.clone(),
         };
-        let (ready, launched) = oneshot::channel();
-        let task = launch_and_supervise(
-            self.ctx.clone(),
-            exec.clone(),
-            valid,
-            receiver,
-            ready,
-            deadlines,
-        );
-        if !self.tasks.spawn(task) {
-            self.registry.remove(&exec);
-            return Err(ExecutorError::ShuttingDown);
+        let id = request.execution_id.clone();
+        match self.tasks.track(starter.start(request.clone())) {
+            Some(started) => started.await.map_err(|e| ExecutorError::Internal {
+                id,
+                reason: format!("the start task failed: {e}"),
+            })?,
+            None => Err(ExecutorError::ShuttingDown),
         }
-        launched.await.unwrap_or_else(|_| {
-            Err(ExecutorError::Internal {
-                id: exec.id.clone(),
-                reason: "the launch task ended without an answer".into(),
-            })
-        })
     }
 
     /// Resolves with the result once the execution ends. Cancel-safe: a
@@ -527,6 +498,73 @@ impl Drop for Executor {
     fn drop(&mut self) {
         // Supervisors let their VMs run on; a new executor with this id re-attaches.
         self.tasks.begin_shutdown();
+    }
+}
+
+/// What a start needs of the executor, owned, so that it runs in a task of
+/// its own and goes on when its caller gives up.
+struct Starter {
+    host: HostLimits,
+    config: Arc<ExecutorConfig>,
+    state: Arc<StateDir>,
+    registry: Arc<Registry>,
+    ctx: TaskContext,
+    tasks: Tasks,
+}
+
+impl Starter {
+    /// Validates `request`, reserves the execution, and spawns its task
+    /// (launch, then supervision); resolves once the guest runs.
+    async fn start(self, request: ExecutionRequest) -> Result<(), ExecutorError> {
+        let validated = crate::validate::validate_within(request, self.host, &self.config);
+        let mut valid = tokio::select! {
+            valid = validated => valid?,
+            // Shutdown does not wait for a validation that is stuck.
+            _ = self.ctx.stop.cancelled() => return Err(ExecutorError::ShuttingDown),
+        };
+        valid.timeout = valid.timeout.or(self.config.default_timeout);
+        if valid.persist_logs.is_zero() {
+            valid.persist_logs = self.config.default_retention.unwrap_or_default();
+        }
+        let paths = self.state.execution(&valid.execution_id)?;
+        let (commands, receiver) = mpsc::channel(8);
+        let exec = Arc::new(Execution::new(
+            valid.execution_id.clone(),
+            valid.job_id.clone(),
+            paths,
+            valid.mode,
+            Snapshot {
+                phase: Phase::Pending,
+                result: None,
+            },
+            Some(commands),
+            self.ctx.stop.clone(),
+        ));
+        self.registry
+            .reserve(exec.clone(), u64::from(valid.mem_mib))?;
+        let deadlines = Deadlines {
+            boot: valid.boot_timeout,
+            end: valid.timeout.map(|t| (tokio::time::Instant::now() + t, t)),
+        };
+        let (ready, launched) = oneshot::channel();
+        let task = launch_and_supervise(
+            self.ctx.clone(),
+            exec.clone(),
+            valid,
+            receiver,
+            ready,
+            deadlines,
+        );
+        if !self.tasks.spawn(task) {
+            self.registry.remove(&exec);
+            return Err(ExecutorError::ShuttingDown);
+        }
+        launched.await.unwrap_or_else(|_| {
+            Err(ExecutorError::Internal {
+                id: exec.id.clone(),
+                reason: "the launch task ended without an answer".into(),
+            })
+        })
     }
 }
 

@@ -7,8 +7,8 @@ use std::future::Future;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Tasks and the token that tells them to stop.
-#[derive(Debug, Default)]
+/// Tasks and the token that tells them to stop. Clones share the set.
+#[derive(Debug, Default, Clone)]
 pub struct Tasks {
     tracker: TaskTracker,
     stop: CancellationToken,
@@ -30,6 +30,19 @@ impl Tasks {
         }
         self.tracker.spawn(task);
         true
+    }
+
+    /// Runs `task` in the set and hands back its handle, unless the set is
+    /// shutting down.
+    pub fn track<F>(&self, task: F) -> Option<tokio::task::JoinHandle<F::Output>>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        Some(self.tracker.spawn(task))
     }
 
     /// Cancelled when the set shuts down.

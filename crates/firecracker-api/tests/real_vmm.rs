@@ -387,3 +387,30 @@ async fn measure_startup() {
         median(&mut started)
     );
 }
+
+#[tokio::test]
+async fn descriptors_the_caller_left_inheritable_do_not_reach_the_vmm() {
+    use std::os::fd::AsRawFd;
+    let vmm = testkit::require_vmm!();
+    let fx = Fixture::new(&vmm);
+    let secret = std::fs::File::create(fx.path("secret")).unwrap();
+    // SAFETY: fcntl on a descriptor this test owns; clears close-on-exec.
+    unsafe { libc::fcntl(secret.as_raw_fd(), libc::F_SETFD, 0) };
+    let mut vm = firecracker_api::Vmm::spawn(fx.options("fds"))
+        .await
+        .unwrap();
+    vm.wait_ready(std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", vm.pid()))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    assert!(
+        !fds.iter().any(|target| target.ends_with("secret")),
+        "{fds:?}"
+    );
+    vm.stop(firecracker_api::StopPolicy::default())
+        .await
+        .unwrap();
+}

@@ -452,12 +452,15 @@ impl Vmm {
 /// What the VMM logs once it started the guest.
 pub const STARTED_LINE: &[u8] = b"Successfully started microvm";
 
-/// In the child before exec: closes every descriptor but stdin, stdout and
-/// stderr, so nothing the caller left inheritable (a socket, a secret file)
-/// reaches the VMM. A kernel without close_range(2) (before 5.9) leaves them.
+/// In the child before exec: marks every descriptor but stdin, stdout and
+/// stderr close-on-exec, so nothing the caller left inheritable (a socket, a
+/// secret file) reaches the VMM. (Marked, not closed: the pipe on which the
+/// standard library reports a failed exec must live until the exec.) A
+/// kernel without `CLOSE_RANGE_CLOEXEC` (before 5.11) leaves them.
 fn close_inherited_fds() -> std::io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
     // SAFETY: close_range takes plain integers and touches no memory.
-    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     Ok(())
 }
 

@@ -8,30 +8,36 @@
 //! task set. Recovery returns what it found; the executor registers it.
 //! Nothing else spawns tasks or writes the registry, except an execution's
 //! task giving its budget back and scheduling its expiry.
+//!
+//! `start.rs` is the start (in a task of its own), `history.rs` what is found
+//! at start-up (live executions re-supervised, finished ones loaded lazily)
+//! and the expiry of finished ones.
+
+mod history;
+mod start;
+
+use start::Starter;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::capture::read_tail;
 use crate::config::ExecutorConfig;
 use crate::error::{CleanupError, ExecutorError};
-use crate::execution::{Command, Execution, LogProgress, Snapshot};
-use crate::execution_task::{launch_and_supervise, supervise_recovered, TaskContext};
+use crate::execution::{Command, Execution};
+use crate::execution_task::TaskContext;
 use crate::launch::{Launcher, LAUNCH_SLOTS};
 use crate::lifecycle::Phase;
 use crate::logs::{LogOptions, Logs};
-use crate::record::now_ms;
-use crate::recovery::{Found, FoundState};
 use crate::registry::{Budget, Registry};
 use crate::request::ExecutionRequest;
 use crate::resources::HostLimits;
 use crate::result::{ExecutionResult, ExecutionStatus, ListItem};
-use crate::spec::Mode;
 use crate::state_dir::StateDir;
-use crate::supervisor::{Deadlines, Settings};
+use crate::supervisor::Settings;
 use crate::tasks::Tasks;
 
 /// Runs executions in Firecracker microVMs. See the crate docs.
@@ -368,43 +374,6 @@ impl Executor {
         self.tasks.shutdown().await;
     }
 
-    /// Registers an execution found at start-up and, when it was live,
-    /// starts its supervisor.
-    fn adopt(&self, found: Found) {
-        let Some((id, paths, record, vmm, capture)) =
-            adopt_settled(&self.registry, &self.ctx.stop, found)
-        else {
-            return;
-        };
-        let (commands, receiver) = mpsc::channel(8);
-        let exec = Arc::new(Execution::new(
-            id,
-            record.job_id.clone(),
-            paths,
-            record.mode,
-            Snapshot {
-                phase: record.phase,
-                result: None,
-            },
-            Some(commands),
-            self.ctx.stop.clone(),
-        ));
-        self.registry.insert_recovered(exec.clone(), record.mem_mib);
-        let deadlines = Deadlines {
-            boot: None,
-            end: record.timeout_ms.map(|ms| {
-                let left = (record.created_ms + ms).saturating_sub(now_ms());
-                (
-                    tokio::time::Instant::now() + Duration::from_millis(left),
-                    Duration::from_millis(ms),
-                )
-            }),
-        };
-        let found = (vmm, record, capture);
-        let task = supervise_recovered(self.ctx.clone(), exec, found, receiver, deadlines);
-        self.tasks.spawn(task);
-    }
-
     /// The execution with this id, loading it first when it is a finished
     /// one not loaded yet.
     fn get(&self, id: &str) -> Result<Arc<Execution>, ExecutorError> {
@@ -416,217 +385,12 @@ impl Executor {
         }
         self.registry.get(id)
     }
-
-    /// Loads one deferred finished execution (blocking, small).
-    fn load(&self, id: &str) {
-        let firecracker = &self.ctx.launcher.firecracker;
-        let found = crate::recovery::load_one(&self.state, id, self.config.max_output, firecracker);
-        if let Some(found) = found {
-            self.adopt(found);
-        }
-    }
-
-    /// Loads every finished execution not loaded yet (for `list`).
-    fn load_all(&self) {
-        loop {
-            let batch = self.registry.take_deferred_batch(256);
-            if batch.is_empty() {
-                return;
-            }
-            for id in batch {
-                self.load(&id);
-            }
-        }
-    }
-
-    /// Loads the finished executions found at start-up in the background,
-    /// so that their retention is enforced without start-up paying for them.
-    fn spawn_history_loader(&self) {
-        let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
-        let (state, max_output) = (self.state.clone(), self.config.max_output);
-        let firecracker = self.ctx.launcher.firecracker.clone();
-        self.tasks.spawn(async move {
-            while !stop.is_cancelled() {
-                let batch = registry.take_deferred_batch(64);
-                if batch.is_empty() {
-                    return;
-                }
-                let (state, firecracker) = (state.clone(), firecracker.clone());
-                let loaded = tokio::task::spawn_blocking(move || {
-                    batch
-                        .iter()
-                        .filter_map(|id| {
-                            crate::recovery::load_one(&state, id, max_output, &firecracker)
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .await
-                .unwrap_or_default();
-                for found in loaded {
-                    if adopt_settled(&registry, &stop, found).is_some() {
-                        tracing::warn!("a finished execution's record says it is live; it is left to the next start");
-                    }
-                }
-            }
-        });
-    }
-
-    /// Forgets finished executions, and deletes their files, as their
-    /// retention runs out: one task for all of them.
-    fn spawn_expiry(&self) {
-        let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
-        self.tasks.spawn(async move {
-            loop {
-                let (expired, next) = registry.take_expired(now_ms());
-                for exec in expired {
-                    tracing::debug!(id = %exec.id, "retention ran out; removing the execution");
-                    let paths = exec.paths.clone();
-                    let _ = tokio::task::spawn_blocking(move || paths.remove()).await;
-                }
-                let sleep = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = registry.expiry_changed() => {}
-                    _ = sleep_for(sleep) => {}
-                }
-            }
-        });
-    }
 }
 
 impl Drop for Executor {
     fn drop(&mut self) {
         // Supervisors let their VMs run on; a new executor with this id re-attaches.
         self.tasks.begin_shutdown();
-    }
-}
-
-/// What a start needs of the executor, owned, so that it runs in a task of
-/// its own and goes on when its caller gives up.
-struct Starter {
-    host: HostLimits,
-    config: Arc<ExecutorConfig>,
-    state: Arc<StateDir>,
-    registry: Arc<Registry>,
-    ctx: TaskContext,
-    tasks: Tasks,
-}
-
-impl Starter {
-    /// Validates `request`, reserves the execution, and spawns its task
-    /// (launch, then supervision); resolves once the guest runs.
-    async fn start(self, request: ExecutionRequest) -> Result<(), ExecutorError> {
-        let validated = crate::validate::validate_within(request, self.host, &self.config);
-        let mut valid = tokio::select! {
-            valid = validated => valid?,
-            // Shutdown does not wait for a validation that is stuck.
-            _ = self.ctx.stop.cancelled() => return Err(ExecutorError::ShuttingDown),
-        };
-        valid.timeout = valid.timeout.or(self.config.default_timeout);
-        if valid.persist_logs.is_zero() {
-            valid.persist_logs = self.config.default_retention.unwrap_or_default();
-        }
-        let paths = self.state.execution(&valid.execution_id)?;
-        let (commands, receiver) = mpsc::channel(8);
-        let exec = Arc::new(Execution::new(
-            valid.execution_id.clone(),
-            valid.job_id.clone(),
-            paths,
-            valid.mode,
-            Snapshot {
-                phase: Phase::Pending,
-                result: None,
-            },
-            Some(commands),
-            self.ctx.stop.clone(),
-        ));
-        self.registry
-            .reserve(exec.clone(), u64::from(valid.mem_mib))?;
-        let deadlines = Deadlines {
-            boot: valid.boot_timeout,
-            end: valid.timeout.map(|t| (tokio::time::Instant::now() + t, t)),
-        };
-        let (ready, launched) = oneshot::channel();
-        let task = launch_and_supervise(
-            self.ctx.clone(),
-            exec.clone(),
-            valid,
-            receiver,
-            ready,
-            deadlines,
-        );
-        if !self.tasks.spawn(task) {
-            self.registry.remove(&exec);
-            return Err(ExecutorError::ShuttingDown);
-        }
-        launched.await.unwrap_or_else(|_| {
-            Err(ExecutorError::Internal {
-                id: exec.id.clone(),
-                reason: "the launch task ended without an answer".into(),
-            })
-        })
-    }
-}
-
-/// A live execution found at start-up: what its supervisor needs.
-type LiveFound = (
-    String,
-    crate::state_dir::ExecPaths,
-    crate::record::ExecutionRecord,
-    Option<firecracker_api::Vmm>,
-    crate::capture::Capture,
-);
-
-/// Registers an execution found at start-up that needs no supervisor (it
-/// ended, or its record is corrupt); hands a live one back.
-fn adopt_settled(
-    registry: &Registry,
-    released: &tokio_util::sync::CancellationToken,
-    found: Found,
-) -> Option<LiveFound> {
-    let Found { id, paths, state } = found;
-    let settled = |job_id: String, mode: Mode, phase: Phase, result: ExecutionResult| {
-        Arc::new(Execution::new(
-            id.clone(),
-            job_id,
-            paths.clone(),
-            mode,
-            Snapshot {
-                phase,
-                result: Some(Arc::new(result)),
-            },
-            None,
-            released.clone(),
-        ))
-    };
-    match state {
-        FoundState::Corrupt(reason) => {
-            let result = ExecutionResult::failed(format!("corrupt execution: {reason}"));
-            let exec = settled(String::new(), Mode::Plain, Phase::Failed, result);
-            registry.insert_recovered(exec, 0);
-            None
-        }
-        FoundState::Finished(record) => {
-            let result = record.result.clone().unwrap_or_else(|| {
-                ExecutionResult::failed("the execution ended without a recorded result")
-            });
-            let exec = settled(record.job_id.clone(), record.mode, record.phase, result);
-            exec.publish_logs(LogProgress {
-                stdout: file_len(&exec.stdout_path()),
-                stderr: file_len(&exec.stderr_path()),
-                done: true,
-            });
-            if let Some(at) = record.expires_ms() {
-                registry.expire_at(&exec, at);
-            }
-            registry.insert_recovered(exec, 0);
-            None
-        }
-        FoundState::Live {
-            record,
-            vmm,
-            capture,
-        } => Some((id, paths, record, vmm, capture)),
     }
 }
 
@@ -643,17 +407,6 @@ async fn with_output(exec: &Execution, result: &ExecutionResult, limit: u64) -> 
         stderr_truncated,
         ..result.clone()
     }
-}
-
-async fn sleep_for(duration: Option<Duration>) {
-    match duration {
-        Some(d) => tokio::time::sleep(d).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn file_len(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
 /// The firecracker binary: given, `$FIRECRACKER_BIN`, or on `PATH`.

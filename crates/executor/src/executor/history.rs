@@ -1,0 +1,208 @@
+//! The executor's history: executions found at start-up. Live ones get a
+//! supervisor at once; finished ones are loaded lazily (by id, by `list`, or
+//! by a background task that enforces their retention), so start-up does not
+//! grow with history; and one task forgets them when their retention runs out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::Executor;
+use crate::execution::{Execution, LogProgress, Snapshot};
+use crate::execution_task::supervise_recovered;
+use crate::lifecycle::Phase;
+use crate::record::now_ms;
+use crate::recovery::{Found, FoundState};
+use crate::registry::Registry;
+use crate::result::ExecutionResult;
+use crate::spec::Mode;
+use crate::supervisor::Deadlines;
+
+impl Executor {
+    /// Registers an execution found at start-up and, when it was live,
+    /// starts its supervisor.
+    pub(super) fn adopt(&self, found: Found) {
+        let Some((id, paths, record, vmm, capture)) =
+            adopt_settled(&self.registry, &self.ctx.stop, found)
+        else {
+            return;
+        };
+        let (commands, receiver) = mpsc::channel(8);
+        let exec = Arc::new(Execution::new(
+            id,
+            record.job_id.clone(),
+            paths,
+            record.mode,
+            Snapshot {
+                phase: record.phase,
+                result: None,
+            },
+            Some(commands),
+            self.ctx.stop.clone(),
+        ));
+        self.registry.insert_recovered(exec.clone(), record.mem_mib);
+        let deadlines = Deadlines {
+            boot: None,
+            end: record.timeout_ms.map(|ms| {
+                let left = (record.created_ms + ms).saturating_sub(now_ms());
+                (
+                    tokio::time::Instant::now() + Duration::from_millis(left),
+                    Duration::from_millis(ms),
+                )
+            }),
+        };
+        let found = (vmm, record, capture);
+        let task = supervise_recovered(self.ctx.clone(), exec, found, receiver, deadlines);
+        self.tasks.spawn(task);
+    }
+
+    /// Loads one deferred finished execution (blocking, small).
+    pub(super) fn load(&self, id: &str) {
+        let firecracker = &self.ctx.launcher.firecracker;
+        let found = crate::recovery::load_one(&self.state, id, self.config.max_output, firecracker);
+        if let Some(found) = found {
+            self.adopt(found);
+        }
+    }
+
+    /// Loads every finished execution not loaded yet (for `list`).
+    pub(super) fn load_all(&self) {
+        loop {
+            let batch = self.registry.take_deferred_batch(256);
+            if batch.is_empty() {
+                return;
+            }
+            for id in batch {
+                self.load(&id);
+            }
+        }
+    }
+
+    /// Loads the finished executions found at start-up in the background,
+    /// so that their retention is enforced without start-up paying for them.
+    pub(super) fn spawn_history_loader(&self) {
+        let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
+        let (state, max_output) = (self.state.clone(), self.config.max_output);
+        let firecracker = self.ctx.launcher.firecracker.clone();
+        self.tasks.spawn(async move {
+            while !stop.is_cancelled() {
+                let batch = registry.take_deferred_batch(64);
+                if batch.is_empty() {
+                    return;
+                }
+                let (state, firecracker) = (state.clone(), firecracker.clone());
+                let loaded = tokio::task::spawn_blocking(move || {
+                    batch
+                        .iter()
+                        .filter_map(|id| {
+                            crate::recovery::load_one(&state, id, max_output, &firecracker)
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await
+                .unwrap_or_default();
+                for found in loaded {
+                    if adopt_settled(&registry, &stop, found).is_some() {
+                        tracing::warn!("a finished execution's record says it is live; it is left to the next start");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Forgets finished executions, and deletes their files, as their
+    /// retention runs out: one task for all of them.
+    pub(super) fn spawn_expiry(&self) {
+        let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
+        self.tasks.spawn(async move {
+            loop {
+                let (expired, next) = registry.take_expired(now_ms());
+                for exec in expired {
+                    tracing::debug!(id = %exec.id, "retention ran out; removing the execution");
+                    let paths = exec.paths.clone();
+                    let _ = tokio::task::spawn_blocking(move || paths.remove()).await;
+                }
+                let sleep = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = registry.expiry_changed() => {}
+                    _ = sleep_for(sleep) => {}
+                }
+            }
+        });
+    }
+}
+
+/// A live execution found at start-up: what its supervisor needs.
+type LiveFound = (
+    String,
+    crate::state_dir::ExecPaths,
+    crate::record::ExecutionRecord,
+    Option<firecracker_api::Vmm>,
+    crate::capture::Capture,
+);
+
+/// Registers an execution found at start-up that needs no supervisor (it
+/// ended, or its record is corrupt); hands a live one back.
+fn adopt_settled(
+    registry: &Registry,
+    released: &tokio_util::sync::CancellationToken,
+    found: Found,
+) -> Option<LiveFound> {
+    let Found { id, paths, state } = found;
+    let settled = |job_id: String, mode: Mode, phase: Phase, result: ExecutionResult| {
+        Arc::new(Execution::new(
+            id.clone(),
+            job_id,
+            paths.clone(),
+            mode,
+            Snapshot {
+                phase,
+                result: Some(Arc::new(result)),
+            },
+            None,
+            released.clone(),
+        ))
+    };
+    match state {
+        FoundState::Corrupt(reason) => {
+            let result = ExecutionResult::failed(format!("corrupt execution: {reason}"));
+            let exec = settled(String::new(), Mode::Plain, Phase::Failed, result);
+            registry.insert_recovered(exec, 0);
+            None
+        }
+        FoundState::Finished(record) => {
+            let result = record.result.clone().unwrap_or_else(|| {
+                ExecutionResult::failed("the execution ended without a recorded result")
+            });
+            let exec = settled(record.job_id.clone(), record.mode, record.phase, result);
+            exec.publish_logs(LogProgress {
+                stdout: file_len(&exec.stdout_path()),
+                stderr: file_len(&exec.stderr_path()),
+                done: true,
+            });
+            if let Some(at) = record.expires_ms() {
+                registry.expire_at(&exec, at);
+            }
+            registry.insert_recovered(exec, 0);
+            None
+        }
+        FoundState::Live {
+            record,
+            vmm,
+            capture,
+        } => Some((id, paths, record, vmm, capture)),
+    }
+}
+
+async fn sleep_for(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn file_len(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}

@@ -31,13 +31,17 @@ const SETTLE: Duration = Duration::from_millis(100);
 pub async fn run(ctx: &Context, args: PsArgs) -> anyhow::Result<Exit> {
     let all = match ctx.open_or_view().await? {
         Access::Owner(executor) => {
-            let deadline = tokio::time::Instant::now() + SETTLE;
-            for item in executor.list().iter().filter(|i| !i.status.is_terminal()) {
-                let _ = tokio::time::timeout_at(deadline, executor.wait(&item.execution_id)).await;
-            }
+            // Each record is read once; only the live ones are asked again.
             let mut all = inspect::list(executor.state_dir());
-            for summary in &mut all {
-                if let Ok(status) = executor.status(&summary.execution_id) {
+            let deadline = tokio::time::Instant::now() + SETTLE;
+            for summary in all.iter_mut().filter(|s| !s.status.is_terminal()) {
+                let id = summary.execution_id.clone();
+                let _ = tokio::time::timeout_at(deadline, executor.wait(&id)).await;
+                match inspect::record(executor.state_dir(), &id) {
+                    Ok(record) => *summary = Summary::from(&record),
+                    Err(_) => continue,
+                }
+                if let Ok(status) = executor.status(&id) {
                     summary.status = status;
                 }
             }

@@ -69,18 +69,32 @@ pub async fn supervise_recovered<M: Machine>(
     deadlines: Deadlines,
 ) {
     let (vmm, record, capture) = found;
-    let supervisor = Supervisor::new(
+    let supervisor = supervisor(&ctx, &exec, vmm, record, capture, commands, deadlines);
+    let body = async move { TaskEnd::Supervised(supervisor.run().await) };
+    guard(ctx, exec, body).await
+}
+
+/// The supervisor of `exec`, with the executor's settings.
+fn supervisor<M: Machine>(
+    ctx: &TaskContext,
+    exec: &Arc<Execution>,
+    vmm: Option<M>,
+    record: ExecutionRecord,
+    capture: Capture,
+    commands: mpsc::Receiver<Command>,
+    deadlines: Deadlines,
+) -> Supervisor<M> {
+    let (stop, settings) = (ctx.stop.clone(), ctx.settings);
+    Supervisor::new(
         exec.clone(),
         vmm,
         record,
         capture,
         commands,
-        ctx.stop.clone(),
-        ctx.settings,
+        stop,
+        settings,
         deadlines,
-    );
-    let body = async move { TaskEnd::Supervised(supervisor.run().await) };
-    guard(ctx, exec, body).await
+    )
 }
 
 async fn launch_then_supervise(
@@ -113,16 +127,7 @@ async fn launch_then_supervise(
     };
     let (vmm, record, capture) = launched.into_parts();
     let _ = ready.send(Ok(()));
-    let supervisor = Supervisor::new(
-        exec,
-        Some(vmm),
-        record,
-        capture,
-        commands,
-        ctx.stop.clone(),
-        ctx.settings,
-        deadlines,
-    );
+    let supervisor = supervisor(&ctx, &exec, Some(vmm), record, capture, commands, deadlines);
     TaskEnd::Supervised(supervisor.run().await)
 }
 

@@ -147,15 +147,7 @@ fn load(
         (record.pid, record.pid_start_time) = (Some(pid), Some(start));
     }
     let vmm = match process {
-        Some((pid, start_time)) => Vmm::attach(AttachOptions {
-            pid,
-            start_time,
-            id: id.to_string(),
-            api_socket: Some(paths.api_socket()),
-            log_path: paths.vmm_log(),
-            extra_sockets: vec![],
-        })
-        .unwrap_or_else(|e| {
+        Some((pid, start_time)) => attach(id, paths, pid, start_time).unwrap_or_else(|e| {
             tracing::warn!(%id, error = %e, "cannot re-attach");
             None
         }),
@@ -193,16 +185,25 @@ fn load(
 /// Stops the VMM `pid` (checked by its start time) of an execution that
 /// cannot be supervised.
 fn kill(id: &str, paths: &ExecPaths, pid: u32, start_time: u64) {
-    let attached = Vmm::attach(AttachOptions {
+    // A handle that kills on drop (the default) sends SIGKILL as it goes.
+    drop(attach(id, paths, pid, start_time));
+}
+
+/// Attaches to the VMM `pid` of execution `id` (checked by its start time).
+fn attach(
+    id: &str,
+    paths: &ExecPaths,
+    pid: u32,
+    start_time: u64,
+) -> Result<Option<Vmm>, firecracker_api::VmmError> {
+    Vmm::attach(AttachOptions {
         pid,
         start_time,
         id: id.to_string(),
         api_socket: Some(paths.api_socket()),
         log_path: paths.vmm_log(),
         extra_sockets: vec![],
-    });
-    // A handle that kills on drop (the default) sends SIGKILL as it goes.
-    drop(attached);
+    })
 }
 
 /// The command line of process `pid`, split at its NULs.

@@ -10,7 +10,8 @@
 //! baseline) and with `--api-sock` but no API call (the executor gives its
 //! VMMs a socket: that part of the difference is the VMM's). The CLI is timed
 //! from spawn to reaped (`wait4`, which also gives the CPU of it and of the
-//! children it reaped: the VMM and `firecracker --version`); the raw VMM as
+//! children it reaped: the VMM, and `firecracker --version` when the runtime
+//! directory does not remember the binary's version); the raw VMM as
 //! everywhere else, with its CPU from `getrusage(RUSAGE_CHILDREN)`. The
 //! execution each `fcexec run` leaves is deleted after it (not timed), so
 //! every run starts from the same empty directory.
@@ -117,7 +118,7 @@ pub async fn cli(ctx: &Ctx, pairs: usize, runs: usize, bin: &CliBin) -> Result<(
     let (fcpu, rcpu, acpu) = (cpu(&fc), raw_cpu(&no_api), raw_cpu(&api));
     ctx.add(&[
         "C".into(),
-        "CPU (user+sys) median: `fcexec run` with its children (wait4: VMM, `firecracker --version`) vs the raw VMM (getrusage CHILDREN); raw --api-sock".into(),
+        "CPU (user+sys) median: `fcexec run` with its children (wait4: the VMM; `firecracker --version` only when its answer is not remembered) vs the raw VMM (getrusage CHILDREN); raw --api-sock".into(),
         ms2(fcpu.p50),
         format!("{}; {}", ms2(rcpu.p50), ms2(acpu.p50)),
         format!("{:.2}", dratio(fcpu.p50, rcpu.p50)),

@@ -135,20 +135,32 @@ impl Registry {
         self.lock().deferred.extend(ids);
     }
 
-    /// Takes `id` off the deferred list: true when the caller is now the
-    /// one to load it.
-    pub fn take_deferred(&self, id: &str) -> bool {
-        self.lock().deferred.remove(id)
+    /// True when `id` is a finished execution not loaded yet.
+    pub fn is_deferred(&self, id: &str) -> bool {
+        self.lock().deferred.contains(id)
     }
 
-    /// Takes up to `n` deferred ids.
-    pub fn take_deferred_batch(&self, n: usize) -> Vec<String> {
+    /// Up to `n` deferred ids, left on the list until settled (so that a
+    /// lookup meanwhile still finds them deferred, never missing).
+    pub fn deferred_batch(&self, n: usize) -> Vec<String> {
+        self.lock().deferred.iter().take(n).cloned().collect()
+    }
+
+    /// Registers a deferred execution just loaded, unless another caller
+    /// did first. True when this one was registered.
+    pub fn settle_deferred(&self, exec: Arc<Execution>) -> bool {
         let mut inner = self.lock();
-        let batch: Vec<String> = inner.deferred.iter().take(n).cloned().collect();
-        for id in &batch {
-            inner.deferred.remove(id);
+        if !inner.deferred.remove(&exec.id) {
+            return false;
         }
-        batch
+        let id = exec.id.clone();
+        inner.entries.insert(id, Entry { exec, holds: None });
+        true
+    }
+
+    /// Takes `id` off the deferred list (it could not be loaded, or expired).
+    pub fn drop_deferred(&self, id: &str) {
+        self.lock().deferred.remove(id);
     }
 
     /// Gives back the budget `exec` holds (it ended).

@@ -139,7 +139,8 @@ pub struct StateDir {
     /// `<data root>/<executor id>`.
     data: PathBuf,
     /// The open, flock(2)ed lock file; closing it releases the lock.
-    _lock: File,
+    /// `None` in a [`StateDir::view`].
+    _lock: Option<File>,
 }
 
 impl StateDir {
@@ -172,8 +173,19 @@ impl StateDir {
         Ok(StateDir {
             run,
             data,
-            _lock: lock,
+            _lock: Some(lock),
         })
+    }
+
+    /// The same directories, without the lock: for work that may outlive
+    /// the owner for a moment (a background task) and must not keep the
+    /// lock from the next owner.
+    pub fn view(&self) -> StateDir {
+        StateDir {
+            run: self.run.clone(),
+            data: self.data.clone(),
+            _lock: None,
+        }
     }
 
     /// `<data root>/<executor id>`: the executions' records and output.

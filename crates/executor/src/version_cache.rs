@@ -26,21 +26,23 @@ fn identity(binary: &Path) -> Option<String> {
     ))
 }
 
-/// Checks that `binary` is a supported firecracker, using and updating the
-/// answer remembered in `runtime_dir`.
-pub async fn check(binary: &Path, runtime_dir: &Path) -> Result<(), ExecutorError> {
-    let cache = runtime_dir.join(CACHE_FILE);
+/// Checks that `binary` is a supported firecracker, using the answer
+/// remembered in `runtime_dir`. Returns what to remember (with
+/// [`remember`], once the directory exists) when it had to probe.
+pub async fn check(binary: &Path, runtime_dir: &Path) -> Result<Option<String>, ExecutorError> {
     let id = identity(binary);
-    if let (Some(id), Ok(cached)) = (&id, std::fs::read_to_string(&cache)) {
+    if let (Some(id), Ok(cached)) = (&id, std::fs::read_to_string(runtime_dir.join(CACHE_FILE))) {
         if cached.lines().next() == Some(id.as_str()) {
-            return Ok(());
+            return Ok(None);
         }
     }
     let version = firecracker_api::version::check(binary).await?;
-    if let Some(id) = id {
-        if let Err(e) = std::fs::write(&cache, format!("{id}\n{version}\n")) {
-            tracing::debug!(error = %e, "cannot remember firecracker's version");
-        }
+    Ok(id.map(|id| format!("{id}\n{version}\n")))
+}
+
+/// Remembers a probed answer in `runtime_dir`.
+pub fn remember(runtime_dir: &Path, answer: &str) {
+    if let Err(e) = std::fs::write(runtime_dir.join(CACHE_FILE), answer) {
+        tracing::debug!(error = %e, "cannot remember firecracker's version");
     }
-    Ok(())
 }

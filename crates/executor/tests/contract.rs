@@ -154,7 +154,7 @@ async fn remove_stops_and_forgets_and_list_follows() {
         ex.status("a").unwrap_err(),
         ExecutorError::NotFound(_)
     ));
-    assert_eq!(files_under(ex.state_dir()), ["lock"]);
+    assert_eq!(files_under(ex.state_dir()), ["firecracker-version", "lock"]);
     assert!(firecracker_pids(ex.state_dir()).is_empty());
 }
 
@@ -227,7 +227,7 @@ async fn cleanup_with_twenty_vms_leaves_nothing() {
     );
     assert_eq!(
         files_under(ex.state_dir()),
-        ["lock"],
+        ["firecracker-version", "lock"],
         "no sockets or files left"
     );
 }

@@ -209,3 +209,28 @@ async fn a_record_naming_another_process_never_gets_it_signalled() {
     other.kill().unwrap();
     other.wait().unwrap();
 }
+
+#[tokio::test]
+async fn finished_executions_are_found_at_once_after_a_restart() {
+    let h = Harness::new(testkit::require_vmm!());
+    let first = h.executor("history").await;
+    for (id, code) in [("h1", 1), ("h2", 2)] {
+        first
+            .run(&h.agent(id, &Job::new().exit(code)))
+            .await
+            .unwrap();
+    }
+    drop(first);
+    // Finished executions are loaded lazily: lookups and lists right after
+    // start-up still find every one of them.
+    let second = h.executor("history").await;
+    assert_eq!(second.wait("h2").await.unwrap().exit_code, 2);
+    assert_eq!(second.list().len(), 2);
+    assert_eq!(second.status("h1").unwrap(), ExecutionStatus::Failed);
+    let third = {
+        drop(second);
+        h.executor("history").await
+    };
+    assert_eq!(third.list().len(), 2);
+    third.cleanup().await.unwrap();
+}

@@ -24,7 +24,7 @@ impl Executor {
     /// starts its supervisor.
     pub(super) fn adopt(&self, found: Found) {
         let Some((id, paths, record, vmm, capture)) =
-            adopt_settled(&self.registry, &self.ctx.stop, found)
+            adopt_settled(&self.registry, &self.ctx.stop, found, false)
         else {
             return;
         };
@@ -61,15 +61,13 @@ impl Executor {
     pub(super) fn load(&self, id: &str) {
         let firecracker = &self.ctx.launcher.firecracker;
         let found = crate::recovery::load_one(&self.state, id, self.config.max_output, firecracker);
-        if let Some(found) = found {
-            self.adopt(found);
-        }
+        settle(&self.registry, &self.ctx.stop, id, found);
     }
 
     /// Loads every finished execution not loaded yet (for `list`).
     pub(super) fn load_all(&self) {
         loop {
-            let batch = self.registry.take_deferred_batch(256);
+            let batch = self.registry.deferred_batch(256);
             if batch.is_empty() {
                 return;
             }
@@ -81,31 +79,37 @@ impl Executor {
 
     /// Loads the finished executions found at start-up in the background,
     /// so that their retention is enforced without start-up paying for them.
+    /// It starts after [`HISTORY_DELAY`]: a short-lived command (most CLI
+    /// runs) never pays for it.
     pub(super) fn spawn_history_loader(&self) {
         let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
-        let (state, max_output) = (self.state.clone(), self.config.max_output);
+        let (state, max_output) = (Arc::new(self.state.view()), self.config.max_output);
         let firecracker = self.ctx.launcher.firecracker.clone();
         self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(HISTORY_DELAY) => {}
+                _ = stop.cancelled() => return,
+            }
             while !stop.is_cancelled() {
-                let batch = registry.take_deferred_batch(64);
+                let batch = registry.deferred_batch(64);
                 if batch.is_empty() {
                     return;
                 }
                 let (state, firecracker) = (state.clone(), firecracker.clone());
                 let loaded = tokio::task::spawn_blocking(move || {
                     batch
-                        .iter()
-                        .filter_map(|id| {
-                            crate::recovery::load_one(&state, id, max_output, &firecracker)
+                        .into_iter()
+                        .map(|id| {
+                            let found =
+                                crate::recovery::load_one(&state, &id, max_output, &firecracker);
+                            (id, found)
                         })
                         .collect::<Vec<_>>()
                 })
                 .await
                 .unwrap_or_default();
-                for found in loaded {
-                    if adopt_settled(&registry, &stop, found).is_some() {
-                        tracing::warn!("a finished execution's record says it is live; it is left to the next start");
-                    }
+                for (id, found) in loaded {
+                    settle(&registry, &stop, &id, found);
                 }
             }
         });
@@ -134,6 +138,27 @@ impl Executor {
     }
 }
 
+/// How long after start-up the finished executions not asked for are loaded.
+const HISTORY_DELAY: Duration = Duration::from_secs(2);
+
+/// Registers a deferred finished execution just loaded (`None`: it expired
+/// or vanished), unless another caller registered it first.
+fn settle(
+    registry: &Registry,
+    released: &tokio_util::sync::CancellationToken,
+    id: &str,
+    found: Option<Found>,
+) {
+    let Some(found) = found else {
+        registry.drop_deferred(id);
+        return;
+    };
+    if adopt_settled(registry, released, found, true).is_some() {
+        registry.drop_deferred(id);
+        tracing::warn!(%id, "a finished execution's record says it is live; it is left to the next start");
+    }
+}
+
 /// A live execution found at start-up: what its supervisor needs.
 type LiveFound = (
     String,
@@ -149,7 +174,16 @@ fn adopt_settled(
     registry: &Registry,
     released: &tokio_util::sync::CancellationToken,
     found: Found,
+    deferred: bool,
 ) -> Option<LiveFound> {
+    let register = |exec: Arc<Execution>| {
+        if deferred {
+            registry.settle_deferred(exec)
+        } else {
+            registry.insert_recovered(exec, 0);
+            true
+        }
+    };
     let Found { id, paths, state } = found;
     let settled = |job_id: String, mode: Mode, phase: Phase, result: ExecutionResult| {
         Arc::new(Execution::new(
@@ -169,7 +203,7 @@ fn adopt_settled(
         FoundState::Corrupt(reason) => {
             let result = ExecutionResult::failed(format!("corrupt execution: {reason}"));
             let exec = settled(String::new(), Mode::Plain, Phase::Failed, result);
-            registry.insert_recovered(exec, 0);
+            register(exec);
             None
         }
         FoundState::Finished(record) => {
@@ -182,10 +216,11 @@ fn adopt_settled(
                 stderr: file_len(&exec.stderr_path()),
                 done: true,
             });
-            if let Some(at) = record.expires_ms() {
-                registry.expire_at(&exec, at);
+            if register(exec.clone()) {
+                if let Some(at) = record.expires_ms() {
+                    registry.expire_at(&exec, at);
+                }
             }
-            registry.insert_recovered(exec, 0);
             None
         }
         FoundState::Live {

@@ -64,7 +64,7 @@ impl Executor {
         let firecracker = find_firecracker(config.firecracker.as_deref())?;
         crate::state_dir::check_id("executor id", id)?;
         let (run_root, data_root) = config.roots()?;
-        crate::version_cache::check(&firecracker, &run_root.join(id)).await?;
+        let probed = crate::version_cache::check(&firecracker, &run_root.join(id)).await?;
         std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -75,6 +75,9 @@ impl Executor {
             None => HostLimits::detect().map_err(ExecutorError::HostLimits)?,
         };
         let state = Arc::new(StateDir::open(&run_root, &data_root, id)?);
+        if let Some(answer) = probed {
+            crate::version_cache::remember(state.runtime_path(), &answer);
+        }
         let registry = Arc::new(Registry::new(Budget {
             memory_mib: config
                 .memory_budget_mib
@@ -163,7 +166,8 @@ impl Executor {
         let starter = Starter {
             host: self.host,
             config: self.config.clone(),
-            state: self.state.clone(),
+            // Without the lock: a start outliving its executor must not hold it.
+            state: Arc::new(self.state.view()),
             registry: self.registry.clone(),
             ctx: self.ctx.clone(),
             tasks: self.tasks.clone(),
@@ -380,7 +384,7 @@ impl Executor {
         if let ok @ Ok(_) = self.registry.get(id) {
             return ok;
         }
-        if self.registry.take_deferred(id) {
+        if self.registry.is_deferred(id) {
             self.load(id);
         }
         self.registry.get(id)

@@ -79,7 +79,9 @@ pub struct StorageVolume {
     /// Where the guest should mount it (handed to the agent, not to Firecracker).
     #[serde(deserialize_with = "null_as_default")]
     pub target: String,
-    /// Attach the drive read-only (the node's `readonly`).
+    /// Attach the drive read-only (the node's `readonly`). fcexec attaches
+    /// inputs read-only and outputs read-write whatever this says: only
+    /// outputs and the root file system may be written by a guest.
     #[serde(
         rename = "readonly",
         alias = "read_only",

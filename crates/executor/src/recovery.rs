@@ -69,19 +69,41 @@ pub struct Scan {
 
 /// Everything in `state`, with `max_output` the output cap for live ones
 /// and `firecracker` the binary their VMMs run.
+///
+/// Where the runtime and data trees are apart, the runtime tree lists the
+/// executions that may be live (an execution's runtime directory goes only
+/// after its result is saved), so the rest are deferred without a look at
+/// them: start-up does not grow with history. In one tree, each execution's
+/// `result.json` is looked for.
 pub fn scan(state: &StateDir, max_output: u64, firecracker: &Path) -> Scan {
     let mut scan = Scan::default();
+    let live = (state.runtime_path() != state.path()).then(|| runtime_ids(state));
     for id in state.execution_ids() {
-        let Ok(paths) = state.execution(&id) else {
-            continue;
+        let finished = match &live {
+            Some(live) => !live.contains(&id),
+            None => state
+                .execution(&id)
+                .is_ok_and(|paths| paths.record().with_file_name("result.json").exists()),
         };
-        if paths.record().with_file_name("result.json").exists() {
+        if finished {
             scan.finished.push(id);
         } else if let Some(found) = load_one(state, &id, max_output, firecracker) {
             scan.found.push(found);
         }
     }
     scan
+}
+
+/// The execution ids with a directory in the runtime tree.
+fn runtime_ids(state: &StateDir) -> std::collections::HashSet<String> {
+    let Ok(entries) = std::fs::read_dir(state.runtime_path()) else {
+        return Default::default();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
 }
 
 /// Loads one execution of `state` (see [`scan`]); `None` when there is

@@ -333,16 +333,18 @@ impl<M: Machine> Supervisor<M> {
         self.record.phase = phase;
         let saved = self.record.clone();
         blocking(move || {
-            if let Err(e) = exec.paths.remove_runtime() {
-                tracing::warn!(error = %e, "cannot remove the VM's runtime files");
-            }
             crate::results::write_logs(&exec, &record);
+            // Persisted before it is published (a waiter may remove the
+            // directory at once), and before the runtime directory goes: a
+            // restarted executor takes an execution without one for finished.
+            if let Err(e) = saved.save_outcome(&exec.paths.record()) {
+                tracing::warn!(error = %e, "cannot persist the result");
+            }
             if let Err(e) = ExecutionRecord::forget_key(&exec.paths.record()) {
                 tracing::warn!(error = %e, "cannot delete the agent's key");
             }
-            // Persisted before it is published: a waiter may remove the directory at once.
-            if let Err(e) = saved.save_outcome(&exec.paths.record()) {
-                tracing::warn!(error = %e, "cannot persist the result");
+            if let Err(e) = exec.paths.remove_runtime() {
+                tracing::warn!(error = %e, "cannot remove the VM's runtime files");
             }
         })
         .await;

@@ -234,3 +234,31 @@ async fn finished_executions_are_found_at_once_after_a_restart() {
     assert_eq!(third.list().len(), 2);
     third.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn with_separate_roots_only_the_runtime_tree_is_scanned_for_live_executions() {
+    let h = Harness::new(testkit::require_vmm!());
+    let config = || fcexec::ExecutorConfig {
+        data_root: Some(h.path("data")),
+        ..h.config()
+    };
+    let first = Executor::new("split", config()).await.unwrap();
+    first
+        .run(&h.agent("done", &Job::new().exit(3)))
+        .await
+        .unwrap();
+    first
+        .start(&h.agent("live", &Job::new().hang()))
+        .await
+        .unwrap();
+    // A finished execution keeps nothing in the runtime tree.
+    assert!(!h.state_root().join("split/done").exists());
+    assert!(h.path("data/split/done/result.json").exists());
+    drop(first);
+    let second = Executor::new("split", config()).await.unwrap();
+    assert_eq!(second.status("live").unwrap(), ExecutionStatus::Running);
+    assert_eq!(second.wait("done").await.unwrap().exit_code, 3);
+    assert_eq!(second.list().len(), 2);
+    second.cleanup().await.unwrap();
+    assert!(firecracker_pids(h.dir.path()).is_empty());
+}

@@ -153,9 +153,16 @@ fn settle(
         registry.drop_deferred(id);
         return;
     };
-    if adopt_settled(registry, released, found, true).is_some() {
-        registry.drop_deferred(id);
-        tracing::warn!(%id, "a finished execution's record says it is live; it is left to the next start");
+    // A record that says live without a runtime directory: its VMM is gone
+    // with that directory (a host restart clears /run).
+    if let Some((id, paths, mut record, _, _)) = adopt_settled(registry, released, found, true) {
+        tracing::warn!(%id, "an execution recorded as live has no runtime directory; its VMM is gone");
+        record.phase = Phase::Failed;
+        record.result = Some(ExecutionResult::failed(
+            "the VMM is gone: the execution's runtime directory was removed (did the host restart?)",
+        ));
+        let state = FoundState::Finished(record);
+        adopt_settled(registry, released, Found { id, paths, state }, true);
     }
 }
 

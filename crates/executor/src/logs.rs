@@ -42,14 +42,15 @@ pub struct LogChunk {
     pub data: Vec<u8>,
 }
 
-/// The largest chunk returned at once.
-const CHUNK: u64 = 64 * 1024;
+/// The largest chunk returned at once (here and by [`crate::inspect`]).
+pub(crate) const CHUNK: u64 = 64 * 1024;
 
+/// One output file being read: its stream, and how far.
 #[derive(Debug)]
-struct Cursor {
-    stream: LogStream,
-    path: PathBuf,
-    offset: u64,
+pub(crate) struct Cursor {
+    pub stream: LogStream,
+    pub path: PathBuf,
+    pub offset: u64,
 }
 
 /// A stream of an execution's output. Holds its execution alive, not its VM.
@@ -167,7 +168,7 @@ impl Logs {
 }
 
 /// Reads at most [`CHUNK`] bytes of `path` from `offset`, not past `end`.
-fn read_at(path: &Path, offset: u64, end: u64) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_at(path: &Path, offset: u64, end: u64) -> std::io::Result<Vec<u8>> {
     let len = (end - offset).min(CHUNK);
     let mut file = std::fs::File::open(path)?;
     file.seek(SeekFrom::Start(offset))?;

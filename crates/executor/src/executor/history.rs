@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 use super::Executor;
 use crate::execution::{Execution, LogProgress, Snapshot};
 use crate::execution_task::supervise_recovered;
+use crate::inspect::file_len;
 use crate::lifecycle::Phase;
 use crate::record::now_ms;
 use crate::recovery::{Found, FoundState};
@@ -243,8 +244,4 @@ async fn sleep_for(duration: Option<Duration>) {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
     }
-}
-
-fn file_len(path: &std::path::Path) -> u64 {
-    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }

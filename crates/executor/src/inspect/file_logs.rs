@@ -3,14 +3,7 @@
 //! (see the parent module's docs).
 
 use super::*;
-
-/// One output file being read.
-#[derive(Debug)]
-struct Cursor {
-    stream: LogStream,
-    path: PathBuf,
-    offset: u64,
-}
+use crate::logs::{read_at, Cursor};
 
 /// An agent-mode `serial.log` being decoded in memory.
 #[derive(Debug)]
@@ -301,11 +294,7 @@ fn read_new(cursor: &mut Cursor) -> std::io::Result<Option<LogChunk>> {
     if cursor.offset >= end {
         return Ok(None);
     }
-    let mut file = File::open(&cursor.path)?;
-    file.seek(SeekFrom::Start(cursor.offset))?;
-    let mut data = Vec::new();
-    file.take((end - cursor.offset).min(CHUNK))
-        .read_to_end(&mut data)?;
+    let data = read_at(&cursor.path, cursor.offset, end)?;
     if data.is_empty() {
         return Ok(None);
     }
@@ -316,6 +305,6 @@ fn read_new(cursor: &mut Cursor) -> std::io::Result<Option<LogChunk>> {
     }))
 }
 
-fn file_len(path: &Path) -> u64 {
+pub(crate) fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }

@@ -58,9 +58,9 @@ use crate::state_dir::{check_id, StateDirError};
 /// How often a follower looks for new output and a changed record.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// The largest chunk [`FileLogs::next`] returns at once (and the most serial
-/// bytes decoded per step).
-const CHUNK: u64 = 64 * 1024;
+// `CHUNK`: the largest chunk [`FileLogs::next`] returns at once (and the
+// most serial bytes decoded per step), as for an owner's logs.
+use crate::logs::CHUNK;
 
 /// While decoding for `--tail`, a stream's kept output is cut back to its
 /// last lines whenever it grows past this, so memory stays bounded.
@@ -304,6 +304,7 @@ fn holder_in(locks: &str, ino: u64, dev: u64) -> Option<u32> {
 
 mod file_logs;
 
+pub(crate) use file_logs::file_len;
 pub use file_logs::{logs, FileLogs};
 
 #[cfg(test)]

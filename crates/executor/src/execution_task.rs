@@ -55,7 +55,34 @@ pub async fn launch_and_supervise(
     ready: oneshot::Sender<Result<(), ExecutorError>>,
     deadlines: Deadlines,
 ) {
-    let body = launch_then_supervise(ctx.clone(), exec.clone(), valid, commands, ready, deadlines);
+    let (task_ctx, task_exec) = (ctx.clone(), exec.clone());
+    let body = async move {
+        let (ctx, exec) = (task_ctx, task_exec);
+        let launched = async {
+            let spawned = ctx.launcher.spawn(&valid, &exec.paths).await?;
+            exec.transition(Phase::Booting)
+                .map_err(|e| internal(&exec, e))?;
+            let launched = ctx.launcher.boot(spawned).await?;
+            exec.transition(Phase::Running)
+                .map_err(|e| internal(&exec, e))?;
+            Ok::<_, ExecutorError>(launched)
+        }
+        .await;
+        let launched = match launched {
+            Ok(launched) => launched,
+            Err(e) => {
+                // Anyone already waiting learns why; then the id is free again.
+                let _ = exec.finish(Phase::Failed, ExecutionResult::failed(chain(&e)));
+                ctx.registry.remove(&exec);
+                let _ = ready.send(Err(e));
+                return TaskEnd::LaunchFailed;
+            }
+        };
+        let (vmm, record, capture) = launched.into_parts();
+        let _ = ready.send(Ok(()));
+        let supervisor = supervisor(&ctx, &exec, Some(vmm), record, capture, commands, deadlines);
+        TaskEnd::Supervised(supervisor.run().await)
+    };
     guard(ctx, exec, body).await
 }
 
@@ -95,40 +122,6 @@ fn supervisor<M: Machine>(
         settings,
         deadlines,
     )
-}
-
-async fn launch_then_supervise(
-    ctx: TaskContext,
-    exec: Arc<Execution>,
-    valid: ValidatedRequest,
-    commands: mpsc::Receiver<Command>,
-    ready: oneshot::Sender<Result<(), ExecutorError>>,
-    deadlines: Deadlines,
-) -> TaskEnd {
-    let launched = async {
-        let spawned = ctx.launcher.spawn(&valid, &exec.paths).await?;
-        exec.transition(Phase::Booting)
-            .map_err(|e| internal(&exec, e))?;
-        let launched = ctx.launcher.boot(spawned).await?;
-        exec.transition(Phase::Running)
-            .map_err(|e| internal(&exec, e))?;
-        Ok::<_, ExecutorError>(launched)
-    }
-    .await;
-    let launched = match launched {
-        Ok(launched) => launched,
-        Err(e) => {
-            // Anyone already waiting learns why; then the id is free again.
-            let _ = exec.finish(Phase::Failed, ExecutionResult::failed(chain(&e)));
-            ctx.registry.remove(&exec);
-            let _ = ready.send(Err(e));
-            return TaskEnd::LaunchFailed;
-        }
-    };
-    let (vmm, record, capture) = launched.into_parts();
-    let _ = ready.send(Ok(()));
-    let supervisor = supervisor(&ctx, &exec, Some(vmm), record, capture, commands, deadlines);
-    TaskEnd::Supervised(supervisor.run().await)
 }
 
 /// Runs an execution's task body; whatever happens, the execution ends with

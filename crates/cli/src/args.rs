@@ -188,6 +188,10 @@ pub struct LogsArgs {
     /// Start with the last N lines of each stream.
     #[arg(long, value_name = "N")]
     pub tail: Option<usize>,
+    /// Print the guest's console log instead of the workload's output (for
+    /// agents on vsock: kernel messages and boot noise; to stdout).
+    #[arg(long)]
+    pub console: bool,
     /// The execution id.
     pub id: String,
 }

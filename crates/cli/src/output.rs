@@ -23,14 +23,16 @@ impl Terminal {
     /// Writes a chunk to the stream it came from.
     pub fn write(&mut self, chunk: &LogChunk) -> io::Result<()> {
         let closed = match chunk.stream {
-            LogStream::Stdout => &mut self.stdout_closed,
+            LogStream::Stdout | LogStream::Console => &mut self.stdout_closed,
             LogStream::Stderr => &mut self.stderr_closed,
         };
         if *closed {
             return Ok(());
         }
         let result = match chunk.stream {
-            LogStream::Stdout => write_all(&mut io::stdout().lock(), &chunk.data),
+            LogStream::Stdout | LogStream::Console => {
+                write_all(&mut io::stdout().lock(), &chunk.data)
+            }
             LogStream::Stderr => write_all(&mut io::stderr().lock(), &chunk.data),
         };
         match result {

@@ -72,7 +72,7 @@ impl Copier {
     /// The part of `chunk` not printed yet (counted as printed from now on).
     fn unprinted(&mut self, mut chunk: LogChunk) -> Option<LogChunk> {
         let i = match chunk.stream {
-            LogStream::Stdout => 0,
+            LogStream::Stdout | LogStream::Console => 0,
             LogStream::Stderr => 1,
         };
         let start = self.position[i];

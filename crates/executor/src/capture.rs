@@ -27,6 +27,7 @@ pub const READ_STEP: usize = 16 * 1024;
 /// how much of it is taken in.
 #[derive(Debug)]
 pub struct Capture {
+    path: std::path::PathBuf,
     file: Option<File>,
     sink: Sink,
     /// Serial bytes taken in so far.
@@ -47,6 +48,7 @@ impl Capture {
             Err(e) => return Err(e),
         };
         Ok(Capture {
+            path: serial.to_path_buf(),
             file,
             sink,
             taken: 0,
@@ -96,6 +98,11 @@ impl Capture {
         self.sink.progress()
     }
 
+    /// The file read.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// True once the output went past the limit.
     pub fn over_limit(&self) -> bool {
         self.over_limit
@@ -119,7 +126,7 @@ impl Capture {
     /// True once the agent reported the workload's end (exit or failure).
     pub fn agent_ended(&self) -> bool {
         match &self.sink {
-            Sink::Plain { .. } => false,
+            Sink::Plain { .. } | Sink::Console { .. } => false,
             Sink::Agent(agent) => agent.report.exit.is_some() || agent.report.fail.is_some(),
         }
     }
@@ -127,7 +134,7 @@ impl Capture {
     /// True once the agent said hello (always false in plain mode).
     pub fn agent_said_hello(&self) -> bool {
         match &self.sink {
-            Sink::Plain { .. } => false,
+            Sink::Plain { .. } | Sink::Console { .. } => false,
             Sink::Agent(agent) => agent.report.hello.is_some(),
         }
     }
@@ -151,6 +158,11 @@ pub enum Sink {
     },
     /// Agent mode: frames decoded into files and a report.
     Agent(Box<AgentSink>),
+    /// The agent reports over vsock: the serial file is the console log.
+    Console {
+        /// Bytes seen.
+        len: u64,
+    },
 }
 
 /// The agent-mode sink.
@@ -169,6 +181,11 @@ impl Sink {
         Sink::Plain { len: 0 }
     }
 
+    /// A sink for a serial console that carries no output (protocol 2).
+    pub fn console() -> Sink {
+        Sink::Console { len: 0 }
+    }
+
     /// An agent-mode sink writing `stdout` and `stderr` (truncated first, so
     /// that a restarted executor can decode the serial file again from its start).
     pub fn agent(key: Key, stdout: &Path, stderr: &Path) -> std::io::Result<Sink> {
@@ -184,7 +201,7 @@ impl Sink {
     /// Takes new serial bytes.
     pub fn feed(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         match self {
-            Sink::Plain { len } => {
+            Sink::Plain { len } | Sink::Console { len } => {
                 *len += bytes.len() as u64;
                 Ok(())
             }
@@ -198,7 +215,7 @@ impl Sink {
     /// The serial stream has ended.
     pub fn finish(&mut self) -> std::io::Result<()> {
         match self {
-            Sink::Plain { .. } => Ok(()),
+            Sink::Plain { .. } | Sink::Console { .. } => Ok(()),
             Sink::Agent(agent) => {
                 let events = agent.decoder.finish();
                 agent.apply(events)
@@ -213,6 +230,10 @@ impl Sink {
                 stdout: *len,
                 ..LogProgress::default()
             },
+            Sink::Console { len } => LogProgress {
+                console: *len,
+                ..LogProgress::default()
+            },
             Sink::Agent(agent) => agent.progress,
         }
     }
@@ -220,7 +241,7 @@ impl Sink {
     /// What the agent reported so far (empty in plain mode).
     pub fn report(&self) -> AgentReport {
         match self {
-            Sink::Plain { .. } => AgentReport::default(),
+            Sink::Plain { .. } | Sink::Console { .. } => AgentReport::default(),
             Sink::Agent(agent) => agent.report.clone(),
         }
     }
@@ -240,7 +261,9 @@ impl AgentSink {
                     self.progress.stderr += data.len() as u64;
                 }
                 Event::Hello(text) => self.report.hello = Some(text),
-                Event::Exit(code) => self.report.exit = Some(code),
+                Event::Exit(code) => {
+                    self.report.exit = Some(fcexec_guest_protocol::ExitStatus::Code(code))
+                }
                 Event::Fail(reason) => self.report.fail = Some(reason),
                 Event::ProtocolError(error) => {
                     tracing::warn!(%error, "guest protocol error");

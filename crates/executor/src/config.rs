@@ -72,6 +72,16 @@ pub struct ExecutorConfig {
     /// files, which a hung file system can block); past it the request is
     /// refused naming the field being checked. Default 10 s.
     pub validation_timeout: Duration,
+    /// Protocol 2: how often the agent sends a heartbeat (told to it on the
+    /// config drive); zero turns heartbeats off. Default 1 s.
+    pub heartbeat_interval: Duration,
+    /// Protocol 2: how long a connected agent may stay silent (no frame at
+    /// all) before the execution fails as hung. Default 5 s; unused while
+    /// `heartbeat_interval` is zero.
+    pub heartbeat_timeout: Duration,
+    /// Protocol 2: how long a workload gets to stop after a cancel before
+    /// its agent kills it. Default 5 s.
+    pub cancel_grace: Duration,
     /// Test seam: called before each host file is opened during
     /// validation (see [`crate::validate::OpenHook`]); a test blocks in it
     /// to stand in for a file system that does not answer.
@@ -98,6 +108,9 @@ impl Default for ExecutorConfig {
             launch_hook: None,
             path_policy: PathPolicy::default(),
             validation_timeout: DEFAULT_VALIDATION_TIMEOUT,
+            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
+            cancel_grace: Duration::from_secs(5),
             validation_hook: None,
         }
     }

@@ -11,6 +11,9 @@
 //! job=<job string, optional>
 //! ```
 //!
+//! When the agent reports over vsock (guest protocol 2) three more lines
+//! follow the key: `proto=2`, `vsock_port=<port>` and `heartbeat_ms=<ms>`.
+//!
 //! The image is [`CONFIG_DRIVE_SIZE`] bytes (one page, a whole number of
 //! 512-byte sectors, which is what Firecracker's block device reads); everything
 //! after the text is NUL. The file is created with mode 0600 because it holds
@@ -146,12 +149,32 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
+/// Guest protocol 2 settings, for an agent that reports over vsock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VsockSettings {
+    /// The vsock port the agent connects to on the host (CID 2).
+    pub port: u32,
+    /// How often the agent sends a heartbeat, ms; 0 for never.
+    pub heartbeat_ms: u32,
+}
+
+/// The most bytes the protocol 2 lines take: `proto=2\n`, then the port
+/// and the heartbeat at their longest.
+const VSOCK_LINES_MAX: usize = 8 + 22 + 24;
+
 /// Renders the config sector: the text, then NUL bytes up to 512 bytes.
 pub fn render_config_sector(
     key: &Key,
     job: Option<&str>,
+    vsock: Option<VsockSettings>,
 ) -> Result<[u8; CONFIG_SECTOR_SIZE], ConfigDriveError> {
     let mut text = format!("{CONFIG_MAGIC}key={key}\n");
+    if let Some(v) = vsock {
+        text.push_str(&format!(
+            "proto=2\nvsock_port={}\nheartbeat_ms={}\n",
+            v.port, v.heartbeat_ms
+        ));
+    }
     if let Some(job) = job {
         if job.bytes().any(|b| b == b'\n' || b == 0) {
             return Err(ConfigDriveError::BadJob {
@@ -174,10 +197,10 @@ pub fn render_config_sector(
     Ok(sector)
 }
 
-/// The longest job string (in bytes) that fits on the config drive.
+/// The longest job string (in bytes) that always fits on the config drive.
 pub const fn max_job_len() -> usize {
-    // magic + "key=" + 32 hex + "\n" + "job=" + job + "\n"
-    CONFIG_SECTOR_SIZE - CONFIG_MAGIC.len() - 4 - 32 - 1 - 4 - 1
+    // magic + "key=" + 32 hex + "\n" + protocol 2 lines + "job=" + job + "\n"
+    CONFIG_SECTOR_SIZE - CONFIG_MAGIC.len() - 4 - 32 - 1 - VSOCK_LINES_MAX - 4 - 1
 }
 
 /// Writes the config drive image at `path` (created or truncated, mode 0600).
@@ -185,8 +208,9 @@ pub fn write_config_drive(
     path: &Path,
     key: &Key,
     job: Option<&str>,
+    vsock: Option<VsockSettings>,
 ) -> Result<(), ConfigDriveError> {
-    let sector = render_config_sector(key, job)?;
+    let sector = render_config_sector(key, job, vsock)?;
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -235,20 +259,31 @@ mod tests {
 
     #[test]
     fn sector_holds_the_documented_text_then_nuls() {
-        let sector = render_config_sector(&KEY, Some("out:hi,exit:3")).unwrap();
+        let sector = render_config_sector(&KEY, Some("out:hi,exit:3"), None).unwrap();
         let text = "FCXCFG1\nkey=0123456789abcdef0123456789abcdef\njob=out:hi,exit:3\n";
         assert_eq!(&sector[..text.len()], text.as_bytes());
         assert!(sector[text.len()..].iter().all(|&b| b == 0));
-        let no_job = render_config_sector(&KEY, None).unwrap();
+        let no_job = render_config_sector(&KEY, None, None).unwrap();
         assert!(no_job.starts_with(b"FCXCFG1\nkey=0123456789abcdef0123456789abcdef\n\0"));
+        let vsock = VsockSettings {
+            port: 1024,
+            heartbeat_ms: 250,
+        };
+        let v2 = render_config_sector(&KEY, Some("exit:0"), Some(vsock)).unwrap();
+        let text = "FCXCFG1\nkey=0123456789abcdef0123456789abcdef\nproto=2\nvsock_port=1024\nheartbeat_ms=250\njob=exit:0\n\0";
+        assert!(v2.starts_with(text.as_bytes()));
     }
 
     #[test]
-    fn job_that_fills_the_sector_exactly_fits_and_one_more_byte_does_not() {
+    fn the_longest_job_fits_with_the_longest_protocol_2_lines() {
         let job = "x".repeat(max_job_len());
-        let sector = render_config_sector(&KEY, Some(&job)).unwrap();
+        let widest = VsockSettings {
+            port: u32::MAX,
+            heartbeat_ms: u32::MAX,
+        };
+        let sector = render_config_sector(&KEY, Some(&job), Some(widest)).unwrap();
         assert_eq!(sector[CONFIG_SECTOR_SIZE - 1], b'\n');
-        let err = render_config_sector(&KEY, Some(&format!("{job}x"))).unwrap_err();
+        let err = render_config_sector(&KEY, Some(&format!("{job}x")), Some(widest)).unwrap_err();
         assert!(
             matches!(err, ConfigDriveError::TooLong { len: 513, .. }),
             "{err}"
@@ -258,7 +293,7 @@ mod tests {
     #[test]
     fn job_with_newline_or_nul_is_refused() {
         for job in ["a\nkey=00", "a\0b"] {
-            let err = render_config_sector(&KEY, Some(job)).unwrap_err();
+            let err = render_config_sector(&KEY, Some(job), None).unwrap_err();
             assert!(matches!(err, ConfigDriveError::BadJob { .. }), "{err}");
         }
     }
@@ -268,14 +303,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.img");
         std::fs::write(&path, vec![0xffu8; 10_000]).unwrap();
-        write_config_drive(&path, &KEY, Some("exit:0")).unwrap();
+        write_config_drive(&path, &KEY, Some("exit:0"), None).unwrap();
         let data = std::fs::read(&path).unwrap();
         assert_eq!(data.len() as u64, CONFIG_DRIVE_SIZE);
         assert!(data.starts_with(CONFIG_MAGIC.as_bytes()));
         assert!(data[100..].iter().all(|&b| b == 0));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let err = write_config_drive(&dir.path().join("no/such/dir"), &KEY, None).unwrap_err();
+        let err =
+            write_config_drive(&dir.path().join("no/such/dir"), &KEY, None, None).unwrap_err();
         assert!(err.to_string().contains("no/such/dir"), "{err}");
     }
 }

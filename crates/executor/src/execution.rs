@@ -45,6 +45,8 @@ pub struct LogProgress {
     pub stdout: u64,
     /// Bytes of stderr stored.
     pub stderr: u64,
+    /// Bytes of the console log (protocol 2) stored.
+    pub console: u64,
     /// True once no more output will come.
     pub done: bool,
 }

@@ -13,6 +13,7 @@ use futures_util::FutureExt as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent_link::LinkParts;
 use crate::capture::Capture;
 use crate::error::{chain, ExecutorError};
 use crate::execution::{Command, Execution, LogProgress};
@@ -78,9 +79,10 @@ pub async fn launch_and_supervise(
                 return TaskEnd::LaunchFailed;
             }
         };
-        let (vmm, record, capture) = launched.into_parts();
+        let (vmm, record, capture, link) = launched.into_parts();
         let _ = ready.send(Ok(()));
-        let supervisor = supervisor(&ctx, &exec, Some(vmm), record, capture, commands, deadlines);
+        let output = (capture, link);
+        let supervisor = supervisor(&ctx, &exec, Some(vmm), record, output, commands, deadlines);
         TaskEnd::Supervised(supervisor.run().await)
     };
     guard(ctx, exec, body).await
@@ -91,12 +93,12 @@ pub async fn launch_and_supervise(
 pub async fn supervise_recovered<M: Machine>(
     ctx: TaskContext,
     exec: Arc<Execution>,
-    found: (Option<M>, ExecutionRecord, Capture),
+    found: (Option<M>, ExecutionRecord, (Capture, Option<LinkParts>)),
     commands: mpsc::Receiver<Command>,
     deadlines: Deadlines,
 ) {
-    let (vmm, record, capture) = found;
-    let supervisor = supervisor(&ctx, &exec, vmm, record, capture, commands, deadlines);
+    let (vmm, record, output) = found;
+    let supervisor = supervisor(&ctx, &exec, vmm, record, output, commands, deadlines);
     let body = async move { TaskEnd::Supervised(supervisor.run().await) };
     guard(ctx, exec, body).await
 }
@@ -107,7 +109,7 @@ fn supervisor<M: Machine>(
     exec: &Arc<Execution>,
     vmm: Option<M>,
     record: ExecutionRecord,
-    capture: Capture,
+    output: (Capture, Option<LinkParts>),
     commands: mpsc::Receiver<Command>,
     deadlines: Deadlines,
 ) -> Supervisor<M> {
@@ -116,7 +118,7 @@ fn supervisor<M: Machine>(
         exec.clone(),
         vmm,
         record,
-        capture,
+        output,
         commands,
         stop,
         settings,

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use firecracker_api::{SpawnOptions, StopPolicy, Vmm, VmmError};
 use tokio::sync::Semaphore;
 
+use crate::agent_link::LinkParts;
 use crate::capture::{Capture, Sink};
 use crate::config_drive::Key;
 use crate::error::{ExecutorError, LaunchError};
@@ -88,6 +89,8 @@ pub struct Launcher {
     pub slots: Semaphore,
     /// Watches the steps.
     pub hook: Option<Arc<dyn LaunchHook>>,
+    /// How often an agent on vsock is told to send a heartbeat.
+    pub heartbeat: Duration,
 }
 
 /// Launches doing their blocking part at once.
@@ -100,6 +103,7 @@ pub struct Spawned {
     vmm: Vmm,
     record: ExecutionRecord,
     capture: Capture,
+    link: Option<LinkParts>,
     created: CreatedDir,
 }
 
@@ -111,16 +115,17 @@ impl Launched {
     /// Takes the VMM, record and capture out of the guard: from here on
     /// the supervisor owns them, and the VMM runs on if its handle is
     /// dropped without a panic (a runtime torn down without a shutdown).
-    pub fn into_parts(self) -> (Vmm, ExecutionRecord, Capture) {
+    pub fn into_parts(self) -> (Vmm, ExecutionRecord, Capture, Option<LinkParts>) {
         let Spawned {
             mut vmm,
             record,
             capture,
+            link,
             mut created,
         } = self.0;
         created.keep();
         vmm.set_kill_on_drop(false);
-        (vmm, record, capture)
+        (vmm, record, capture, link)
     }
 }
 
@@ -136,7 +141,7 @@ impl Launcher {
             Mode::Agent => Some(Key::generate().map_err(|e| creation(&id, e.into()))?),
             Mode::Plain => None,
         };
-        let plan = VmPlan::new(valid, paths, key.clone());
+        let plan = VmPlan::new(valid, paths, key.clone(), self.heartbeat);
         let record = new_record(valid, key.as_ref());
         let _slot = self
             .slots
@@ -263,17 +268,30 @@ fn spawn_blocking_part(
             plan.write(paths).map_err(LaunchError::Files)
         })
         .map_err(fail)?;
-    let capture = steps
+    let vsock = plan.agent_port().is_some();
+    let serial = match vsock {
+        true => paths.console(),
+        false => paths.serial(),
+    };
+    let (capture, link) = steps
         .run(LaunchStep::OpenOutput, || {
-            let sink = match key {
-                Some(key) => Sink::agent(key, &paths.stdout(), &paths.stderr()),
-                None => Ok(Sink::plain()),
-            }
-            .map_err(LaunchError::Output)?;
+            let (sink, link) = match (key, vsock) {
+                (Some(key), true) => (
+                    Sink::console(),
+                    Some(LinkParts::open(paths, &key, max_output).map_err(LaunchError::Output)?),
+                ),
+                (Some(key), false) => (
+                    Sink::agent(key, &paths.stdout(), &paths.stderr())
+                        .map_err(LaunchError::Output)?,
+                    None,
+                ),
+                (None, _) => (Sink::plain(), None),
+            };
             // The serial file exists before the VMM appends to it, so the
             // capture and its watch can open it now.
-            std::fs::File::create(paths.serial()).map_err(LaunchError::Output)?;
-            Capture::open(&paths.serial(), sink, max_output).map_err(LaunchError::Output)
+            std::fs::File::create(&serial).map_err(LaunchError::Output)?;
+            let capture = Capture::open(&serial, sink, max_output).map_err(LaunchError::Output)?;
+            Ok((capture, link))
         })
         .map_err(fail)?;
     record.phase = Phase::Booting;
@@ -292,9 +310,12 @@ fn spawn_blocking_part(
                 api_socket: Some(paths.api_socket()),
                 config_file: Some(paths.vm_config()),
                 metadata,
-                serial_output: paths.serial(),
+                serial_output: serial.clone(),
                 log_path: paths.vmm_log(),
-                extra_sockets: vec![],
+                extra_sockets: match vsock {
+                    true => vec![paths.vsock()],
+                    false => vec![],
+                },
                 jailer: None,
             };
             runtime
@@ -317,6 +338,7 @@ fn spawn_blocking_part(
         vmm,
         record,
         capture,
+        link,
         created,
     })
 }
@@ -393,6 +415,7 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
         execution_id: valid.execution_id.clone(),
         phase: Phase::Pending,
         mode: valid.mode,
+        transport: valid.transport,
         key: key.map(|k| k.to_hex()),
         pid: None,
         pid_start_time: None,

@@ -38,6 +38,7 @@
 //! budget).
 #![warn(missing_docs)]
 
+mod agent_link;
 mod capture;
 pub mod config;
 pub mod config_drive;

@@ -22,6 +22,9 @@ pub enum LogStream {
     Stdout,
     /// The workload's stderr.
     Stderr,
+    /// The guest's console (serial), a diagnostic log, when the agent
+    /// reports over vsock; see [`crate::inspect::console_logs`].
+    Console,
 }
 
 /// What [`crate::Executor::logs`] returns.
@@ -102,6 +105,7 @@ impl Logs {
                 let end = match cursor.stream {
                     LogStream::Stdout => now.stdout,
                     LogStream::Stderr => now.stderr,
+                    LogStream::Console => now.console,
                 };
                 if cursor.offset < end {
                     let (path, offset) = (cursor.path.clone(), cursor.offset);
@@ -161,6 +165,7 @@ impl Logs {
             match chunk.stream {
                 LogStream::Stdout => out.extend(chunk.data),
                 LogStream::Stderr => err.extend(chunk.data),
+                LogStream::Console => {}
             }
         }
         Ok((out, err))

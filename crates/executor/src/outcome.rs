@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use fcexec_guest_protocol::ExitStatus;
 use firecracker_api::VmmExit;
 
 use crate::result::ExecutionResult;
@@ -13,8 +14,8 @@ use crate::spec::Mode;
 pub struct AgentReport {
     /// The agent's hello, once seen.
     pub hello: Option<String>,
-    /// The workload's exit code, once reported.
-    pub exit: Option<u8>,
+    /// How the workload ended, once reported.
+    pub exit: Option<ExitStatus>,
     /// The agent's own failure, if it reported one.
     pub fail: Option<String>,
     /// The first protocol error seen.
@@ -32,6 +33,11 @@ pub enum StopReason {
     Timeout(Duration),
     /// The guest wrote more than the executor's output cap (bytes).
     OutputLimit(u64),
+    /// Protocol 2: the connected agent sent nothing (not even a heartbeat)
+    /// for this long.
+    AgentSilent(Duration),
+    /// Protocol 2: the agent broke the protocol (the report says how).
+    ProtocolError,
 }
 
 /// Everything the supervisor saw at the end of a run.
@@ -60,12 +66,24 @@ pub fn decide(end: &Ending) -> ExecutionResult {
             human_bytes(limit)
         ));
     }
-    if let Some(code) = end.agent.exit.filter(|_| end.mode == Mode::Agent) {
-        return ExecutionResult::new(i32::from(code));
+    // A broken protocol makes everything the agent said suspect.
+    if end.stopped == Some(StopReason::ProtocolError) {
+        let error = end.agent.protocol_error.as_deref().unwrap_or("unknown");
+        return ExecutionResult::failed(format!("guest protocol error: {error}"));
+    }
+    let cancelled = end.stopped == Some(StopReason::Cancelled);
+    if let Some(exit) = end.agent.exit.filter(|_| end.mode == Mode::Agent) {
+        return workload_result(exit, cancelled);
     }
     match end.stopped {
         Some(StopReason::Cancelled) => {
             return ExecutionResult::killed("cancelled: the VM was stopped on request")
+        }
+        Some(StopReason::AgentSilent(limit)) => {
+            return ExecutionResult::failed(format!(
+                "the guest agent stopped responding: no frame, not even a heartbeat, for \
+                 {limit:?}, so the VM was stopped; the agent hung or the guest froze"
+            ))
         }
         Some(StopReason::BootTimeout(limit)) => {
             return ExecutionResult::failed(format!(
@@ -79,7 +97,7 @@ pub fn decide(end: &Ending) -> ExecutionResult {
                  (or `fcexec run --timeout`) if the job needs more time"
             ))
         }
-        Some(StopReason::OutputLimit(_)) | None => {}
+        Some(StopReason::OutputLimit(_) | StopReason::ProtocolError) | None => {}
     }
     if let Some(reason) = end.agent.fail.as_ref().filter(|_| end.mode == Mode::Agent) {
         return ExecutionResult::failed(format!("guest agent failed: {reason}"));
@@ -111,6 +129,44 @@ pub fn decide(end: &Ending) -> ExecutionResult {
             ExecutionResult::failed("the guest stopped before the agent reported an exit code")
         }
         (_, exit) => ExecutionResult::failed(vmm_failure(exit, &end.vmm_log_tail)),
+    }
+}
+
+/// The result of a workload that ended as `exit`, `cancelled` or not.
+fn workload_result(exit: ExitStatus, cancelled: bool) -> ExecutionResult {
+    match (exit, cancelled) {
+        (ExitStatus::Code(code), false) => ExecutionResult::new(i32::from(code)),
+        (ExitStatus::Code(code), true) => ExecutionResult {
+            error_msg: format!(
+                "cancelled: the workload stopped on request and exited with code {code}"
+            ),
+            ..ExecutionResult::new(i32::from(code))
+        },
+        (ExitStatus::Signal(signal), false) => ExecutionResult::killed(format!(
+            "the workload was killed by signal {signal}{}",
+            signal_name(signal)
+        )),
+        (ExitStatus::Signal(9), true) => ExecutionResult::killed(
+            "cancelled: the workload did not stop within its grace period, so the agent \
+             killed it (signal 9, SIGKILL)",
+        ),
+        (ExitStatus::Signal(signal), true) => ExecutionResult::killed(format!(
+            "cancelled: the workload was terminated by signal {signal}{}",
+            signal_name(signal)
+        )),
+    }
+}
+
+/// ` (SIGTERM)` and the like for the common signals; empty otherwise.
+fn signal_name(signal: u8) -> &'static str {
+    match signal {
+        1 => " (SIGHUP)",
+        2 => " (SIGINT)",
+        6 => " (SIGABRT)",
+        9 => " (SIGKILL)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        _ => "",
     }
 }
 
@@ -166,6 +222,45 @@ mod tests {
     }
 
     #[test]
+    fn signals_cancels_and_silence_say_what_happened() {
+        let with = |exit, stopped| Ending {
+            agent: AgentReport {
+                hello: Some("hi".into()),
+                exit: Some(exit),
+                ..AgentReport::default()
+            },
+            stopped,
+            ..end(Mode::Agent, VmmExit::Exited(0))
+        };
+        let r = decide(&with(ExitStatus::Signal(11), None));
+        assert!(
+            r.killed && r.error_msg.contains("signal 11 (SIGSEGV)"),
+            "{r:?}"
+        );
+        let r = decide(&with(ExitStatus::Code(3), Some(StopReason::Cancelled)));
+        assert_eq!(r.exit_code, 3);
+        assert!(r.error_msg.contains("exited with code 3") && !r.is_success());
+        let r = decide(&with(ExitStatus::Signal(9), Some(StopReason::Cancelled)));
+        assert!(r.killed && r.error_msg.contains("grace period"), "{r:?}");
+        let r = decide(&with(ExitStatus::Signal(15), Some(StopReason::Cancelled)));
+        assert!(r.killed && r.error_msg.contains("SIGTERM"), "{r:?}");
+        let silent = Ending {
+            stopped: Some(StopReason::AgentSilent(Duration::from_secs(2))),
+            ..end(Mode::Agent, VmmExit::Exited(0))
+        };
+        assert!(decide(&silent).error_msg.contains("stopped responding"));
+        let broken = Ending {
+            agent: AgentReport {
+                protocol_error: Some("bad key".into()),
+                ..AgentReport::default()
+            },
+            stopped: Some(StopReason::ProtocolError),
+            ..end(Mode::Agent, VmmExit::Signaled(9))
+        };
+        assert_eq!(decide(&broken).error_msg, "guest protocol error: bad key");
+    }
+
+    #[test]
     fn plain_mode_clean_shutdown_is_success() {
         let r = decide(&end(Mode::Plain, VmmExit::Exited(0)));
         assert!(r.is_success());
@@ -176,7 +271,7 @@ mod tests {
         for code in [0u8, 3, 255] {
             let mut e = end(Mode::Agent, VmmExit::Exited(0));
             e.agent.hello = Some("hi".into());
-            e.agent.exit = Some(code);
+            e.agent.exit = Some(ExitStatus::Code(code));
             let r = decide(&e);
             assert_eq!(r.exit_code, i32::from(code));
             assert_eq!(r.error_msg, "");
@@ -245,7 +340,7 @@ mod tests {
                 Ending {
                     stopped: Some(StopReason::OutputLimit(1 << 20)),
                     agent: AgentReport {
-                        exit: Some(0),
+                        exit: Some(ExitStatus::Code(0)),
                         ..AgentReport::default()
                     },
                     ..end(Mode::Agent, VmmExit::Signaled(9))
@@ -271,7 +366,7 @@ mod tests {
         let r = decide(&e);
         assert!(r.killed);
         assert_eq!(r.exit_code, -1);
-        e.agent.exit = Some(4);
+        e.agent.exit = Some(ExitStatus::Code(4));
         assert_eq!(decide(&e).exit_code, 4);
     }
 

@@ -11,10 +11,16 @@ use std::path::PathBuf;
 use firecracker_api::models;
 use serde_json::json;
 
-use crate::config_drive::{write_config_drive, ConfigDriveError, Key, CONFIG_DRIVE_ID};
-use crate::spec::Mode;
+use crate::config_drive::{
+    write_config_drive, ConfigDriveError, Key, VsockSettings, CONFIG_DRIVE_ID,
+};
+use crate::spec::{Mode, Transport};
 use crate::state_dir::ExecPaths;
 use crate::validate::ValidatedRequest;
+
+/// The guest CID of every VM's vsock device (each VM has its own device,
+/// so they need not differ; 3 is the first CID a guest may have).
+pub const GUEST_CID: u32 = 3;
 
 /// The kernel command line used when the request gives none.
 pub const DEFAULT_KERNEL_ARGS: &str = "console=ttyS0 reboot=k panic=1";
@@ -30,13 +36,32 @@ pub struct VmPlan {
     pub drives: Vec<models::Drive>,
     /// MMDS contents, when given.
     pub mmds: Option<serde_json::Value>,
-    /// Agent mode: the key and job written on the config drive.
-    pub config_drive: Option<(Key, Option<String>)>,
+    /// Agent mode: what the config drive tells the agent.
+    pub config_drive: Option<ConfigDrive>,
+    /// Protocol 2: the vsock device, through which the agent connects.
+    pub vsock: Option<models::Vsock>,
+}
+
+/// What the config drive tells the agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigDrive {
+    /// The execution's key.
+    pub key: Key,
+    /// The job, when the request gives one.
+    pub job: Option<String>,
+    /// Protocol 2 settings; `None` for protocol 1 over the serial console.
+    pub vsock: Option<VsockSettings>,
 }
 
 impl VmPlan {
-    /// Plans the VM of `request`, its files under `paths`.
-    pub fn new(request: &ValidatedRequest, paths: &ExecPaths, key: Option<Key>) -> VmPlan {
+    /// Plans the VM of `request`, its files under `paths`; an agent that
+    /// reports over vsock is told to send a heartbeat every `heartbeat`.
+    pub fn new(
+        request: &ValidatedRequest,
+        paths: &ExecPaths,
+        key: Option<Key>,
+        heartbeat: std::time::Duration,
+    ) -> VmPlan {
         let kernel_args = if request.kernel_args.trim().is_empty() {
             DEFAULT_KERNEL_ARGS.to_string()
         } else {
@@ -62,10 +87,26 @@ impl VmPlan {
                     false,
                     true,
                 ));
-                Some((key, request.agent_job.clone()))
+                let vsock = (request.transport == Transport::Vsock).then(|| VsockSettings {
+                    port: fcexec_guest_protocol::DEFAULT_PORT,
+                    heartbeat_ms: u32::try_from(heartbeat.as_millis()).unwrap_or(u32::MAX),
+                });
+                Some(ConfigDrive {
+                    key,
+                    job: request.agent_job.clone(),
+                    vsock,
+                })
             }
             _ => None,
         };
+        let vsock = config_drive
+            .as_ref()
+            .filter(|c| c.vsock.is_some())
+            .map(|_| models::Vsock {
+                guest_cid: GUEST_CID,
+                uds_path: paths.vsock().display().to_string(),
+                vsock_id: None,
+            });
         VmPlan {
             boot_source: models::BootSource {
                 kernel_image_path: request.kernel_image.display().to_string(),
@@ -76,16 +117,26 @@ impl VmPlan {
             drives,
             mmds: request.mmds.clone(),
             config_drive,
+            vsock,
         }
     }
 
     /// The `--config-file` JSON.
     pub fn config_json(&self) -> serde_json::Value {
-        json!({
+        let mut config = json!({
             "boot-source": self.boot_source,
             "machine-config": self.machine,
             "drives": self.drives,
-        })
+        });
+        if let Some(vsock) = &self.vsock {
+            config["vsock"] = json!(vsock);
+        }
+        config
+    }
+
+    /// The port the agent connects to, when it reports over vsock.
+    pub fn agent_port(&self) -> Option<u32> {
+        self.config_drive.as_ref()?.vsock.map(|v| v.port)
     }
 
     /// Writes the config file, the MMDS file and the config drive. Returns the
@@ -96,8 +147,8 @@ impl VmPlan {
             source,
         };
         std::fs::write(paths.vm_config(), self.config_json().to_string()).map_err(io)?;
-        if let Some((key, job)) = &self.config_drive {
-            write_config_drive(&paths.config_drive(), key, job.as_deref())?;
+        if let Some(c) = &self.config_drive {
+            write_config_drive(&paths.config_drive(), &c.key, c.job.as_deref(), c.vsock)?;
         }
         match &self.mmds {
             Some(mmds) => {
@@ -182,7 +233,12 @@ mod tests {
             StateDir::open(&dir.path().join("state"), &dir.path().join("state"), "x").unwrap();
         let paths = state.execution("e").unwrap();
         let key = Key::from_bytes([7; 16]);
-        let plan = VmPlan::new(&validated(dir.path(), true), &paths, Some(key));
+        let plan = VmPlan::new(
+            &validated(dir.path(), true),
+            &paths,
+            Some(key),
+            std::time::Duration::from_millis(250),
+        );
         let ids: Vec<&str> = plan.drives.iter().map(|d| d.drive_id.as_str()).collect();
         assert_eq!(ids, ["rootfs", "input0", CONFIG_DRIVE_ID]);
         assert_eq!(plan.drives[2].is_read_only, Some(true));
@@ -196,6 +252,8 @@ mod tests {
         );
         let config = plan.config_json();
         assert_eq!(config["drives"][0]["is_root_device"], json!(true));
+        assert_eq!(config["vsock"]["guest_cid"], json!(GUEST_CID));
+        assert_eq!(plan.agent_port(), Some(1024));
         assert_eq!(config["machine-config"]["vcpu_count"], json!(2));
         paths.create().unwrap();
         let metadata = plan.write(&paths).unwrap();
@@ -213,8 +271,14 @@ mod tests {
         let state =
             StateDir::open(&dir.path().join("state"), &dir.path().join("state"), "x").unwrap();
         let paths = state.execution("e").unwrap();
-        let plan = VmPlan::new(&validated(dir.path(), false), &paths, None);
+        let plan = VmPlan::new(
+            &validated(dir.path(), false),
+            &paths,
+            None,
+            std::time::Duration::ZERO,
+        );
         assert_eq!(plan.drives.len(), 2);
         assert!(plan.config_drive.is_none());
+        assert!(plan.config_json().get("vsock").is_none());
     }
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::Phase;
 use crate::result::ExecutionResult;
-use crate::spec::Mode;
+use crate::spec::{Mode, Transport};
 
 /// Where an output volume's image goes when the execution ends.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +44,10 @@ pub struct ExecutionRecord {
     pub phase: Phase,
     /// How the guest reports.
     pub mode: Mode,
+    /// Agent mode: how the agent reports (serial for records older than
+    /// transports).
+    #[serde(default = "Transport::serial")]
+    pub transport: Transport,
     /// The agent-mode key, as hex. Kept in its own file (`key`, mode 0600),
     /// not in `record.json`, and deleted when the execution ends.
     #[serde(default, skip_serializing)]
@@ -270,6 +274,7 @@ mod tests {
             execution_id: "e".into(),
             phase: Phase::Running,
             mode: Mode::Agent,
+            transport: Transport::Vsock,
             key: Some("00".repeat(16)),
             pid: Some(42),
             pid_start_time: Some(7),

@@ -19,10 +19,11 @@ use std::path::Path;
 
 use firecracker_api::{AttachOptions, Vmm};
 
+use crate::agent_link::LinkParts;
 use crate::capture::{Capture, Sink};
 use crate::config_drive::Key;
 use crate::record::{now_ms, ExecutionRecord};
-use crate::spec::Mode;
+use crate::spec::{Mode, Transport};
 use crate::state_dir::{ExecPaths, StateDir};
 
 /// One execution found in the state directory.
@@ -49,8 +50,9 @@ pub enum FoundState {
         record: ExecutionRecord,
         /// Its VMM, when it still runs.
         vmm: Option<Vmm>,
-        /// Its output, read again from the start.
-        capture: Capture,
+        /// Its output: the serial console read again from the start, and
+        /// (protocol 2) the agent's socket, bound again, and output files.
+        output: (Capture, Option<LinkParts>),
     },
     /// Its record cannot be read.
     Corrupt(String),
@@ -180,27 +182,42 @@ fn load(
         vmm
     });
     tracing::info!(%id, alive = vmm.is_some(), phase = ?record.phase, "recovered execution");
-    let sink = match (record.mode, record.key.as_deref().map(str::parse::<Key>)) {
-        (Mode::Agent, Some(Ok(key))) => Sink::agent(key, &paths.stdout(), &paths.stderr())
-            .unwrap_or_else(|e| {
+    let key = record.key.as_deref().map(str::parse::<Key>);
+    let (serial, sink, link) = match (record.mode, record.transport, key) {
+        (Mode::Agent, Transport::Vsock, Some(Ok(key))) => {
+            // The agent connects again (and resends what is not stored)
+            // once this socket is back; a dead VMM has no agent to serve.
+            let link = vmm.as_ref().and_then(|_| {
+                LinkParts::open(paths, &key, max_output)
+                    .inspect_err(
+                        |e| tracing::warn!(%id, error = %e, "cannot serve the agent again"),
+                    )
+                    .ok()
+            });
+            (paths.console(), Sink::console(), link)
+        }
+        (Mode::Agent, Transport::Serial, Some(Ok(key))) => {
+            let sink = Sink::agent(key, &paths.stdout(), &paths.stderr()).unwrap_or_else(|e| {
                 tracing::warn!(%id, error = %e, "cannot reopen the output files");
                 Sink::plain()
-            }),
-        _ => Sink::plain(),
+            });
+            (paths.serial(), sink, None)
+        }
+        _ => (paths.serial(), Sink::plain(), None),
     };
-    let capture = match Capture::open(&paths.serial(), sink, max_output) {
+    let capture = match Capture::open(&serial, sink, max_output) {
         Ok(capture) => capture,
         Err(e) => {
             return Some(FoundState::Corrupt(format!(
                 "its serial output {} cannot be read: {e}",
-                paths.serial().display()
+                serial.display()
             )))
         }
     };
     Some(FoundState::Live {
         record,
         vmm,
-        capture,
+        output: (capture, link),
     })
 }
 
@@ -224,7 +241,7 @@ fn attach(
         id: id.to_string(),
         api_socket: Some(paths.api_socket()),
         log_path: paths.vmm_log(),
-        extra_sockets: vec![],
+        extra_sockets: vec![paths.vsock()],
     })
 }
 

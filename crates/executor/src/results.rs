@@ -133,10 +133,14 @@ pub fn write_logs(exec: &Execution, record: &ExecutionRecord) {
     let Some(dir) = &record.results_dir else {
         return;
     };
-    let logs = [
+    let mut logs = vec![
         (exec.stdout_path(), "stdout.log"),
         (exec.stderr_path(), "stderr.log"),
     ];
+    // Protocol 2: the serial console is a diagnostic log of its own.
+    if exec.paths.console().exists() {
+        logs.push((exec.paths.console(), "console.log"));
+    }
     if let Err(e) = write_log_files(Path::new(dir), &logs) {
         tracing::warn!(dir = %dir, error = %e, "cannot write the logs to results_dir");
     }

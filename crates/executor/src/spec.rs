@@ -23,6 +23,7 @@
 //! | `agent` | bool, default false | agent mode: a guest agent reports over the guest protocol; plain mode otherwise |
 //! | `boot_timeout_ms` | integer 1..=600000 | agent mode: the longest wait from the VM's start to the agent's `hello` frame |
 //! | `agent_job` | string | agent mode: the job handed to the agent on the config drive (`job=` line) |
+//! | `agent_transport` | `"vsock"` (default) or `"serial"` | agent mode: the agent reports with guest protocol 2 over vsock, or with protocol 1 over the serial console (for guests without vsock) |
 //! | `timeout_ms` | integer 1..=2^53 | the longest the whole execution may run; past it the VM is stopped and the execution fails ("timed out after ...") |
 //!
 //! `mmds_message` is a string holding JSON in the reference; a JSON object
@@ -121,6 +122,33 @@ pub enum Mode {
     Agent,
 }
 
+/// How an agent reports back (agent mode).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// Guest protocol 2 over Firecracker's hybrid vsock; the serial console
+    /// is a diagnostic log.
+    #[default]
+    Vsock,
+    /// Guest protocol 1 over the serial console.
+    Serial,
+}
+
+impl Transport {
+    /// The transport of records written before transports existed.
+    pub fn serial() -> Transport {
+        Transport::Serial
+    }
+
+    /// The name used in specs and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Vsock => "vsock",
+            Transport::Serial => "serial",
+        }
+    }
+}
+
 /// The decoded Firecracker engine spec.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EngineSpec {
@@ -140,6 +168,8 @@ pub struct EngineSpec {
     pub boot_timeout: Option<Duration>,
     /// Agent mode: the job for the agent's config drive (extension `agent_job`).
     pub agent_job: Option<String>,
+    /// Agent mode: how the agent reports (extension `agent_transport`).
+    pub transport: Transport,
     /// The longest the execution may run (extension `timeout_ms`).
     pub timeout: Option<Duration>,
 }
@@ -224,6 +254,18 @@ impl EngineSpec {
             Some(Value::Bool(b)) => *b,
             Some(v) => return Err(wrong_type("agent", v, "a boolean")),
         };
+        let transport = match string_param(p, "agent_transport")?.as_deref() {
+            None => Transport::default(),
+            Some(t) if t.trim().eq_ignore_ascii_case("vsock") => Transport::Vsock,
+            Some(t) if t.trim().eq_ignore_ascii_case("serial") => Transport::Serial,
+            Some(t) => {
+                return Err(wrong_type(
+                    "agent_transport",
+                    &Value::String(t.to_string()),
+                    "\"vsock\" (guest protocol 2) or \"serial\" (guest protocol 1)",
+                ))
+            }
+        };
         let boot_timeout = millis_param(
             p,
             "boot_timeout_ms",
@@ -245,6 +287,7 @@ impl EngineSpec {
             mode: if agent { Mode::Agent } else { Mode::Plain },
             boot_timeout,
             agent_job: string_param(p, "agent_job")?,
+            transport,
             timeout,
         })
     }
@@ -270,6 +313,9 @@ impl EngineSpec {
         }
         if self.mode == Mode::Agent {
             spec = spec.with_param("agent", true);
+        }
+        if self.transport != Transport::default() {
+            spec = spec.with_param("agent_transport", self.transport.as_str());
         }
         if let Some(t) = self.boot_timeout {
             spec = spec.with_param("boot_timeout_ms", t.as_millis() as u64);

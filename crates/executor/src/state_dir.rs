@@ -381,6 +381,8 @@ impl ExecPaths {
                 self.config_drive(),
                 self.metadata(),
                 self.api_socket(),
+                self.vsock(),
+                self.agent_socket(fcexec_guest_protocol::DEFAULT_PORT),
             ] {
                 match std::fs::remove_file(path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
@@ -438,6 +440,24 @@ impl ExecPaths {
     /// The VMM's API socket.
     pub fn api_socket(&self) -> PathBuf {
         self.run.join("api.sock")
+    }
+
+    /// The vsock device's `uds_path` (protocol 2): Firecracker listens on it
+    /// for host-initiated connections.
+    pub fn vsock(&self) -> PathBuf {
+        self.run.join("v.sock")
+    }
+
+    /// Where the executor listens for the agent's connection to `port`
+    /// (`<uds_path>_<port>`, Firecracker's naming).
+    pub fn agent_socket(&self, port: u32) -> PathBuf {
+        self.run.join(format!("v.sock_{port}"))
+    }
+
+    /// The guest's console (serial) when the agent reports over vsock: a
+    /// diagnostic log, never mixed into stdout.
+    pub fn console(&self) -> PathBuf {
+        self.data.join("console.log")
     }
 }
 

@@ -16,12 +16,13 @@ use std::time::Duration;
 use firecracker_api::exit::log_tail;
 use firecracker_api::watch::Subscription;
 use firecracker_api::{StopPolicy, VmmExit};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::agent_link::{AgentLink, LinkEvent, LinkParts};
 use crate::capture::{watch_serial, Capture};
-use crate::execution::{Command, Execution};
+use crate::execution::{Command, Execution, LogProgress};
 use crate::lifecycle::Phase;
 use crate::machine::{GuestState, KillOnPanic, Machine};
 use crate::outcome::{decide, Ending, StopReason};
@@ -34,7 +35,16 @@ pub struct Settings {
     pub stop: StopPolicy,
     /// How long a guest gets to power off after its agent reported the end.
     pub after_exit_grace: Duration,
+    /// Protocol 2: the longest a connected agent may stay silent; `None`
+    /// when agents send no heartbeats.
+    pub heartbeat_timeout: Option<Duration>,
+    /// Protocol 2: how long a workload gets to stop after a cancel.
+    pub cancel_grace: Duration,
 }
+
+/// How long past its grace period an agent gets to report a cancelled
+/// workload's end before the VM is stopped.
+const CANCEL_SLACK: Duration = Duration::from_secs(2);
 
 /// One execution's time limits.
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,6 +84,10 @@ pub struct Supervisor<M: Machine> {
     /// Taken while a blocking read runs on the blocking pool.
     capture: Option<Capture>,
     serial_changes: Option<Subscription>,
+    /// Protocol 2: the agent's connection.
+    link: Option<AgentLink>,
+    /// A cancel handed to the agent: who to tell, and when to stop waiting.
+    cancelling: Option<(oneshot::Sender<Result<(), String>>, Instant)>,
     commands: mpsc::Receiver<Command>,
     stop: CancellationToken,
     settings: Settings,
@@ -89,25 +103,35 @@ impl<M: Machine> Supervisor<M> {
         exec: Arc<Execution>,
         machine: Option<M>,
         record: ExecutionRecord,
-        capture: Capture,
+        output: (Capture, Option<LinkParts>),
         commands: mpsc::Receiver<Command>,
         stop: CancellationToken,
         settings: Settings,
         deadlines: Deadlines,
     ) -> Supervisor<M> {
-        let serial_changes = match watch_serial(&exec.paths.serial()) {
+        let (capture, link) = output;
+        let serial_changes = match watch_serial(capture.path()) {
             Ok(sub) => Some(sub),
             Err(e) => {
                 tracing::warn!(id = %exec.id, error = %e, "cannot follow the serial output");
                 None
             }
         };
+        let link = link.and_then(|parts| match AgentLink::new(parts) {
+            Ok(link) => Some(link),
+            Err(e) => {
+                tracing::error!(id = %exec.id, error = %e, "cannot serve the agent's connection");
+                None
+            }
+        });
         Supervisor {
             exec,
             machine: KillOnPanic(machine),
             record,
             capture: Some(capture),
             serial_changes,
+            link,
+            cancelling: None,
             commands,
             stop,
             settings,
@@ -169,10 +193,14 @@ impl<M: Machine> Supervisor<M> {
         }
         let boot_deadline = self.deadlines.boot.map(|t| (Instant::now() + t, t));
         loop {
-            let (over_limit, agent_ended, hello) = match &self.capture {
+            let (over_limit, agent_ended, mut hello) = match &self.capture {
                 Some(c) => (c.over_limit(), c.agent_ended(), c.agent_said_hello()),
                 None => (false, false, false),
             };
+            hello |= self
+                .link
+                .as_ref()
+                .is_some_and(|l| l.report().hello.is_some());
             if over_limit {
                 tracing::warn!(
                     limit = self.limit(),
@@ -188,7 +216,26 @@ impl<M: Machine> Supervisor<M> {
                 return self.after_agent_end(machine).await;
             }
             let boot = boot_deadline.filter(|_| !hello);
+            let silence = self.silence_deadline();
+            let cancel_by = self.cancelling.as_ref().map(|c| (c.1, ()));
             tokio::select! {
+                event = next_event(&mut self.link) => {
+                    if let Some(end) = self.link_event(machine, event).await {
+                        return end;
+                    }
+                }
+                _ = sleep_until(silence) => {
+                    let limit = silence.map(|s| s.1).unwrap_or_default();
+                    tracing::warn!(?limit, "the agent went silent; stopping the VM");
+                    let exit = machine.stop(self.quick_stop()).await;
+                    return End::Exited { exit, stopped: Some(StopReason::AgentSilent(limit)) };
+                }
+                _ = sleep_until(cancel_by) => {
+                    tracing::warn!("the agent did not report the cancelled workload's end; stopping the VM");
+                    let exit = machine.stop(self.settings.stop).await;
+                    self.answer_cancel();
+                    return End::Exited { exit, stopped: Some(StopReason::Cancelled) };
+                }
                 _ = self.stop.cancelled() => return End::Detach,
                 exit = machine.wait() => return End::Exited {
                     exit,
@@ -216,16 +263,83 @@ impl<M: Machine> Supervisor<M> {
         }
     }
 
-    /// The agent reported the end: the guest powers off by itself; stop it if it does not.
+    /// The agent reported the end: the guest powers off by itself; stop it
+    /// if it does not. Protocol 2: anything the agent sends meanwhile is a
+    /// protocol error.
     async fn after_agent_end(&mut self, machine: &mut M) -> End {
-        let exit = match tokio::time::timeout(self.settings.after_exit_grace, machine.wait()).await
-        {
-            Ok(exit) => exit,
-            Err(_) => machine.stop(self.quick_stop()).await,
+        let cancelled = self.cancelling.is_some();
+        self.answer_cancel();
+        let mut stopped = cancelled.then_some(StopReason::Cancelled);
+        let grace = tokio::time::sleep(self.settings.after_exit_grace);
+        tokio::pin!(grace);
+        // The agent powers off once its `done` is written.
+        let flushed = async {
+            if let Some(link) = self.link.as_mut() {
+                link.flush().await;
+                loop {
+                    if let LinkEvent::ProtocolError(error) = link.next().await {
+                        return error;
+                    }
+                }
+            }
+            std::future::pending().await
         };
-        End::Exited {
-            exit,
-            stopped: None,
+        let exit = tokio::select! {
+            exit = machine.wait() => exit,
+            error = flushed => {
+                tracing::warn!(%error, "guest protocol error after the end; stopping the VM");
+                stopped = Some(StopReason::ProtocolError);
+                machine.stop(self.quick_stop()).await
+            }
+            _ = &mut grace => machine.stop(self.quick_stop()).await,
+        };
+        End::Exited { exit, stopped }
+    }
+
+    /// Acts on what the agent's connection saw.
+    async fn link_event(&mut self, machine: &mut M, event: LinkEvent) -> Option<End> {
+        match event {
+            LinkEvent::Stored(_) => {
+                self.publish(false);
+                None
+            }
+            LinkEvent::Ended => {
+                self.publish(false);
+                Some(self.after_agent_end(machine).await)
+            }
+            LinkEvent::ProtocolError(error) => {
+                tracing::warn!(%error, "guest protocol error; stopping the VM");
+                let exit = machine.stop(self.quick_stop()).await;
+                self.answer_cancel();
+                Some(End::Exited {
+                    exit,
+                    stopped: Some(StopReason::ProtocolError),
+                })
+            }
+            LinkEvent::OverLimit => {
+                let limit = self.link.as_ref().map_or(0, AgentLink::limit);
+                tracing::warn!(limit, "output limit reached; stopping the VM");
+                let exit = machine.stop(self.quick_stop()).await;
+                self.answer_cancel();
+                Some(End::Exited {
+                    exit,
+                    stopped: Some(StopReason::OutputLimit(limit)),
+                })
+            }
+        }
+    }
+
+    /// When a silent agent counts as hung: the limit after the last frame.
+    fn silence_deadline(&self) -> Option<(Instant, Duration)> {
+        let limit = self.settings.heartbeat_timeout?;
+        let link = self.link.as_ref().filter(|l| l.expects_heartbeats())?;
+        Some((link.last_heard() + limit, limit))
+    }
+
+    /// Tells the caller of a cancel handed to the agent that it is done.
+    fn answer_cancel(&mut self) {
+        if let Some((reply, _)) = self.cancelling.take() {
+            let _ = reply.send(Ok(()));
         }
     }
 
@@ -242,6 +356,12 @@ impl<M: Machine> Supervisor<M> {
                     blocking(move || ExecutionRecord::mark_cancel_requested(&path)).await
                 {
                     tracing::warn!(error = %e, "cannot persist the cancel request");
+                }
+                let grace = self.settings.cancel_grace;
+                if self.link.as_mut().is_some_and(|l| l.cancel(grace)) {
+                    // The agent stops the workload and reports its end.
+                    self.cancelling = Some((reply, Instant::now() + grace + CANCEL_SLACK));
+                    return None;
                 }
                 let exit = machine.stop(self.settings.stop).await;
                 let _ = reply.send(Ok(()));
@@ -288,11 +408,33 @@ impl<M: Machine> Supervisor<M> {
         })
         .await;
         self.capture = Some(capture);
-        self.exec.publish_logs(progress);
+        self.exec.publish_logs(self.progress(progress, false));
+    }
+
+    /// Publishes how much output is stored.
+    fn publish(&self, done: bool) {
+        let now = *self.exec.log_progress().borrow();
+        self.exec.publish_logs(self.progress(now, done));
+    }
+
+    /// `serial` progress, with the agent link's streams when there is one.
+    fn progress(&self, serial: LogProgress, done: bool) -> LogProgress {
+        match &self.link {
+            Some(link) => LogProgress {
+                stdout: link.stored()[0],
+                stderr: link.stored()[1],
+                console: serial.console,
+                done,
+            },
+            None => LogProgress { done, ..serial },
+        }
     }
 
     async fn finish(&mut self, exit: VmmExit, stopped: Option<StopReason>) {
         self.pump().await;
+        if let Some(link) = self.link.as_mut() {
+            link.drain().await;
+        }
         let (exec, capture) = (self.exec.clone(), self.capture.take());
         let over_limit = matches!(stopped, Some(StopReason::OutputLimit(_)));
         let (capture, progress, log) = blocking(move || {
@@ -304,10 +446,15 @@ impl<M: Machine> Supervisor<M> {
             (capture, progress, log_tail(&exec.paths.vmm_log(), 12))
         })
         .await;
+        let agent = match &self.link {
+            Some(link) => link.report(),
+            None => capture.as_ref().map(Capture::report).unwrap_or_default(),
+        };
+        let progress = self.progress(progress, true);
         let ending = Ending {
             mode: self.exec.mode,
             vmm_exit: exit,
-            agent: capture.as_ref().map(Capture::report).unwrap_or_default(),
+            agent,
             stopped,
             vmm_log_tail: log,
         };
@@ -352,10 +499,7 @@ impl<M: Machine> Supervisor<M> {
         if let Err(e) = self.exec.finish(phase, result) {
             tracing::error!(error = %e, "the execution already ended; its first result stands");
         }
-        self.exec.publish_logs(crate::execution::LogProgress {
-            done: true,
-            ..progress
-        });
+        self.exec.publish_logs(progress);
     }
 
     /// After a restart the record says only that the VM was booted: ask the
@@ -416,6 +560,14 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
             Ok(panic) => std::panic::resume_unwind(panic),
             Err(_) => std::future::pending().await,
         },
+    }
+}
+
+/// The link's next event; pending forever without one.
+async fn next_event(link: &mut Option<AgentLink>) -> LinkEvent {
+    match link {
+        Some(link) => link.next().await,
+        None => std::future::pending().await,
     }
 }
 

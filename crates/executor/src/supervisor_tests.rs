@@ -127,6 +127,7 @@ fn record(id: &str, mode: Mode, phase: Phase, key: &Key) -> ExecutionRecord {
         execution_id: id.into(),
         phase,
         mode,
+        transport: crate::spec::Transport::Serial,
         key: Some(key.to_hex()),
         pid: Some(1),
         pid_start_time: Some(1),
@@ -181,11 +182,14 @@ fn rig(options: Options) -> Rig {
             max_output: options.max_output,
             slots: tokio::sync::Semaphore::new(1),
             hook: None,
+            heartbeat: Duration::ZERO,
         }),
         registry,
         settings: Settings {
             stop: StopPolicy::default(),
             after_exit_grace: Duration::from_secs(2),
+            heartbeat_timeout: None,
+            cancel_grace: Duration::from_secs(1),
         },
         stop: stop.clone(),
     };
@@ -195,7 +199,7 @@ fn rig(options: Options) -> Rig {
     tokio::spawn(supervise_recovered(
         ctx,
         exec.clone(),
-        (Some(vm), record, capture),
+        (Some(vm), record, (capture, None)),
         receiver,
         options.deadlines,
     ));

@@ -1,11 +1,13 @@
-//! The agent: finds the job and the key, picks plain or agent mode, checks the
-//! whole job, then runs its operations in order (in ring 3).
+//! The agent: finds the job and the key, picks plain mode, agent mode over
+//! protocol 1 (serial) or protocol 2 (vsock, `agent2`), checks the whole job,
+//! then runs its operations in order (in ring 3).
 
+use crate::config::Config;
 use crate::job::{self, Op};
-use crate::{cmdline, config, frame, kbd, report, sys, virtio, Global};
+use crate::{agent2, cmdline, config, frame, kbd, report, sys, virtio, vsock, Global};
 
 /// Printed (with a newline) when there is no job.
-const GREETING: &[u8] = b"Hello from the fcexec test guest!\n";
+pub const GREETING: &[u8] = b"Hello from the fcexec test guest!\n";
 /// Bytes per drive request when copying.
 const COPY_CHUNK: usize = 128 * 1024;
 
@@ -31,7 +33,13 @@ pub fn main(zero_page: u64) -> ! {
 
     if let Some(key) = key {
         match <[u8; frame::KEY_LEN]>::try_from(key) {
-            Ok(key) if frame::valid_key(&key) => report::start_agent(key),
+            Ok(key) if frame::valid_key(&key) => {
+                if let Err(reason) = protocol_2(config.as_ref(), key, job) {
+                    report::start_agent(key);
+                    report::fail(reason.as_bytes())
+                }
+                report::start_agent(key)
+            }
             _ => report::fail(b"the key is not 32 lowercase hex digits"),
         }
     }
@@ -40,10 +48,13 @@ pub fn main(zero_page: u64) -> ! {
         report::exit(0);
     }
     for (i, (text, op)) in job::ops(job).enumerate() {
-        if let Err(reason) = op {
-            let text = core::str::from_utf8(text).unwrap_or("?");
-            report::fatal(format_args!("bad job: operation {i} `{text}`: {reason}"));
-        }
+        let reason = match op {
+            Err(reason) => reason,
+            Ok(op) if op.needs_protocol_2() => "only in protocol 2",
+            Ok(_) => continue,
+        };
+        let text = core::str::from_utf8(text).unwrap_or("?");
+        report::fatal(format_args!("bad job: operation {i} `{text}`: {reason}"));
     }
     for (_, op) in job::ops(job) {
         if let Ok(op) = op {
@@ -51,6 +62,42 @@ pub fn main(zero_page: u64) -> ! {
         }
     }
     report::exit(0)
+}
+
+/// Runs the job over protocol 2 when the config drive says `proto=2` (and
+/// never returns then); `Ok` for protocol 1, `Err` when protocol 2 cannot run.
+fn protocol_2(
+    config: Option<&Config>,
+    key: [u8; frame::KEY_LEN],
+    job: &'static [u8],
+) -> Result<(), &'static str> {
+    let Some(config) = config else {
+        return Ok(());
+    };
+    match config.proto {
+        None | Some(b"1") => return Ok(()),
+        Some(b"2") => {}
+        Some(_) => return Err("bad config: proto is not 1 or 2"),
+    }
+    let port = match config.vsock_port {
+        None => fcexec_guest_protocol::DEFAULT_PORT,
+        Some(text) => job::number(text)
+            .ok()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or("bad config: vsock_port is not a port number")?,
+    };
+    let heartbeat_ms = match config.heartbeat_ms {
+        None => 0,
+        Some(text) => {
+            job::number(text).map_err(|_| "bad config: heartbeat_ms is not a number")?
+        }
+    };
+    if !vsock::present() {
+        return Err("protocol 2 needs a vsock device");
+    }
+    let mut raw_key = [0u8; 16];
+    job::decode_hex(&key, &mut raw_key);
+    Err(agent2::main(raw_key, job, port, heartbeat_ms))
 }
 
 fn run(op: Op) {
@@ -86,14 +133,31 @@ fn run(op: Op) {
                 ));
             }
         }
-        Op::Bulk(bytes) => report::bulk(bytes),
+        Op::Bulk(bytes) => report::pattern(false, bytes, u64::MAX),
+        Op::BulkErr(bytes) => report::pattern(true, bytes, u64::MAX),
+        Op::Chunked {
+            stream,
+            bytes,
+            chunk,
+        } => report::pattern(stream == job::Stream::Err, bytes, chunk),
         Op::IgnoreCad => kbd::ignore_cad(),
+        Op::PowerOff => {
+            report::flush();
+            sys::power_off()
+        }
+        // Protocol 2 only (raw, hello-key are rejected before), or nothing to
+        // do without a host that cancels.
+        Op::NoHeartbeat
+        | Op::OnCancel(_)
+        | Op::IgnoreCancel
+        | Op::Raw(_)
+        | Op::HelloKey(_) => {}
     }
 }
 
 /// Copies the first `bytes` bytes of drive `from` to drive `to`. A partial
 /// last sector keeps the rest of the destination sector.
-fn copy(from: usize, to: usize, bytes: u64) -> Result<(), &'static str> {
+pub fn copy(from: usize, to: usize, bytes: u64) -> Result<(), &'static str> {
     if bytes > virtio::capacity(from)? {
         return Err("more bytes than the source drive holds");
     }

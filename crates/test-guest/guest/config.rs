@@ -1,6 +1,8 @@
 //! The config drive: in agent mode the host attaches a read-only drive whose
-//! first sector holds `FCXCFG1\n` and `name=value` lines (`key=`, `job=`),
-//! ended by a NUL byte or the end of the sector (`docs/guest-protocol.md`).
+//! first sector holds `FCXCFG1\n` and `name=value` lines (`key=`, `job=`, and
+//! for protocol 2 `proto=`, `vsock_port=`, `heartbeat_ms=`), ended by a NUL
+//! byte or the end of the sector (`docs/guest-protocol.md`). Unknown lines
+//! are ignored.
 
 use crate::{virtio, Global};
 
@@ -12,6 +14,12 @@ pub struct Config {
     pub key: Option<&'static [u8]>,
     /// The `job=` value.
     pub job: Option<&'static [u8]>,
+    /// The `proto=` value, unchecked.
+    pub proto: Option<&'static [u8]>,
+    /// The `vsock_port=` value, unchecked.
+    pub vsock_port: Option<&'static [u8]>,
+    /// The `heartbeat_ms=` value, unchecked.
+    pub heartbeat_ms: Option<&'static [u8]>,
 }
 
 /// The config drive's first sector (kept: the job and key point into it).
@@ -36,14 +44,25 @@ fn parse(text: &'static [u8]) -> Config {
     let mut config = Config {
         key: None,
         job: None,
+        proto: None,
+        vsock_port: None,
+        heartbeat_ms: None,
     };
     for line in text[..end].split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(key) = line.strip_prefix(b"key=") {
-            config.key = Some(key);
-        } else if let Some(job) = line.strip_prefix(b"job=") {
-            config.job = Some(job);
-        }
+        let Some(eq) = line.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (name, value) = (&line[..eq], &line[eq + 1..]);
+        let field = match name {
+            b"key" => &mut config.key,
+            b"job" => &mut config.job,
+            b"proto" => &mut config.proto,
+            b"vsock_port" => &mut config.vsock_port,
+            b"heartbeat_ms" => &mut config.heartbeat_ms,
+            _ => continue,
+        };
+        *field = Some(value);
     }
     config
 }

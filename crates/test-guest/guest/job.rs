@@ -27,6 +27,42 @@ pub enum Op<'a> {
     Bulk(u64),
     /// `ignore-cad`
     IgnoreCad,
+    /// `bulk-err:<bytes>`
+    BulkErr(u64),
+    /// `chunked:<out|err>:<bytes>:<chunk>`
+    Chunked {
+        stream: Stream,
+        bytes: u64,
+        chunk: u64,
+    },
+    /// `no-heartbeat`
+    NoHeartbeat,
+    /// `raw:<hex>`, still hex (protocol 2 only).
+    Raw(&'a [u8]),
+    /// `hello-key:<32 hex digits>` (protocol 2 only).
+    HelloKey([u8; 16]),
+    /// `poweroff`
+    PowerOff,
+    /// `on-cancel:<code>`
+    OnCancel(u8),
+    /// `ignore-cancel`
+    IgnoreCancel,
+}
+
+/// An output stream of the workload.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Stream {
+    /// Standard output (`out`).
+    Out,
+    /// Standard error (`err`).
+    Err,
+}
+
+impl Op<'_> {
+    /// True for operations that only protocol 2 has.
+    pub fn needs_protocol_2(&self) -> bool {
+        matches!(self, Op::Raw(_) | Op::HelloKey(_))
+    }
 }
 
 /// The operations of a job, each parsed or with the reason it is invalid.
@@ -66,15 +102,47 @@ fn parse(op: &[u8]) -> Result<Op<'_>, &'static str> {
                 _ => Op::Panic(a[0]),
             })
         }
-        b"exit" => {
-            want(1)?;
-            let code = number(a[0])?;
-            u8::try_from(code)
-                .map(Op::Exit)
-                .map_err(|_| "exit code above 255")
-        }
+        b"exit" => want(1).and_then(|()| code(a[0])).map(Op::Exit),
+        b"on-cancel" => want(1).and_then(|()| code(a[0])).map(Op::OnCancel),
         b"sleep" => want(1).and_then(|()| number(a[0])).map(Op::Sleep),
         b"bulk" => want(1).and_then(|()| number(a[0])).map(Op::Bulk),
+        b"bulk-err" => want(1).and_then(|()| number(a[0])).map(Op::BulkErr),
+        b"chunked" => {
+            want(3)?;
+            let stream = match a[0] {
+                b"out" => Stream::Out,
+                b"err" => Stream::Err,
+                _ => return Err("the stream is not `out` or `err`"),
+            };
+            let chunk = number(a[2])?;
+            if chunk == 0 {
+                return Err("a chunk of 0 bytes");
+            }
+            Ok(Op::Chunked {
+                stream,
+                bytes: number(a[1])?,
+                chunk,
+            })
+        }
+        b"raw" => {
+            want(1)?;
+            if a[0].is_empty()
+                || a[0].len() % 2 != 0
+                || !a[0].iter().all(|&b| hex_digit(b).is_some())
+            {
+                return Err("not an even number of hex digits");
+            }
+            Ok(Op::Raw(a[0]))
+        }
+        b"hello-key" => {
+            want(1)?;
+            let mut key = [0u8; 16];
+            if a[0].len() != 32 || !a[0].iter().all(|&b| hex_digit(b).is_some()) {
+                return Err("not 32 hex digits");
+            }
+            decode_hex(a[0], &mut key);
+            Ok(Op::HelloKey(key))
+        }
         b"copy" => {
             want(3)?;
             let from = usize::try_from(number(a[0])?).map_err(|_| "bad drive index")?;
@@ -88,12 +156,15 @@ fn parse(op: &[u8]) -> Result<Op<'_>, &'static str> {
         b"hang" => want(0).map(|()| Op::Hang),
         b"triple" => want(0).map(|()| Op::Triple),
         b"ignore-cad" => want(0).map(|()| Op::IgnoreCad),
+        b"no-heartbeat" => want(0).map(|()| Op::NoHeartbeat),
+        b"poweroff" => want(0).map(|()| Op::PowerOff),
+        b"ignore-cancel" => want(0).map(|()| Op::IgnoreCancel),
         _ => Err("unknown operation"),
     }
 }
 
 /// A decimal `u64`.
-fn number(text: &[u8]) -> Result<u64, &'static str> {
+pub fn number(text: &[u8]) -> Result<u64, &'static str> {
     if text.is_empty() || text.len() > 20 {
         return Err("bad number");
     }
@@ -105,6 +176,11 @@ fn number(text: &[u8]) -> Result<u64, &'static str> {
             .and_then(|n| n.checked_add(u64::from(b - b'0')))
             .ok_or("number too large")
     })
+}
+
+/// An exit code, 0..=255.
+fn code(text: &[u8]) -> Result<u8, &'static str> {
+    u8::try_from(number(text)?).map_err(|_| "exit code above 255")
 }
 
 fn hex_digit(b: u8) -> Option<u8> {
@@ -128,6 +204,19 @@ fn check_text(text: &[u8]) -> Result<(), &'static str> {
         }
     }
     Ok(())
+}
+
+/// Decodes hex digits (already checked) into `out`, which must be at least
+/// half as long; returns the decoded bytes.
+pub fn decode_hex<'o>(text: &[u8], out: &'o mut [u8]) -> &'o [u8] {
+    let mut n = 0;
+    for (pair, byte) in text.chunks_exact(2).zip(out.iter_mut()) {
+        let hi = hex_digit(pair[0]).unwrap_or(0);
+        let lo = hex_digit(pair[1]).unwrap_or(0);
+        *byte = hi << 4 | lo;
+        n += 1;
+    }
+    &out[..n]
 }
 
 /// Percent-decodes `text` (already checked) into `out`, which must be at least

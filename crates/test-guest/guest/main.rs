@@ -26,6 +26,7 @@
 #![no_main]
 
 mod agent;
+mod agent2;
 mod arch;
 mod clock;
 mod cmdline;
@@ -33,10 +34,15 @@ mod config;
 mod frame;
 mod job;
 mod kbd;
+mod mmio;
 mod report;
+mod retain;
 mod serial;
+mod session;
 mod sys;
 mod virtio;
+mod vring;
+mod vsock;
 
 use core::cell::UnsafeCell;
 

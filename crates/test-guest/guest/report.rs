@@ -100,16 +100,21 @@ pub fn flush() {
     s.len = 0;
 }
 
-/// Reports `bytes` bytes of the bulk pattern (byte `i` is `i % 251`) on stdout.
-pub fn bulk(bytes: u64) {
-    let mut chunk = [0u8; MAX_PAYLOAD];
+/// Reports `bytes` bytes of the bulk pattern (byte `i` is `i % 251`) on
+/// stdout (or stderr), written `chunk` bytes at a time.
+pub fn pattern(to_stderr: bool, bytes: u64, chunk: u64) {
+    let mut buf = [0u8; MAX_PAYLOAD];
     let mut offset = 0u64;
     while offset < bytes {
-        let n = (bytes - offset).min(MAX_PAYLOAD as u64) as usize;
-        for (i, b) in chunk[..n].iter_mut().enumerate() {
+        let n = (bytes - offset).min(MAX_PAYLOAD as u64).min(chunk) as usize;
+        for (i, b) in buf[..n].iter_mut().enumerate() {
             *b = ((offset + i as u64) % 251) as u8;
         }
-        stdout(&chunk[..n]);
+        if to_stderr {
+            stderr(&buf[..n]);
+        } else {
+            stdout(&buf[..n]);
+        }
         offset += n as u64;
     }
 }
@@ -169,13 +174,17 @@ impl Write for Text {
     }
 }
 
-/// [`fail`] with a formatted reason. A failure while failing triple-faults.
+/// [`fail`] with a formatted reason (over protocol 2 once its session is
+/// active). A failure while failing triple-faults.
 pub fn fatal(args: fmt::Arguments) -> ! {
     let s = state();
     if s.failing {
         sys::triple_fault()
     }
     s.failing = true;
+    if crate::session::active() {
+        crate::session::fatal(args)
+    }
     let mut text = Text {
         buf: [0; 1024],
         len: 0,

@@ -11,6 +11,7 @@
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 use core::sync::atomic::{fence, Ordering};
 
+use crate::mmio::{self, Desc, DESC_NEXT, DESC_WRITE, EMPTY_DESC};
 use crate::{cmdline, Global};
 
 /// The most drives the guest handles.
@@ -18,47 +19,11 @@ pub const MAX_DRIVES: usize = 16;
 /// Bytes per sector.
 pub const SECTOR: usize = 512;
 
-const MAGIC: usize = 0x000;
-const VERSION: usize = 0x004;
-const DEVICE_ID: usize = 0x008;
-const DEVICE_FEATURES: usize = 0x010;
-const DEVICE_FEATURES_SEL: usize = 0x014;
-const DRIVER_FEATURES: usize = 0x020;
-const DRIVER_FEATURES_SEL: usize = 0x024;
-const QUEUE_SEL: usize = 0x030;
-const QUEUE_NUM_MAX: usize = 0x034;
-const QUEUE_NUM: usize = 0x038;
-const QUEUE_READY: usize = 0x044;
-const QUEUE_NOTIFY: usize = 0x050;
-const STATUS: usize = 0x070;
-const QUEUE_DESC: usize = 0x080;
-const QUEUE_AVAIL: usize = 0x090;
-const QUEUE_USED: usize = 0x0a0;
-const CONFIG_CAPACITY: usize = 0x100;
-
-const MMIO_MAGIC: u32 = 0x7472_6976;
-const BLOCK_DEVICE: u32 = 2;
-const STATUS_ACKNOWLEDGE: u32 = 1;
-const STATUS_DRIVER: u32 = 2;
-const STATUS_DRIVER_OK: u32 = 4;
-const STATUS_FEATURES_OK: u32 = 8;
-/// VIRTIO_F_VERSION_1, bit 32 of the features: bit 0 of features word 1.
-const FEATURE_VERSION_1: u32 = 1;
-
-const DESC_NEXT: u16 = 1;
-const DESC_WRITE: u16 = 2;
+const CONFIG_CAPACITY: usize = mmio::CONFIG;
 const REQ_IN: u32 = 0;
 const REQ_OUT: u32 = 1;
 const QUEUE_SIZE: u16 = 4;
 const REQUEST_TIMEOUT_NS: u64 = 30_000_000_000;
-
-#[repr(C)]
-struct Desc {
-    addr: u64,
-    len: u32,
-    flags: u16,
-    next: u16,
-}
 
 #[repr(C, align(4))]
 struct Avail {
@@ -95,14 +60,7 @@ struct Queue {
 }
 
 const EMPTY_QUEUE: Queue = Queue {
-    desc: [const {
-        Desc {
-            addr: 0,
-            len: 0,
-            flags: 0,
-            next: 0,
-        }
-    }; QUEUE_SIZE as usize],
+    desc: [EMPTY_DESC; QUEUE_SIZE as usize],
     avail: Avail {
         flags: 0,
         idx: 0,
@@ -147,41 +105,29 @@ static DRIVES: Global<Drives> = Global::new(Drives {
 });
 static QUEUES: Global<[Queue; MAX_DRIVES]> = Global::new([EMPTY_QUEUE; MAX_DRIVES]);
 
-fn read32(base: usize, reg: usize) -> u32 {
-    // SAFETY: `base` is a virtio-mmio window from the command line, mapped
-    // uncached and user-accessible by `arch`; registers are 32-bit aligned.
-    unsafe { read_volatile((base + reg) as *const u32) }
-}
-
-fn write32(base: usize, reg: usize, value: u32) {
-    // SAFETY: as for `read32`.
-    unsafe { write_volatile((base + reg) as *mut u32, value) }
-}
-
 fn drives() -> &'static mut Drives {
     // SAFETY: only this module's functions use it, and they never nest.
     unsafe { &mut *DRIVES.get() }
 }
 
-/// Finds the block devices on the command line.
+/// Finds the block devices on the command line, numbering them in order, and
+/// hands the first vsock device to `vsock`.
 pub fn probe(cmdline: &[u8]) {
     let d = drives();
     for base in cmdline::virtio_devices(cmdline) {
-        if d.count == MAX_DRIVES {
-            break;
-        }
         let base = base as usize;
-        if !(0xc000_0000..0xfee0_0000).contains(&base) {
-            continue; // outside the window `arch` maps
-        }
-        if read32(base, MAGIC) == MMIO_MAGIC && read32(base, DEVICE_ID) == BLOCK_DEVICE {
-            d.list[d.count] = Drive {
-                base,
-                ready: false,
-                sectors: 0,
-                next_avail: 0,
-            };
-            d.count += 1;
+        match mmio::device_id(base) {
+            Some(mmio::BLOCK_DEVICE) if d.count < MAX_DRIVES => {
+                d.list[d.count] = Drive {
+                    base,
+                    ready: false,
+                    sectors: 0,
+                    next_avail: 0,
+                };
+                d.count += 1;
+            }
+            Some(mmio::VSOCK_DEVICE) => crate::vsock::found(base),
+            _ => {}
         }
     }
 }
@@ -211,45 +157,22 @@ fn ready(index: usize) -> Result<&'static mut Drive, &'static str> {
 
 fn init(drive: &mut Drive, index: usize) -> Result<(), &'static str> {
     let b = drive.base;
-    if read32(b, VERSION) != 2 {
-        return Err("not a virtio-mmio version 2 device");
-    }
-    write32(b, STATUS, 0);
-    write32(b, STATUS, STATUS_ACKNOWLEDGE);
-    write32(b, STATUS, STATUS_ACKNOWLEDGE | STATUS_DRIVER);
-    write32(b, DEVICE_FEATURES_SEL, 1);
-    if read32(b, DEVICE_FEATURES) & FEATURE_VERSION_1 == 0 {
-        return Err("device lacks VIRTIO_F_VERSION_1");
-    }
-    write32(b, DRIVER_FEATURES_SEL, 1);
-    write32(b, DRIVER_FEATURES, FEATURE_VERSION_1);
-    write32(b, DRIVER_FEATURES_SEL, 0);
-    write32(b, DRIVER_FEATURES, 0);
-    let features_ok = STATUS_ACKNOWLEDGE | STATUS_DRIVER | STATUS_FEATURES_OK;
-    write32(b, STATUS, features_ok);
-    if read32(b, STATUS) & STATUS_FEATURES_OK == 0 {
-        return Err("device refused the features");
-    }
-    write32(b, QUEUE_SEL, 0);
-    if read32(b, QUEUE_NUM_MAX) < u32::from(QUEUE_SIZE) {
-        return Err("device queue too small");
-    }
+    mmio::negotiate(b)?;
     // SAFETY: each drive index owns its queue page; the device is reset, so
     // it does not access the page until the queue is ready again.
     let q = unsafe { &mut (*QUEUES.get())[index] };
     *q = EMPTY_QUEUE;
-    write32(b, QUEUE_NUM, u32::from(QUEUE_SIZE));
-    let addr = |p: u64, reg: usize| {
-        write32(b, reg, p as u32);
-        write32(b, reg + 4, (p >> 32) as u32);
-    };
-    addr(addr_of!(q.desc) as u64, QUEUE_DESC);
-    addr(addr_of!(q.avail) as u64, QUEUE_AVAIL);
-    addr(addr_of!(q.used) as u64, QUEUE_USED);
-    write32(b, QUEUE_READY, 1);
-    write32(b, STATUS, features_ok | STATUS_DRIVER_OK);
-    let low = u64::from(read32(b, CONFIG_CAPACITY));
-    let high = u64::from(read32(b, CONFIG_CAPACITY + 4));
+    mmio::setup_queue(
+        b,
+        0,
+        QUEUE_SIZE,
+        addr_of!(q.desc) as u64,
+        addr_of!(q.avail) as u64,
+        addr_of!(q.used) as u64,
+    )?;
+    mmio::driver_ok(b);
+    let low = u64::from(mmio::read32(b, CONFIG_CAPACITY));
+    let high = u64::from(mmio::read32(b, CONFIG_CAPACITY + 4));
     drive.sectors = high << 32 | low;
     drive.next_avail = 0;
     drive.ready = true;
@@ -331,7 +254,7 @@ fn request(
         fence(Ordering::SeqCst);
         write_volatile(addr_of_mut!((*q).avail.idx), drive.next_avail);
         fence(Ordering::SeqCst);
-        write32(drive.base, QUEUE_NOTIFY, 0);
+        mmio::notify(drive.base, 0);
         let deadline = crate::clock::now_ns().map(|t| t + REQUEST_TIMEOUT_NS);
         let mut spins = 0u32;
         while read_volatile(addr_of!((*q).used.idx)) != drive.next_avail {

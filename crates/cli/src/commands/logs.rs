@@ -1,4 +1,4 @@
-//! `fcexec logs [-f] [--tail N] ID`: print an execution's output, stdout to
+//! `fcexec logs [-f] [--tail N] [--console] ID`: print an execution's output, stdout to
 //! stdout and stderr to stderr.
 //!
 //! The output is read with [`fcexec::inspect::logs`], from the files, or (in
@@ -36,19 +36,20 @@ pub async fn run(ctx: &Context, args: LogsArgs) -> anyhow::Result<Exit> {
     };
     let mut copier = Copier::new();
     let mut access = ctx.open_or_view().await?;
+    let console = args.console;
     for _ in 0..MAX_HANDOVERS {
         match access {
             Access::Owner(executor) => {
                 // The reader follows until the execution ends, which this
                 // executor's supervisor settles.
                 let dirs = (executor.state_dir(), executor.runtime_dir());
-                let copied = copy(&mut copier, dirs, id, options, true).await;
+                let copied = copy(&mut copier, dirs, (id, console), options, true).await;
                 executor.shutdown().await;
                 copied?;
                 return Ok(Exit::Success);
             }
             Access::ReadOnly { dir, runtime } => {
-                copy(&mut copier, (&dir, &runtime), id, options, false).await?;
+                copy(&mut copier, (&dir, &runtime), (id, console), options, false).await?;
                 let ended = inspect::record(&dir, id).map_or(true, |r| r.phase.is_terminal());
                 if !options.follow || ended {
                     return Ok(Exit::Success);
@@ -66,15 +67,20 @@ pub async fn run(ctx: &Context, args: LogsArgs) -> anyhow::Result<Exit> {
 }
 
 /// Copies the output of execution `id` under `dirs` (data, runtime) to the
-/// terminal; `owned` when this process owns the executor.
+/// terminal, or its console log when `console`; `owned` when this process
+/// owns the executor.
 async fn copy(
     copier: &mut Copier,
     dirs: (&std::path::Path, &std::path::Path),
-    id: &str,
+    (id, console): (&str, bool),
     options: LogOptions,
     owned: bool,
 ) -> anyhow::Result<()> {
-    let mut logs = inspect::logs(dirs.0, id, options)?.locked_in(dirs.1);
+    let logs = match console {
+        true => inspect::console_logs(dirs.0, id, options)?,
+        false => inspect::logs(dirs.0, id, options)?,
+    };
+    let mut logs = logs.locked_in(dirs.1);
     if owned {
         logs = logs.owned();
     }

@@ -24,7 +24,7 @@ impl Executor {
     /// Registers an execution found at start-up and, when it was live,
     /// starts its supervisor.
     pub(super) fn adopt(&self, found: Found) {
-        let Some((id, paths, record, vmm, capture)) =
+        let Some((id, paths, record, vmm, output)) =
             adopt_settled(&self.registry, &self.ctx.stop, found, false)
         else {
             return;
@@ -53,7 +53,7 @@ impl Executor {
                 )
             }),
         };
-        let found = (vmm, record, capture);
+        let found = (vmm, record, output);
         let task = supervise_recovered(self.ctx.clone(), exec, found, receiver, deadlines);
         self.tasks.spawn(task);
     }
@@ -173,7 +173,10 @@ type LiveFound = (
     crate::state_dir::ExecPaths,
     crate::record::ExecutionRecord,
     Option<firecracker_api::Vmm>,
-    crate::capture::Capture,
+    (
+        crate::capture::Capture,
+        Option<crate::agent_link::LinkParts>,
+    ),
 );
 
 /// Registers an execution found at start-up that needs no supervisor (it
@@ -222,6 +225,7 @@ fn adopt_settled(
             exec.publish_logs(LogProgress {
                 stdout: file_len(&exec.stdout_path()),
                 stderr: file_len(&exec.stderr_path()),
+                console: file_len(&exec.paths.console()),
                 done: true,
             });
             if register(exec.clone()) {
@@ -234,8 +238,8 @@ fn adopt_settled(
         FoundState::Live {
             record,
             vmm,
-            capture,
-        } => Some((id, paths, record, vmm, capture)),
+            output,
+        } => Some((id, paths, record, vmm, output)),
     }
 }
 

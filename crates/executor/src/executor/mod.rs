@@ -92,11 +92,15 @@ impl Executor {
                 max_output: config.max_output,
                 slots: tokio::sync::Semaphore::new(LAUNCH_SLOTS),
                 hook: config.launch_hook.clone(),
+                heartbeat: config.heartbeat_interval,
             }),
             registry: registry.clone(),
             settings: Settings {
                 stop: config.stop_policy,
                 after_exit_grace: config.after_exit_grace,
+                heartbeat_timeout: (!config.heartbeat_interval.is_zero())
+                    .then_some(config.heartbeat_timeout),
+                cancel_grace: config.cancel_grace,
             },
             stop: tasks.stop_token().clone(),
         };

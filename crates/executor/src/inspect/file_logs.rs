@@ -19,8 +19,8 @@ struct SerialReader {
 /// Where output is read from.
 #[derive(Debug)]
 enum Reader {
-    /// Output files (stdout, stderr).
-    Files([Cursor; 2]),
+    /// Output files (stdout and stderr, or the console).
+    Files(Vec<Cursor>),
     /// The serial console, decoded; the files are not complete yet.
     Serial(SerialReader),
 }
@@ -66,8 +66,10 @@ pub fn logs(executor_dir: &Path, id: &str, options: LogOptions) -> Result<FileLo
         owned: false,
         last_pass: false,
     };
+    // Protocol 2 output is written to the files as it arrives.
+    let serial_frames = record.transport == crate::spec::Transport::Serial;
     match (record.mode, key) {
-        (Mode::Agent, Some(key)) if !record.phase.is_terminal() => {
+        (Mode::Agent, Some(key)) if serial_frames && !record.phase.is_terminal() => {
             logs.reader = Reader::Serial(SerialReader {
                 path: dir.join("serial.log"),
                 offset: 0,
@@ -96,13 +98,43 @@ pub fn logs(executor_dir: &Path, id: &str, options: LogOptions) -> Result<FileLo
     Ok(logs)
 }
 
+/// Opens the console log of execution `id` under `executor_dir`: what
+/// the guest's serial console printed when its agent reports over vsock
+/// (kernel messages, boot noise), as one [`LogStream::Console`] stream.
+/// Executions whose serial console is their output have none.
+pub fn console_logs(
+    executor_dir: &Path,
+    id: &str,
+    options: LogOptions,
+) -> Result<FileLogs, InspectError> {
+    record(executor_dir, id)?;
+    let mut cursor = Cursor {
+        stream: LogStream::Console,
+        path: executor_dir.join(id).join("console.log"),
+        offset: 0,
+    };
+    if let Some(lines) = options.tail {
+        cursor.offset = tail_offset(&cursor.path, file_len(&cursor.path), lines);
+    }
+    Ok(FileLogs {
+        lock_dir: executor_dir.to_path_buf(),
+        executor_dir: executor_dir.to_path_buf(),
+        id: id.to_string(),
+        reader: Reader::Files(vec![cursor]),
+        pending: VecDeque::new(),
+        follow: options.follow,
+        owned: false,
+        last_pass: false,
+    })
+}
+
 /// The cursors of an execution's output files, at `offsets`.
-fn file_cursors(dir: &Path, mode: Mode, offsets: [u64; 2]) -> [Cursor; 2] {
+fn file_cursors(dir: &Path, mode: Mode, offsets: [u64; 2]) -> Vec<Cursor> {
     let stdout = match mode {
         Mode::Plain => dir.join("serial.log"),
         Mode::Agent => dir.join("stdout"),
     };
-    [
+    vec![
         Cursor {
             stream: LogStream::Stdout,
             path: stdout,
@@ -172,10 +204,16 @@ impl FileLogs {
     /// Where in each stream (stdout, stderr) the output [`FileLogs::next`]
     /// returns next starts, counted from the stream's start (which is the
     /// start of its file, once written). Right after [`logs`], what `tail`
-    /// cut off.
+    /// cut off. A console reader's offset comes first.
     pub fn offsets(&self) -> (u64, u64) {
         let mut at = match &self.reader {
-            Reader::Files(cursors) => [cursors[0].offset, cursors[1].offset],
+            Reader::Files(cursors) => {
+                let mut at = [0, 0];
+                for cursor in cursors {
+                    at[stream_index(cursor.stream)] = cursor.offset;
+                }
+                at
+            }
             Reader::Serial(serial) => serial.decoded,
         };
         for chunk in &self.pending {
@@ -266,9 +304,11 @@ impl SerialReader {
     }
 }
 
+/// Index of a stream in [`FileLogs::offsets`] (a console reader has no
+/// other stream, so it takes the first place).
 fn stream_index(stream: LogStream) -> usize {
     match stream {
-        LogStream::Stdout => 0,
+        LogStream::Stdout | LogStream::Console => 0,
         LogStream::Stderr => 1,
     }
 }

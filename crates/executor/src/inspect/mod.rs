@@ -305,7 +305,7 @@ fn holder_in(locks: &str, ino: u64, dev: u64) -> Option<u32> {
 mod file_logs;
 
 pub(crate) use file_logs::file_len;
-pub use file_logs::{logs, FileLogs};
+pub use file_logs::{console_logs, logs, FileLogs};
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ mod tests_support {
             execution_id: id.into(),
             phase,
             mode,
+            transport: crate::spec::Transport::Serial,
             key: None,
             pid: None,
             pid_start_time: None,

@@ -141,6 +141,8 @@ pub struct ValidatedRequest {
     pub timeout: Option<Duration>,
     /// Agent mode: the job for the config drive.
     pub agent_job: Option<String>,
+    /// Agent mode: how the agent reports.
+    pub transport: crate::spec::Transport,
 }
 
 impl ValidatedRequest {
@@ -355,6 +357,7 @@ fn validate_checked(
         boot_timeout: spec.boot_timeout,
         timeout: spec.timeout,
         agent_job: spec.agent_job.clone(),
+        transport: spec.transport,
         spec,
     })
 }

@@ -1,6 +1,8 @@
 //! Test harness: runs the test guest under the real Firecracker
-//! (`firecracker --config-file`, with or without an API socket), captures its
-//! stdout with arrival times, and decodes guest protocol frames ([`decode`]).
+//! (`firecracker --config-file`, with or without an API socket, with or
+//! without a vsock device), captures its stdout with arrival times, and
+//! decodes guest protocol frames ([`decode`]); [`host`] is a minimal
+//! protocol 2 host on the vsock socket.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -13,6 +15,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 mod decode;
+pub mod host;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use decode::{base64_decode, decode, Decoded};
 
@@ -32,6 +35,8 @@ pub struct VmSpec {
     /// Host paths of the drives, in order; `true` marks a read-only drive.
     pub drives: Vec<(PathBuf, bool)>,
     pub api: bool,
+    /// The vsock device's host socket (`uds_path`), guest CID 3.
+    pub vsock: Option<PathBuf>,
 }
 
 impl VmSpec {
@@ -40,6 +45,7 @@ impl VmSpec {
             boot_args: boot_args.into(),
             drives: Vec::new(),
             api: false,
+            vsock: None,
         }
     }
 
@@ -54,6 +60,11 @@ impl VmSpec {
 
     pub fn with_api(mut self) -> Self {
         self.api = true;
+        self
+    }
+
+    pub fn with_vsock(mut self, uds_path: &Path) -> Self {
+        self.vsock = Some(uds_path.to_path_buf());
         self
     }
 }
@@ -122,9 +133,19 @@ pub fn spawn(vmm: &testkit::Vmm, spec: &VmSpec) -> Vm {
             )
         })
         .collect();
+    let vsock = spec
+        .vsock
+        .as_ref()
+        .map(|uds| {
+            format!(
+                r#""vsock":{{"guest_cid":3,"uds_path":{}}},"#,
+                json_string(&uds.to_string_lossy())
+            )
+        })
+        .unwrap_or_default();
     let config = format!(
         r#"{{"boot-source":{{"kernel_image_path":{},"boot_args":{}}},
-"drives":[{}],
+"drives":[{}],{vsock}
 "machine-config":{{"vcpu_count":1,"mem_size_mib":32}},
 "logger":{{"log_path":{},"level":"Info"}}}}"#,
         json_string(&kernel.to_string_lossy()),
@@ -298,9 +319,16 @@ fn json_string(s: &str) -> String {
 
 /// A config drive image: the `FCXCFG1` sector, padded to 4 KiB.
 pub fn config_drive(path: &Path, key: &str, job: Option<&test_guest::Job>) {
+    let job = job.map(|job| format!("job={job}"));
+    config_drive_lines(path, key, job.as_slice());
+}
+
+/// A config drive image with the key and more `name=value` lines.
+pub fn config_drive_lines(path: &Path, key: &str, lines: &[String]) {
     let mut text = format!("FCXCFG1\nkey={key}\n");
-    if let Some(job) = job {
-        text.push_str(&format!("job={job}\n"));
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
     }
     let mut image = text.into_bytes();
     assert!(image.len() < 512, "config sector too long");

@@ -318,7 +318,7 @@ fn records_and_output_live_in_the_data_directory_sockets_in_the_state_directory(
     let exec_data = data.join("cli/d1");
     let exec_run = f.state().join("cli/d1");
     assert!(exec_data.join("record.json").exists());
-    assert!(exec_data.join("serial.log").exists());
+    assert!(exec_data.join("console.log").exists());
     assert!(exec_run.join("api.sock").exists());
     assert!(!exec_run.join("record.json").exists());
     assert!(f.state().join("cli/lock").exists());

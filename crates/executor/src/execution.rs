@@ -47,6 +47,8 @@ pub struct LogProgress {
     pub stderr: u64,
     /// Bytes of the console log (protocol 2) stored.
     pub console: u64,
+    /// Protocol 2: an agent is connected (and said hello).
+    pub attached: bool,
     /// True once no more output will come.
     pub done: bool,
 }

@@ -175,6 +175,8 @@ impl<M: Machine> Supervisor<M> {
             };
         };
         let end = self.watch(machine).await;
+        // However it ended, a cancel handed to the agent is answered.
+        self.answer_cancel();
         self.machine.0 = held.0.take();
         end
     }
@@ -299,7 +301,7 @@ impl<M: Machine> Supervisor<M> {
     /// Acts on what the agent's connection saw.
     async fn link_event(&mut self, machine: &mut M, event: LinkEvent) -> Option<End> {
         match event {
-            LinkEvent::Stored(_) => {
+            LinkEvent::Stored(_) | LinkEvent::Attached => {
                 self.publish(false);
                 None
             }
@@ -424,6 +426,7 @@ impl<M: Machine> Supervisor<M> {
                 stdout: link.stored()[0],
                 stderr: link.stored()[1],
                 console: serial.console,
+                attached: link.attached() && !done,
                 done,
             },
             None => LogProgress { done, ..serial },

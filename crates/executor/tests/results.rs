@@ -66,7 +66,7 @@ async fn symlinks_planted_in_results_dir_are_replaced_not_followed() {
     assert_eq!(mode(&victim), 0o644);
     assert_eq!(
         names(&results),
-        ["job1-0-out", "stderr.log", "stdout.log"],
+        ["console.log", "job1-0-out", "stderr.log", "stdout.log"],
         "no temporary file is left"
     );
     for (name, bytes) in [

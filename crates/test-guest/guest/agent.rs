@@ -88,9 +88,7 @@ fn protocol_2(
     };
     let heartbeat_ms = match config.heartbeat_ms {
         None => 0,
-        Some(text) => {
-            job::number(text).map_err(|_| "bad config: heartbeat_ms is not a number")?
-        }
+        Some(text) => job::number(text).map_err(|_| "bad config: heartbeat_ms is not a number")?,
     };
     if !vsock::present() {
         return Err("protocol 2 needs a vsock device");
@@ -147,11 +145,7 @@ fn run(op: Op) {
         }
         // Protocol 2 only (raw, hello-key are rejected before), or nothing to
         // do without a host that cancels.
-        Op::NoHeartbeat
-        | Op::OnCancel(_)
-        | Op::IgnoreCancel
-        | Op::Raw(_)
-        | Op::HelloKey(_) => {}
+        Op::NoHeartbeat | Op::OnCancel(_) | Op::IgnoreCancel | Op::Raw(_) | Op::HelloKey(_) => {}
     }
 }
 

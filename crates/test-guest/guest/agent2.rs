@@ -34,8 +34,7 @@ pub fn main(key: [u8; 16], job: &'static [u8], port: u32, heartbeat_ms: u64) -> 
             Ok(Op::HelloKey(k)) => hello_key = k,
             Ok(_) => {}
             Err(reason) => {
-                bad = Some((i, text, reason));
-                break;
+                bad = bad.or(Some((i, text, reason)));
             }
         }
     }
@@ -76,7 +75,11 @@ impl Workload {
     fn run_job(&mut self, job: &'static [u8]) -> Result<(), ExitStatus> {
         if job.is_empty() {
             let greeting = agent::GREETING;
-            return self.write(Stream::Stdout, Source::Text(greeting), greeting.len() as u64);
+            return self.write(
+                Stream::Stdout,
+                Source::Text(greeting),
+                greeting.len() as u64,
+            );
         }
         for (_, op) in job::ops(job) {
             if let Ok(op) = op {

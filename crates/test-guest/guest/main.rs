@@ -2,8 +2,10 @@
 //! boots directly (an ELF image, entered in 64-bit mode).
 //!
 //! It reads a job from the kernel command line and the config drive, runs it
-//! and reports the results over the serial console, framed as
-//! `docs/guest-protocol.md` describes (agent mode) or as raw text (plain mode).
+//! and reports the results: over the serial console, framed as
+//! `docs/guest-protocol.md` describes for version 1 (agent mode) or as raw
+//! text (plain mode); or, with `proto=2` on the config drive, as version 2
+//! frames over a virtio-vsock connection to the host.
 //!
 //! Execution model. On this project's hosts the VM runs under nested, partly
 //! emulated virtualisation: supervisor-mode guest code is emulated at about a
@@ -17,10 +19,12 @@
 //!
 //! Module map: `arch` (paging, GDT/TSS, IDT, local APIC timer, the ring switch),
 //! `sys` (system calls), `serial` (16550 output), `clock` (kvmclock), `kbd`
-//! (i8042, Ctrl+Alt+Del), `cmdline` (zero page and command line), `virtio`
-//! (virtio-mmio block driver), `config` (the config drive), `job` (job
-//! parsing), `frame` (protocol frame encoder), `report` (plain and agent
-//! reporting), `agent` (runs the job).
+//! (i8042, Ctrl+Alt+Del), `cmdline` (zero page and command line), `mmio`
+//! (the virtio-mmio transport), `vring` (virtqueues), `virtio` (block
+//! driver), `vsock` (vsock driver), `config` (the config drive), `job` (job
+//! parsing), `frame` (version 1 frame encoder), `report` (plain and version 1
+//! reporting), `agent` (runs the job, version 1), `agent2`, `session` and
+//! `retain` (version 2: the job, the connection, the unacked output).
 
 #![no_std]
 #![no_main]

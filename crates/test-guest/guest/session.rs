@@ -5,24 +5,30 @@
 //! The workload (`agent2`) calls [`write`] and waits with [`wait`], which
 //! services the connection: it (re)connects with backoff (10 ms doubling to
 //! 500 ms) when the connection is lost before `done`, reads the host's frames
-//! and sends what is due ([`pump`]): the hello, heartbeats, retained output
+//! and sends what is due (`pump`): the hello, heartbeats, retained output
 //! from where the host attached (`retain`), raw bytes, and finally the exit
-//! or fail frame, once all output is sent. `done` powers the VM off.
+//! or fail frame (`end`), once all output is sent. `done` powers the VM off.
 //!
 //! A malformed host frame is a protocol error: the agent fails with
 //! "guest protocol error: ...", reads nothing more from that connection, and
 //! once the fail frame is on the host's socket (the peer's consumed count
 //! says so) powers off, since a `done` could no longer be read.
 
-use core::fmt::{self, Write};
+mod end;
+mod pump;
+
+use core::fmt;
 
 use fcexec_guest_protocol::{
-    capability, decode_host, output_header, ExitStatus, GuestFrame, HostFrame, Stream, KEY_LEN,
-    MAX_REASON, OUTPUT_HEADER_LEN, VERSION,
+    capability, decode_host, GuestFrame, HostFrame, Stream, KEY_LEN, VERSION,
 };
 
+use end::set_fail;
+pub use end::{exit, fail, fatal, Lossy};
+use pump::pump;
+
 use crate::retain::{Retained, Source};
-use crate::vsock::{self, Part, State, MAX_PARTS};
+use crate::vsock::{self, State};
 use crate::{clock, sys, Global};
 
 /// The agent name in the hello.
@@ -36,7 +42,6 @@ const IDLE_NS: u64 = 1_000_000;
 /// Bytes of a heartbeat frame (the same as an output frame's header).
 const HEARTBEAT_LEN: usize = 13;
 const HELLO_MAX: usize = 5 + 2 + KEY_LEN + 4 + 64;
-const END_MAX: usize = 5 + MAX_REASON;
 
 /// The connection, as far as the protocol goes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -116,14 +121,6 @@ static SESSION: Global<Session> = Global::new(Session {
 
 /// The encoded hello frame.
 static HELLO: Global<[u8; HELLO_MAX]> = Global::new([0; HELLO_MAX]);
-/// The encoded exit or fail frame.
-static END: Global<[u8; END_MAX]> = Global::new([0; END_MAX]);
-/// The fail reason, being formatted.
-static REASON: Global<Text> = Global::new(Text {
-    buf: [0; MAX_REASON],
-    len: 0,
-});
-
 fn session() -> &'static mut Session {
     // SAFETY: the public functions take this reference once each and pass it
     // down; none calls another public function while holding it (`fatal`,
@@ -131,7 +128,7 @@ fn session() -> &'static mut Session {
     unsafe { &mut *SESSION.get() }
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     clock::now_ns().unwrap_or(0)
 }
 
@@ -169,6 +166,11 @@ pub fn service() -> bool {
     let s = session();
     let mut progress = vsock::poll();
     let now = now();
+    // Bytes that came before a close are read first (a `done` is often the
+    // host's last word before it closes).
+    if matches!(s.link, Link::Hello | Link::Attached) {
+        progress |= read_host(s, now);
+    }
     match (s.link, vsock::state()) {
         (Link::Down, _) if now >= s.retry_at => {
             vsock::connect(s.port);
@@ -185,9 +187,6 @@ pub fn service() -> bool {
         }
         _ => {}
     }
-    if matches!(s.link, Link::Hello | Link::Attached) {
-        progress |= read_host(s, now);
-    }
     progress |= pump(s, now);
     if progress {
         s.last_progress = now;
@@ -200,6 +199,22 @@ pub fn service() -> bool {
 pub fn wait(deadline: u64) {
     if service() {
         return;
+    }
+    {
+        static LAST: Global<u64> = Global::new(0);
+        let now = now();
+        // SAFETY: temporary debug.
+        let last = unsafe { &mut *LAST.get() };
+        if now > *last + 500_000_000 {
+            *last = now;
+            let mut t = DebugText { buf: [0; 512], len: 0 };
+            let s = session();
+            use core::fmt::Write;
+            let _ = write!(t, "\nDBG link {} sent {:?} written {} {} end {:?} | ", s.link as u8, s.sent, s.out.written(Stream::Stdout), s.out.written(Stream::Stderr), s.end.map(|e| e.len()));
+            vsock::debug(&mut t);
+            let _ = write!(t, " room {:?}\n", vsock::room());
+            sys::write(&t.buf[..t.len]);
+        }
     }
     let now = now();
     if now.saturating_sub(session().last_progress) < SPIN_NS {
@@ -290,9 +305,7 @@ fn handle(s: &mut Session, frame: HostFrame, now: u64) -> Result<(), &'static st
             s.backoff = 0;
             s.next_heartbeat = now.saturating_add(s.heartbeat_ns);
         }
-        (HostFrame::Attach { .. }, _) => {
-            return Err("a second attach on one connection")
-        }
+        (HostFrame::Attach { .. }, _) => return Err("a second attach on one connection"),
         (_, Link::Hello) => return Err("a host frame before attach"),
         (
             HostFrame::Ack {
@@ -302,10 +315,8 @@ fn handle(s: &mut Session, frame: HostFrame, now: u64) -> Result<(), &'static st
             _,
         ) => {
             let offsets = [stdout_offset, stderr_offset];
-            if offsets[0] > s.out.written(Stream::Stdout)
-                || offsets[1] > s.out.written(Stream::Stderr)
-            {
-                return Err("an ack beyond the output written");
+            if offsets[0] > s.sent[0] || offsets[1] > s.sent[1] {
+                return Err("an ack beyond the output sent");
             }
             s.out.ack(offsets);
         }
@@ -332,121 +343,6 @@ fn protocol_error(s: &mut Session, args: fmt::Arguments, now: u64) {
     } else {
         lost(s, now);
     }
-}
-
-/// A piece of a packet: a 13-byte header (output or heartbeat) or bytes in place.
-#[derive(Clone, Copy)]
-enum Piece {
-    Header([u8; OUTPUT_HEADER_LEN]),
-    Static(&'static [u8]),
-}
-
-impl Piece {
-    fn len(&self) -> usize {
-        match self {
-            Piece::Header(h) => h.len(),
-            Piece::Static(b) => b.len(),
-        }
-    }
-}
-
-/// Sends everything that is due and fits the peer's credit, in as few
-/// packets and one notification; true when anything was sent.
-fn pump(s: &mut Session, now: u64) -> bool {
-    if !matches!(s.link, Link::Hello | Link::Attached) {
-        return false;
-    }
-    let mut sent_any = false;
-    loop {
-        let (room, max_parts) = vsock::room();
-        let mut pieces = [Piece::Static(&[]); MAX_PARTS];
-        let (mut n, mut bytes) = (0, 0);
-        while n + 2 <= max_parts && bytes < room {
-            let Some((first, second)) = next_piece(s, room - bytes, now) else {
-                break;
-            };
-            for piece in [Some(first), second].into_iter().flatten() {
-                pieces[n] = piece;
-                bytes += piece.len();
-                n += 1;
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        let mut parts = [Part::Static(&[]); MAX_PARTS];
-        for (part, piece) in parts.iter_mut().zip(&pieces[..n]) {
-            *part = match piece {
-                Piece::Header(h) => Part::Copy(h),
-                Piece::Static(b) => Part::Static(b),
-            };
-        }
-        if !vsock::send(&parts[..n]) {
-            crate::report::fatal(format_args!("vsock: a packet did not fit its room"));
-        }
-        sent_any = true;
-    }
-    vsock::kick();
-    sent_any
-}
-
-/// The next piece(s) to send, at most `room` bytes, advancing the cursors.
-fn next_piece(s: &mut Session, room: usize, now: u64) -> Option<(Piece, Option<Piece>)> {
-    if s.link == Link::Hello {
-        let hello = s.hello?;
-        return blob(hello, &mut s.hello_sent, room).map(|p| (p, None));
-    }
-    if let Some(end) = s.end {
-        if s.end_sent > 0 {
-            return blob(end, &mut s.end_sent, room).map(|p| (p, None));
-        }
-    }
-    let raw_midway = s.raw.is_some_and(|r| s.raw_sent > 0 && s.raw_sent < r.len());
-    if !s.no_heartbeats
-        && s.heartbeat_ns > 0
-        && s.end.is_none()
-        && !raw_midway
-        && now >= s.next_heartbeat
-        && room >= HEARTBEAT_LEN
-    {
-        let mut frame = [0u8; HEARTBEAT_LEN];
-        let uptime_ms = now / 1_000_000;
-        GuestFrame::Heartbeat { uptime_ms }.encode(&mut frame).ok()?;
-        s.next_heartbeat = s.next_heartbeat.saturating_add(s.heartbeat_ns);
-        if s.next_heartbeat <= now {
-            s.next_heartbeat = now.saturating_add(s.heartbeat_ns);
-        }
-        return Some((Piece::Header(frame), None));
-    }
-    if let Some(raw) = s.raw {
-        if s.raw_sent < raw.len() {
-            return blob(raw, &mut s.raw_sent, room).map(|p| (p, None));
-        }
-    }
-    if room > OUTPUT_HEADER_LEN {
-        if let Some((stream, offset, data)) = s.out.next(s.sent, room - OUTPUT_HEADER_LEN) {
-            let header = output_header(stream, offset, data.len()).ok()?;
-            s.sent[stream.index()] += data.len() as u64;
-            return Some((Piece::Header(header), Some(Piece::Static(data))));
-        }
-    }
-    let all_sent = Stream::ALL
-        .iter()
-        .all(|&st| s.sent[st.index()] == s.out.written(st));
-    match s.end {
-        Some(end) if all_sent && s.end_sent == 0 => {
-            blob(end, &mut s.end_sent, room).map(|p| (p, None))
-        }
-        _ => None,
-    }
-}
-
-/// The next at most `room` bytes of `bytes` from `*sent` on, if any.
-fn blob(bytes: &'static [u8], sent: &mut usize, room: usize) -> Option<Piece> {
-    let rest = bytes.get(*sent..).filter(|r| !r.is_empty())?;
-    let n = rest.len().min(room);
-    *sent += n;
-    Some(Piece::Static(&rest[..n]))
 }
 
 /// True when the workload may write: it is below the retention window.
@@ -510,124 +406,10 @@ pub fn raw(bytes: &'static [u8]) {
     }
 }
 
-/// Ends the session with the workload's exit status (unless it already has
-/// an end), delivers it, waits for `done` and powers off.
-pub fn exit(status: ExitStatus) -> ! {
-    let s = session();
-    if s.end.is_none() {
-        let frame = GuestFrame::Exit {
-            status,
-            stdout_len: s.out.written(Stream::Stdout),
-            stderr_len: s.out.written(Stream::Stderr),
-        };
-        set_end(s, &frame);
-    }
-    finish()
-}
-
-/// Ends the session with an agent failure (unless it already has an end),
-/// delivers it, waits for `done` and powers off.
-pub fn fail(args: fmt::Arguments) -> ! {
-    set_fail(session(), args);
-    finish()
-}
-
-/// [`fail`] for a guest fault (a panic or a CPU exception): the reason also
-/// goes to the serial console.
-pub fn fatal(args: fmt::Arguments) -> ! {
-    set_fail(session(), args);
-    // SAFETY: `REASON` was just written and is only read here.
-    let reason = unsafe { &*REASON.get() };
-    sys::write(b"\ntest-guest: ");
-    sys::write(reason.bytes());
-    sys::write(b"\n");
-    finish()
-}
-
-/// Records a failure as the end, unless there is one.
-fn set_fail(s: &mut Session, args: fmt::Arguments) {
-    if s.end.is_some() {
-        return;
-    }
-    // SAFETY: formatted once, here, before any slice of it is handed out.
-    let reason = unsafe { &mut *REASON.get() };
-    reason.len = 0;
-    let _ = reason.write_fmt(args);
-    if reason.len == 0 {
-        let _ = reason.write_str("unknown failure");
-    }
-    let text = reason.as_str();
-    set_end(s, &GuestFrame::Fail { reason: text });
-}
-
-fn set_end(s: &mut Session, frame: &GuestFrame) {
-    // SAFETY: written once (the end is set once), before any slice of it is
-    // handed out.
-    let buf = unsafe { &mut *END.get() };
-    if let Ok(len) = frame.encode(buf) {
-        s.end = Some(&buf[..len]);
-        s.end_sent = 0;
-    }
-}
-
-/// Waits until `done` (which powers off); on a poisoned connection, powers
-/// off once the end frame is on the host's socket.
-fn finish() -> ! {
-    let mut asked = 0u64;
-    loop {
-        wait(u64::MAX);
-        let s = session();
-        let end_out = s.end.is_some_and(|e| s.end_sent == e.len());
-        if s.poisoned && s.link == Link::Attached && end_out {
-            if vsock::all_consumed() {
-                sys::power_off();
-            }
-            let now = now();
-            if now > asked + IDLE_NS {
-                vsock::request_credit();
-                asked = now;
-            }
-        }
-    }
-}
-
-/// Bytes shown as UTF-8 text, each invalid sequence replaced by U+FFFD.
-pub struct Lossy<'a>(pub &'a [u8]);
-
-impl fmt::Display for Lossy<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for chunk in self.0.utf8_chunks() {
-            f.write_str(chunk.valid())?;
-            if !chunk.invalid().is_empty() {
-                f.write_char(char::REPLACEMENT_CHARACTER)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A reason being formatted: UTF-8 text truncated to `MAX_REASON` bytes.
-struct Text {
-    buf: [u8; MAX_REASON],
-    len: usize,
-}
-
-impl Text {
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("unknown failure")
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl Write for Text {
+struct DebugText { buf: [u8; 512], len: usize }
+impl core::fmt::Write for DebugText {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut n = s.len().min(self.buf.len() - self.len);
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
+        let n = s.len().min(self.buf.len() - self.len);
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
         Ok(())

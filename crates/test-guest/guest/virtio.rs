@@ -1,8 +1,8 @@
-//! A polling virtio block driver over virtio-mmio (the "modern" register
-//! layout, version 2, which is what Firecracker implements).
+//! A polling virtio block driver over virtio-mmio (`mmio`).
 //!
 //! Drives are the block devices among the command line's `virtio_mmio.device`
-//! entries, numbered in that order from 0. A drive is initialised when first
+//! entries, numbered in that order from 0 (the probe hands a vsock device
+//! among them to `vsock`, without a drive number). A drive is initialised when first
 //! used; it gets a 4-entry queue of which each request uses 3 descriptors
 //! (header, data, status) — Firecracker expects exactly one data descriptor.
 //! Interrupts stay masked; completion is found by polling the used ring.

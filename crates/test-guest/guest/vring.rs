@@ -90,7 +90,12 @@ impl<const N: usize> RingPtr<N> {
     /// `N`); it becomes visible with [`publish`](Self::publish).
     pub fn offer(self, avail: u16, head: u16) {
         // SAFETY: as in `set_desc`.
-        unsafe { write_volatile(addr_of_mut!((*self.0).avail.ring[usize::from(avail) % N]), head) }
+        unsafe {
+            write_volatile(
+                addr_of_mut!((*self.0).avail.ring[usize::from(avail) % N]),
+                head,
+            )
+        }
     }
 
     /// Makes the available ring's entries up to (not including) `avail`

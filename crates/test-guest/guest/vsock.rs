@@ -1,5 +1,7 @@
 //! A polling virtio-vsock driver (virtio device 19, over `mmio`) for one
-//! stream connection at a time from the guest to the host (CID 2).
+//! stream connection at a time from the guest to the host (CID 2); the
+//! connection's state and flow control are in `conn`, the packet header in
+//! `header`.
 //!
 //! Queues (`vring`): rx (0) keeps `RX_SIZE` 4 KiB buffers posted, reposted as
 //! soon as they are read; tx (1) has 256 descriptors, handed out and taken
@@ -12,14 +14,13 @@
 //! copied into their descriptor's slot, big ones read in place. [`send`] only
 //! makes a packet available; [`kick`] notifies the device once for a whole
 //! batch (one VM exit).
-//!
-//! Flow control follows virtio-vsock: a data packet never carries more than
-//! the peer's credit (`buf_alloc - (sent - fwd_cnt)` from its latest header;
-//! Firecracker's is 64 KiB, updated when our view of it drops below 4 KiB).
-//! Our headers advertise `STREAM_BUF` and our consumed count; we send
-//! `CREDIT_UPDATE` when we have consumed half of it since we last said so, or
-//! when asked. `RST` or `SHUTDOWN` from the peer closes the connection (a
-//! `SHUTDOWN` is answered with `RST`, so that Firecracker forgets it at once).
+
+mod conn;
+mod header;
+
+use conn::Conn;
+pub use conn::State;
+use header::{Header, HEADER_LEN, OP_RW};
 
 use crate::mmio::{self, Desc, DESC_NEXT, DESC_WRITE};
 use crate::vring::{Ring, RingPtr};
@@ -34,7 +35,6 @@ pub const MAX_PARTS: usize = 48;
 /// The longest [`Part::Copy`].
 pub const COPY_MAX: usize = SLOT;
 
-const HEADER_LEN: usize = 44;
 const RX_QUEUE: u32 = 0;
 const TX_QUEUE: u32 = 1;
 const EVENT_QUEUE: u32 = 2;
@@ -47,32 +47,6 @@ const RX_BUF: usize = 4096;
 const SLOT: usize = 64;
 /// Tx descriptors data packets leave free, for control packets.
 const CONTROL_RESERVE: u16 = 4;
-/// Bytes of the receive stream buffer, advertised as `buf_alloc`.
-const STREAM_BUF: usize = 16 * 1024;
-/// The first local port; each connection takes the next one.
-const FIRST_PORT: u32 = 49152;
-/// How long the peer may take to answer a connection request.
-const CONNECT_TIMEOUT_NS: u64 = 2_000_000_000;
-
-const TYPE_STREAM: u16 = 1;
-const OP_REQUEST: u16 = 1;
-const OP_RESPONSE: u16 = 2;
-const OP_RST: u16 = 3;
-const OP_SHUTDOWN: u16 = 4;
-const OP_RW: u16 = 5;
-const OP_CREDIT_UPDATE: u16 = 6;
-const OP_CREDIT_REQUEST: u16 = 7;
-
-/// The connection's state.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// No connection (never opened, refused, reset or shut down by the peer).
-    Closed,
-    /// Waiting for the peer's answer to our request.
-    Connecting,
-    /// Data may flow.
-    Connected,
-}
 
 /// A piece of a data packet's payload.
 #[derive(Clone, Copy)]
@@ -116,36 +90,6 @@ struct Indices {
     used: u16,
 }
 
-/// Control packets waiting for a free descriptor.
-#[derive(Clone, Copy)]
-struct Pending {
-    request: bool,
-    credit_update: bool,
-    credit_request: bool,
-    /// Reset this (local, peer) port pair.
-    rst: Option<(u32, u32)>,
-}
-
-/// The connection.
-struct Conn {
-    state: State,
-    local_port: u32,
-    peer_port: u32,
-    /// Connections opened so far (each takes the next local port).
-    opened: u32,
-    deadline: Option<u64>,
-    /// Payload bytes sent, and the peer's buffer and consumed count.
-    tx_cnt: u32,
-    peer_buf_alloc: u32,
-    peer_fwd_cnt: u32,
-    credit_requested: bool,
-    /// Payload bytes consumed by the reader, and as last told to the peer.
-    fwd_cnt: u32,
-    fwd_cnt_told: u32,
-    stream: [u8; STREAM_BUF],
-    stream_len: usize,
-}
-
 struct Dev {
     base: usize,
     ready: bool,
@@ -159,7 +103,6 @@ struct Dev {
     tx_in_use: u16,
     /// Descriptor count of each packet, by avail position.
     tx_counts: [u16; TX_SIZE],
-    pending: Pending,
     conn: Conn,
 }
 
@@ -174,27 +117,7 @@ static DEV: Global<Dev> = Global::new(Dev {
     tx_next: 0,
     tx_in_use: 0,
     tx_counts: [0; TX_SIZE],
-    pending: Pending {
-        request: false,
-        credit_update: false,
-        credit_request: false,
-        rst: None,
-    },
-    conn: Conn {
-        state: State::Closed,
-        local_port: 0,
-        peer_port: 0,
-        opened: 0,
-        deadline: None,
-        tx_cnt: 0,
-        peer_buf_alloc: 0,
-        peer_fwd_cnt: 0,
-        credit_requested: false,
-        fwd_cnt: 0,
-        fwd_cnt_told: 0,
-        stream: [0; STREAM_BUF],
-        stream_len: 0,
-    },
+    conn: Conn::NEW,
 });
 
 fn dev() -> &'static mut Dev {
@@ -221,66 +144,11 @@ fn event_ring() -> RingPtr<EVENT_SIZE> {
 /// Copies `bytes` (at most `SLOT`) into tx descriptor `index`'s scratch slot,
 /// which the device must not own; returns the slot's address.
 fn fill_slot(index: u16, bytes: &[u8]) -> u64 {
-    // SAFETY: in bounds (`index` < TX_SIZE); the slot is the driver's, and
-    // nothing else references it.
+    // SAFETY: in bounds; the slot is the driver's while its descriptor is
+    // free, and nothing else references it.
     let slot = unsafe { &mut (*SLOTS.get())[usize::from(index) % TX_SIZE] };
     slot[..bytes.len()].copy_from_slice(bytes);
     slot.as_ptr() as u64
-}
-
-/// The vsock packet header's fields, in wire order.
-#[derive(Clone, Copy)]
-struct Header {
-    src_cid: u64,
-    dst_cid: u64,
-    src_port: u32,
-    dst_port: u32,
-    len: u32,
-    kind: u16,
-    op: u16,
-    flags: u32,
-    buf_alloc: u32,
-    fwd_cnt: u32,
-}
-
-impl Header {
-    fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut out = [0u8; HEADER_LEN];
-        let mut at = 0;
-        let mut put = |bytes: &[u8]| {
-            out[at..at + bytes.len()].copy_from_slice(bytes);
-            at += bytes.len();
-        };
-        put(&self.src_cid.to_le_bytes());
-        put(&self.dst_cid.to_le_bytes());
-        put(&self.src_port.to_le_bytes());
-        put(&self.dst_port.to_le_bytes());
-        put(&self.len.to_le_bytes());
-        put(&self.kind.to_le_bytes());
-        put(&self.op.to_le_bytes());
-        put(&self.flags.to_le_bytes());
-        put(&self.buf_alloc.to_le_bytes());
-        put(&self.fwd_cnt.to_le_bytes());
-        out
-    }
-
-    fn decode(b: &[u8; HEADER_LEN]) -> Header {
-        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
-        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        let u64_at = |i: usize| u64::from(u32_at(i)) | u64::from(u32_at(i + 4)) << 32;
-        Header {
-            src_cid: u64_at(0),
-            dst_cid: u64_at(8),
-            src_port: u32_at(16),
-            dst_port: u32_at(20),
-            len: u32_at(24),
-            kind: u16_at(28),
-            op: u16_at(30),
-            flags: u32_at(32),
-            buf_alloc: u32_at(36),
-            fwd_cnt: u32_at(40),
-        }
-    }
 }
 
 /// Remembers the device at `base` (the first one the probe finds).
@@ -314,12 +182,14 @@ pub fn init() -> Result<(), &'static str> {
         next: 0,
     };
     for i in 0..RX_SIZE as u16 {
-        rx_ring().set_desc(i, writable(RX_BUFS.get() as u64 + u64::from(i) * RX_BUF as u64, RX_BUF));
+        let buf = RX_BUFS.get() as u64 + u64::from(i) * RX_BUF as u64;
+        rx_ring().set_desc(i, writable(buf, RX_BUF));
         rx_ring().offer(i, i);
     }
     rx_ring().publish(RX_SIZE as u16);
     for i in 0..EVENT_SIZE as u16 {
-        event_ring().set_desc(i, writable(EVENTS.get() as u64 + u64::from(i) * 4, 4));
+        let buf = EVENTS.get() as u64 + u64::from(i) * 4;
+        event_ring().set_desc(i, writable(buf, 4));
         event_ring().offer(i, i);
     }
     event_ring().publish(EVENT_SIZE as u16);
@@ -350,28 +220,15 @@ pub fn state() -> State {
 /// if any). The answer arrives through [`poll`].
 pub fn connect(port: u32) {
     let d = dev();
-    if !d.ready {
-        return;
+    if d.ready {
+        d.conn.open(port, clock::now_ns());
+        flush_control(d);
+        kick_tx(d);
     }
-    let c = &mut d.conn;
-    if c.state != State::Closed {
-        d.pending.rst = Some((c.local_port, c.peer_port));
-    }
-    c.state = State::Connecting;
-    c.local_port = FIRST_PORT + c.opened % 16384;
-    c.peer_port = port;
-    c.opened = c.opened.wrapping_add(1);
-    c.deadline = clock::now_ns().map(|t| t.saturating_add(CONNECT_TIMEOUT_NS));
-    (c.tx_cnt, c.peer_buf_alloc, c.peer_fwd_cnt) = (0, 0, 0);
-    (c.fwd_cnt, c.fwd_cnt_told, c.stream_len) = (0, 0, 0);
-    c.credit_requested = false;
-    d.pending.request = true;
-    flush_control(d);
-    kick_tx(d);
 }
 
 /// Processes what the device did: used tx chains, received packets, events,
-/// the connect timeout; sends pending control packets. True when anything
+/// the connect timeout; sends due control packets. True when anything
 /// happened.
 pub fn poll() -> bool {
     let d = dev();
@@ -381,13 +238,7 @@ pub fn poll() -> bool {
     let mut progress = reclaim_tx(d);
     progress |= receive(d);
     progress |= receive_events(d);
-    let c = &mut d.conn;
-    let now = clock::now_ns();
-    if c.state == State::Connecting && c.deadline.zip(now).is_some_and(|(end, now)| now > end) {
-        d.pending.rst = Some((c.local_port, c.peer_port));
-        c.state = State::Closed;
-        progress = true;
-    }
+    progress |= d.conn.check_timeout(clock::now_ns());
     flush_control(d);
     kick_tx(d);
     progress
@@ -400,34 +251,26 @@ pub fn room() -> (usize, usize) {
 }
 
 fn room_of(d: &Dev) -> (usize, usize) {
-    let c = &d.conn;
-    if c.state != State::Connected {
-        return (0, 0);
-    }
-    let credit = c.peer_buf_alloc.saturating_sub(c.tx_cnt.wrapping_sub(c.peer_fwd_cnt));
     let parts = free(d).saturating_sub(1 + CONTROL_RESERVE);
     (
-        (credit as usize).min(MAX_PAYLOAD),
+        d.conn.credit().min(MAX_PAYLOAD),
         usize::from(parts).min(MAX_PARTS),
     )
 }
 
-/// Asks the peer for a credit update (once, until any packet from it arrives).
+/// Asks the peer for a credit update (once, until any packet from it
+/// arrives); its answer updates what [`all_consumed`] knows.
 pub fn request_credit() {
     let d = dev();
-    if d.conn.state == State::Connected && !d.conn.credit_requested {
-        d.conn.credit_requested = true;
-        d.pending.credit_request = true;
-        flush_control(d);
-        kick_tx(d);
-    }
+    d.conn.request_credit();
+    flush_control(d);
+    kick_tx(d);
 }
 
 /// True when the peer has consumed every byte sent on this connection (for
 /// Firecracker: written all of it to the host's socket).
 pub fn all_consumed() -> bool {
-    let c = &dev().conn;
-    c.state == State::Connected && c.tx_cnt == c.peer_fwd_cnt
+    dev().conn.all_consumed()
 }
 
 /// Makes one data packet of `parts` (back to back) available to the device,
@@ -444,9 +287,9 @@ pub fn send(parts: &[Part]) -> bool {
         return false;
     }
     let head = d.tx_next;
-    let header = header(d, OP_RW, total as u32).encode();
-    let mut index = head;
+    let header = d.conn.header(d.cid, OP_RW, total as u32).encode();
     // The descriptors from `tx_next` on and their slots are free.
+    let mut index = head;
     let mut desc = Desc {
         addr: fill_slot(index, &header),
         len: HEADER_LEN as u32,
@@ -465,7 +308,6 @@ pub fn send(parts: &[Part]) -> bool {
     }
     tx_ring().set_desc(index, Desc { flags: 0, ..desc });
     offer(d, head, parts.len() as u16 + 1);
-    d.conn.tx_cnt = d.conn.tx_cnt.wrapping_add(total as u32);
     true
 }
 
@@ -479,35 +321,9 @@ pub fn kick() {
 /// frees credit for the peer.
 pub fn recv(out: &mut [u8]) -> usize {
     let d = dev();
-    let c = &mut d.conn;
-    let n = out.len().min(c.stream_len);
-    out[..n].copy_from_slice(&c.stream[..n]);
-    c.stream.copy_within(n..c.stream_len, 0);
-    c.stream_len -= n;
-    c.fwd_cnt = c.fwd_cnt.wrapping_add(n as u32);
-    if c.fwd_cnt.wrapping_sub(c.fwd_cnt_told) as usize >= STREAM_BUF / 2 {
-        d.pending.credit_update = true;
-        flush_control(d);
-    }
+    let n = d.conn.read(out);
+    flush_control(d);
     n
-}
-
-/// A header from us on the current connection, with our credit.
-fn header(d: &mut Dev, op: u16, len: u32) -> Header {
-    let c = &mut d.conn;
-    c.fwd_cnt_told = c.fwd_cnt;
-    Header {
-        src_cid: d.cid,
-        dst_cid: HOST_CID,
-        src_port: c.local_port,
-        dst_port: c.peer_port,
-        len,
-        kind: TYPE_STREAM,
-        op,
-        flags: 0,
-        buf_alloc: STREAM_BUF as u32,
-        fwd_cnt: c.fwd_cnt,
-    }
 }
 
 /// Free tx descriptors.
@@ -525,54 +341,26 @@ fn offer(d: &mut Dev, head: u16, count: u16) {
     tx_ring().publish(d.tx.avail);
 }
 
-/// Sends a header-only packet, if a descriptor is free.
-fn send_control(d: &mut Dev, op: u16, ports: Option<(u32, u32)>) -> bool {
-    if free(d) == 0 {
-        return false;
-    }
-    let mut h = header(d, op, 0);
-    if let Some((local, peer)) = ports {
-        (h.src_port, h.dst_port) = (local, peer);
-    }
-    let head = d.tx_next;
-    let desc = Desc {
-        addr: fill_slot(head, &h.encode()),
-        len: HEADER_LEN as u32,
-        flags: 0,
-        next: 0,
-    };
-    tx_ring().set_desc(head, desc);
-    offer(d, head, 1);
-    true
-}
-
-/// Sends the control packets that are due (while descriptors last).
+/// Sends the control packets that are due, while descriptors last (each is
+/// a header-only packet).
 fn flush_control(d: &mut Dev) {
-    if let Some(ports) = d.pending.rst {
-        if !send_control(d, OP_RST, Some(ports)) {
+    while free(d) > 0 {
+        let Some((op, ports)) = d.conn.take_control() else {
             return;
+        };
+        let mut h = d.conn.header(d.cid, op, 0);
+        if let Some((local, peer)) = ports {
+            (h.src_port, h.dst_port) = (local, peer);
         }
-        d.pending.rst = None;
-    }
-    if d.pending.request {
-        if !send_control(d, OP_REQUEST, None) {
-            return;
-        }
-        d.pending.request = false;
-    }
-    if d.conn.state != State::Connected {
-        d.pending.credit_update = false;
-        d.pending.credit_request = false;
-        return;
-    }
-    if d.pending.credit_update {
-        if !send_control(d, OP_CREDIT_UPDATE, None) {
-            return;
-        }
-        d.pending.credit_update = false;
-    }
-    if d.pending.credit_request && send_control(d, OP_CREDIT_REQUEST, None) {
-        d.pending.credit_request = false;
+        let head = d.tx_next;
+        let desc = Desc {
+            addr: fill_slot(head, &h.encode()),
+            len: HEADER_LEN as u32,
+            flags: 0,
+            next: 0,
+        };
+        tx_ring().set_desc(head, desc);
+        offer(d, head, 1);
     }
 }
 
@@ -594,7 +382,8 @@ fn reclaim_tx(d: &mut Dev) -> bool {
     progress
 }
 
-/// Handles the packets in used rx buffers and posts the buffers again.
+/// Hands the packets in used rx buffers to the connection and posts the
+/// buffers again.
 fn receive(d: &mut Dev) -> bool {
     let ring = rx_ring();
     let used = ring.used_idx();
@@ -609,11 +398,10 @@ fn receive(d: &mut Dev) -> bool {
         // until it is offered again below; nothing else references it.
         let buf = unsafe { &(*RX_BUFS.get())[usize::from(id)] };
         let len = (len as usize).min(RX_BUF);
-        if len >= HEADER_LEN {
-            let (h, data) = buf.split_at(HEADER_LEN);
-            let h = Header::decode(h.try_into().unwrap_or(&[0; HEADER_LEN]));
-            let data_len = (h.len as usize).min(len - HEADER_LEN);
-            handle(d, &h, &data[..data_len]);
+        if let Some((h, data)) = buf[..len].split_first_chunk::<HEADER_LEN>() {
+            let h = Header::decode(h);
+            let data = &data[..(h.len as usize).min(data.len())];
+            d.conn.receive(d.cid, &h, data);
         }
         ring.offer(d.rx.avail, id);
         d.rx.avail = d.rx.avail.wrapping_add(1);
@@ -624,47 +412,6 @@ fn receive(d: &mut Dev) -> bool {
         mmio::notify(d.base, RX_QUEUE);
     }
     true
-}
-
-/// Acts on one received packet.
-fn handle(d: &mut Dev, h: &Header, data: &[u8]) {
-    if h.dst_cid != d.cid || h.src_cid != HOST_CID || h.kind != TYPE_STREAM {
-        return;
-    }
-    let c = &mut d.conn;
-    let ours = c.state != State::Closed && h.src_port == c.peer_port && h.dst_port == c.local_port;
-    if !ours {
-        if h.op != OP_RST {
-            d.pending.rst = Some((h.dst_port, h.src_port));
-        }
-        return;
-    }
-    c.peer_buf_alloc = h.buf_alloc;
-    c.peer_fwd_cnt = h.fwd_cnt;
-    c.credit_requested = false;
-    match h.op {
-        OP_RESPONSE if c.state == State::Connecting => {
-            c.state = State::Connected;
-            c.deadline = None;
-        }
-        OP_RST => c.state = State::Closed,
-        OP_SHUTDOWN => {
-            d.pending.rst = Some((c.local_port, c.peer_port));
-            c.state = State::Closed;
-        }
-        OP_RW if c.state == State::Connected => {
-            let Some(room) = c.stream.get_mut(c.stream_len..c.stream_len + data.len()) else {
-                // The peer ignored our credit: give up on the connection.
-                d.pending.rst = Some((c.local_port, c.peer_port));
-                c.state = State::Closed;
-                return;
-            };
-            room.copy_from_slice(data);
-            c.stream_len += data.len();
-        }
-        OP_CREDIT_REQUEST => d.pending.credit_update = true,
-        _ => {}
-    }
 }
 
 /// Handles used event buffers: a transport reset drops the connection.
@@ -687,4 +434,11 @@ fn receive_events(d: &mut Dev) -> bool {
     // The device holds rx back until the driver acknowledges the event.
     mmio::notify(d.base, EVENT_QUEUE);
     true
+}
+
+/// TEMPORARY debug dump.
+pub fn debug(w: &mut impl core::fmt::Write) {
+    let d = dev();
+    let _ = write!(w, "tx avail {} used {} dev_used {} in_use {} kicked {} | rx avail {} used {} dev_used {} | ", d.tx.avail, d.tx.used, tx_ring().used_idx(), d.tx_in_use, d.tx_kicked, d.rx.avail, d.rx.used, rx_ring().used_idx());
+    d.conn.debug(w);
 }

@@ -58,8 +58,11 @@ use std::path::{Path, PathBuf};
 /// What the guest prints (followed by a newline) when it has no job.
 pub const GREETING: &str = "Hello from the fcexec test guest!";
 
-/// The payload of the guest's `hello` frame.
+/// The payload of the guest's `hello` frame (protocol 1).
 pub const HELLO: &str = "fcexec-guest-protocol/1 agent=test-guest";
+
+/// The agent name in the guest's protocol 2 `hello`.
+pub const AGENT_NAME: &str = "test-guest";
 
 /// The bulk pattern's period: byte `i` of [`Job::bulk`] output is `i % 251`.
 pub const BULK_MODULUS: u64 = 251;

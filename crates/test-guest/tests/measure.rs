@@ -7,12 +7,14 @@
 //!
 //! Prints medians of 20 runs of: process spawn (`firecracker --no-api
 //! --config-file`) to the first line of guest output, in plain and agent mode,
-//! and the delivery of 256 KiB of bulk output in agent mode.
+//! and the delivery of 256 KiB of bulk output in agent mode; and medians of 5
+//! runs of 64 MiB of bulk output over protocol 2 (vsock).
 
 mod common;
 
 use std::time::Duration;
 
+use common::host::{boot, run_to_end};
 use common::{spawn, VmSpec};
 use test_guest::Job;
 
@@ -80,4 +82,36 @@ fn measure() {
         summary(&deliver)
     );
     println!("256 KiB bulk output, spawn to VMM exit: {}", summary(&wall));
+}
+
+#[test]
+#[ignore = "slow: measurements"]
+fn measure_vsock_bulk() {
+    let vmm = testkit::require_vmm!();
+    const BYTES: usize = 64 << 20;
+    const VSOCK_RUNS: usize = 5;
+    let (mut deliver, mut wall) = (Vec::new(), Vec::new());
+    for _ in 0..VSOCK_RUNS {
+        let (vm, listener) = boot(&vmm, &Job::new().bulk(BYTES as u64), &[]);
+        let t = run_to_end(&listener, Duration::from_secs(120));
+        let out = vm.finish();
+        assert_eq!(t.stdout.len(), BYTES);
+        deliver.push(t.end_at.expect("exit") - t.first_output.expect("output"));
+        wall.push(out.wall);
+    }
+    let mb_s = |d: &Duration| BYTES as f64 / d.as_secs_f64() / 1e6;
+    let runs: Vec<String> = deliver
+        .iter()
+        .map(|d| format!("{d:.0?} ({:.0} MB/s)", mb_s(d)))
+        .collect();
+    println!(
+        "64 MiB over vsock, first output byte to exit frame: {} = {:.0} MB/s; runs: {}",
+        summary(&deliver),
+        mb_s(&common::median(deliver.clone())),
+        runs.join(", ")
+    );
+    println!(
+        "64 MiB over vsock, spawn to VMM exit: {}; runs: {wall:.0?}",
+        summary(&wall)
+    );
 }

@@ -10,7 +10,7 @@ mod job;
 
 mod common;
 
-use test_guest::Job;
+use test_guest::{Job, Stream};
 
 #[test]
 fn encoder_matches_the_vectors() {
@@ -114,6 +114,56 @@ fn guest_parses_what_the_host_builds() {
 }
 
 #[test]
+fn guest_parses_the_newer_operations() {
+    let built = Job::new()
+        .bulk_err(5)
+        .chunked(Stream::Stderr, 100, 7)
+        .chunked(Stream::Stdout, 1, 1)
+        .no_heartbeat()
+        .raw([0x00, 0xab, 0xff])
+        .hello_key(&[0x5a; 16])
+        .on_cancel(42)
+        .ignore_cancel()
+        .poweroff()
+        .to_string();
+    let ops: Vec<_> = job::ops(built.as_bytes())
+        .map(|(_, op)| op.unwrap())
+        .collect();
+    assert_eq!(ops.len(), 9);
+    assert!(matches!(ops[0], job::Op::BulkErr(5)));
+    assert!(matches!(
+        ops[1],
+        job::Op::Chunked {
+            stream: job::Stream::Err,
+            bytes: 100,
+            chunk: 7
+        }
+    ));
+    assert!(matches!(
+        ops[2],
+        job::Op::Chunked {
+            stream: job::Stream::Out,
+            bytes: 1,
+            chunk: 1
+        }
+    ));
+    assert!(matches!(ops[3], job::Op::NoHeartbeat));
+    let mut raw = [0u8; 8];
+    assert!(
+        matches!(ops[4], job::Op::Raw(hex) if job::decode_hex(hex, &mut raw) == [0, 0xab, 0xff])
+    );
+    assert!(matches!(ops[5], job::Op::HelloKey(k) if k == [0x5a; 16]));
+    assert!(matches!(ops[6], job::Op::OnCancel(42)));
+    assert!(matches!(ops[7], job::Op::IgnoreCancel));
+    assert!(matches!(ops[8], job::Op::PowerOff));
+    let protocol_2_only: Vec<_> = ops.iter().map(job::Op::needs_protocol_2).collect();
+    assert_eq!(
+        protocol_2_only,
+        [false, false, false, false, true, true, false, false, false]
+    );
+}
+
+#[test]
 fn guest_rejects_bad_jobs() {
     let reason = |job: &str| job::ops(job.as_bytes()).find_map(|(_, op)| op.err());
     assert_eq!(reason("out:a,,exit:0,"), None);
@@ -130,4 +180,17 @@ fn guest_rejects_bad_jobs() {
     assert_eq!(reason("out:%zz"), Some("bad percent escape"));
     assert_eq!(reason("reboot"), Some("unknown operation"));
     assert_eq!(reason("copy:0:1:2:3"), Some("too many arguments"));
+    assert_eq!(
+        reason("chunked:in:1:1"),
+        Some("the stream is not `out` or `err`")
+    );
+    assert_eq!(reason("chunked:out:1:0"), Some("a chunk of 0 bytes"));
+    assert_eq!(reason("chunked:out:1"), Some("wrong number of arguments"));
+    assert_eq!(reason("raw:abc"), Some("not an even number of hex digits"));
+    assert_eq!(reason("raw:zz"), Some("not an even number of hex digits"));
+    assert_eq!(reason("raw:"), Some("not an even number of hex digits"));
+    assert_eq!(reason("hello-key:00"), Some("not 32 hex digits"));
+    assert_eq!(reason("on-cancel:256"), Some("exit code above 255"));
+    assert_eq!(reason("poweroff:1"), Some("wrong number of arguments"));
+    assert_eq!(reason("ignore-cancel:"), Some("wrong number of arguments"));
 }

@@ -28,7 +28,7 @@ fn hello_and_exit_codes() {
                 version: VERSION,
                 key: key(),
                 capabilities: capability::RESUME | capability::CANCEL | capability::HEARTBEAT,
-                agent: "test-guest".into(),
+                agent: test_guest::AGENT_NAME.into(),
             }]
         );
         assert_eq!(t.exit_status(), Some(ExitStatus::Code(code)));
@@ -109,7 +109,10 @@ fn heartbeats_come_at_the_interval_until_no_heartbeat() {
         (Duration::from_millis(45)..Duration::from_millis(60)).contains(&mean),
         "mean gap {mean:?}"
     );
-    assert!(gaps.iter().all(|g| *g < Duration::from_millis(150)), "{gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g < Duration::from_millis(150)),
+        "{gaps:?}"
+    );
     assert!(beats.windows(2).all(|w| w[1].1 > w[0].1), "uptimes go up");
     // None during the last 500 ms.
     let quiet = t.end_at.unwrap() - beats.last().unwrap().0;
@@ -136,8 +139,12 @@ fn heartbeats_continue_while_hanging_and_cancel_ends_it() {
 
 /// Runs `job`, sends `cancel{grace_ms}` once `ready(t)`, and returns the
 /// transcript and how long after the cancel the end came.
-fn cancel_when(job: &Job, ready: impl Fn(&Transcript) -> bool, grace_ms: u32) -> (Transcript, Duration) {
-    let vmm = testkit::require_vmm().expect("checked by the caller");
+fn cancel_when(
+    job: &Job,
+    ready: impl Fn(&Transcript) -> bool,
+    grace_ms: u32,
+) -> (Transcript, Duration) {
+    let vmm = testkit::require_vmm("cancel").expect("checked by the caller");
     let (vm, listener) = boot(&vmm, job, &[]);
     let mut t = Transcript::default();
     let mut conn = listener.attach(&mut t);
@@ -256,14 +263,20 @@ fn output_waits_while_nobody_listens() {
     let (vm, listener) = boot(&vmm, &job, &[]);
     let mut t = Transcript::default();
     let mut conn = listener.attach(&mut t);
-    assert_eq!(conn.serve(&mut t, |t| !t.stdout.is_empty(), TIMEOUT), Ok(Stop::Until));
+    assert_eq!(
+        conn.serve(&mut t, |t| !t.stdout.is_empty(), TIMEOUT),
+        Ok(Stop::Until)
+    );
     drop(conn);
     drop(listener); // nobody listens: Firecracker refuses the guest at once
     std::thread::sleep(Duration::from_millis(1500));
     let listener = vm.listen(1024);
     let listening = Instant::now();
     let mut conn = listener.attach(&mut t);
-    assert!(listening.elapsed() < Duration::from_millis(1000), "reconnect backoff above 500 ms");
+    assert!(
+        listening.elapsed() < Duration::from_millis(1000),
+        "reconnect backoff above 500 ms"
+    );
     assert_eq!(conn.serve(&mut t, |_| false, TIMEOUT), Ok(Stop::Ended));
     conn.send(HostFrame::Done);
     vm.finish();
@@ -309,7 +322,11 @@ fn the_window_holds_unacked_output() {
     // Without acks the guest stops at its 1 MiB window.
     let stop = conn.serve(&mut t, |_| false, Duration::from_millis(1500));
     assert!(stop.is_err(), "{stop:?}");
-    assert!((1 << 20..(1 << 20) + (128 << 10)).contains(&t.stdout.len()), "{}", t.stdout.len());
+    assert!(
+        (1 << 20..(1 << 20) + (128 << 10)).contains(&t.stdout.len()),
+        "{}",
+        t.stdout.len()
+    );
     t.acks = true;
     let (stdout_offset, stderr_offset) = t.offsets();
     conn.send(HostFrame::Ack {
@@ -330,17 +347,25 @@ fn malformed_host_frames_fail_the_agent() {
             &[5, 0, 0, 0, 0x99, 0, 0, 0, 0],
             "guest protocol error: unknown frame kind 0x99",
         ),
-        (&[0, 0, 0, 0, 0x82], "guest protocol error: bad frame length 0"),
         (
-            &[17, 0, 0, 0, 0x82, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            "guest protocol error: an ack beyond the output written",
+            &[0, 0, 0, 0, 0x82],
+            "guest protocol error: bad frame length 0",
+        ),
+        (
+            &[
+                17, 0, 0, 0, 0x82, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            "guest protocol error: an ack beyond the output sent",
         ),
     ];
     for (bytes, reason) in cases {
         let (vm, listener) = boot(&vmm, &Job::new().out("x").hang(), &[]);
         let mut t = Transcript::default();
         let mut conn = listener.attach(&mut t);
-        assert_eq!(conn.serve(&mut t, |t| !t.stdout.is_empty(), TIMEOUT), Ok(Stop::Until));
+        assert_eq!(
+            conn.serve(&mut t, |t| !t.stdout.is_empty(), TIMEOUT),
+            Ok(Stop::Until)
+        );
         conn.send_raw(bytes);
         assert_eq!(conn.serve(&mut t, |_| false, TIMEOUT), Ok(Stop::Ended));
         // No done: the guest cannot read one after garbage, so it powers off.
@@ -355,7 +380,10 @@ fn raw_bytes_reach_the_host_as_written() {
     let vmm = testkit::require_vmm!();
     let cases: [(&[u8], &str); 3] = [
         (&[5, 0, 0, 0, 0x42, 1, 2, 3, 4], "unknown frame kind 0x42"),
-        (&[0xff, 0xff, 0xff, 0x7f, 0x02], "bad frame length 2147483647"),
+        (
+            &[0xff, 0xff, 0xff, 0x7f, 0x02],
+            "bad frame length 2147483647",
+        ),
         (&[2, 0, 0, 0, 0x04, 0], "bad exit frame"),
     ];
     for (bytes, error) in cases {
@@ -377,13 +405,18 @@ fn raw_frames_after_exit_are_visible() {
     let mut exit = vec![19, 0, 0, 0, 4, 0, 0];
     exit.extend([0; 16]);
     let heartbeat = [9, 0, 0, 0, 6, 1, 0, 0, 0, 0, 0, 0, 0];
-    let job = Job::new().raw([exit.as_slice(), &heartbeat].concat()).hang();
+    let job = Job::new()
+        .raw([exit.as_slice(), &heartbeat].concat())
+        .hang();
     let (vm, listener) = boot(&vmm, &job, &[]);
     let mut t = Transcript::default();
     let mut conn = listener.attach(&mut t);
     assert_eq!(conn.serve(&mut t, |_| false, TIMEOUT), Ok(Stop::Ended));
     let (frame, _) = conn.next(TIMEOUT).unwrap().unwrap();
-    assert!(t.take(frame, Instant::now()).unwrap_err().contains("after the end"));
+    assert!(t
+        .take(frame, Instant::now())
+        .unwrap_err()
+        .contains("after the end"));
     conn.send(HostFrame::Done);
     vm.finish();
 }

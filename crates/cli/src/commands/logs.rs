@@ -26,6 +26,9 @@ use crate::stream::{Copier, Source};
 /// the executor before it gives up.
 const MAX_HANDOVERS: usize = 10;
 
+/// The longest `logs` waits for a re-attached agent to send what it held.
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Runs `fcexec logs`.
 pub async fn run(ctx: &Context, args: LogsArgs) -> anyhow::Result<Exit> {
     check_execution_id(&args.id)?;
@@ -41,7 +44,11 @@ pub async fn run(ctx: &Context, args: LogsArgs) -> anyhow::Result<Exit> {
         match access {
             Access::Owner(executor) => {
                 // The reader follows until the execution ends, which this
-                // executor's supervisor settles.
+                // executor's supervisor settles. Without following, the
+                // output a guest held while nobody listened comes first.
+                if !options.follow {
+                    executor.settle_output(id, SETTLE_LIMIT).await;
+                }
                 let dirs = (executor.state_dir(), executor.runtime_dir());
                 let copied = copy(&mut copier, dirs, (id, console), options, true).await;
                 executor.shutdown().await;

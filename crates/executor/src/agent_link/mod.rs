@@ -81,6 +81,8 @@ impl LinkParts {
 /// What [`AgentLink::next`] saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
+    /// An agent connected and said a valid hello.
+    Attached,
     /// More output is stored: bytes of (stdout, stderr) now.
     Stored([u64; 2]),
     /// The agent reported the end (exit or fail) and was told `done`.
@@ -130,6 +132,8 @@ pub struct AgentLink {
     stored: [u64; 2],
     /// Set once the end was reported, so it is said once.
     ended_said: bool,
+    /// Whether the current connection said hello, as last reported.
+    attached: bool,
 }
 
 impl AgentLink {
@@ -155,6 +159,7 @@ impl AgentLink {
             last_heard: Instant::now(),
             stored,
             ended_said: false,
+            attached: false,
         })
     }
 
@@ -236,13 +241,23 @@ impl AgentLink {
             self.ended_said = true;
             return Some(LinkEvent::Ended);
         }
+        if attached && !self.attached {
+            self.attached = true;
+            if !batch.stored {
+                return Some(LinkEvent::Attached);
+            }
+        }
         batch.stored.then_some(LinkEvent::Stored(self.stored))
     }
 
     fn accept(&mut self, stream: UnixStream) {
-        if self.conn.is_some() {
+        if self.conn.as_ref().is_some_and(|c| !closed(c)) {
             tracing::warn!("refused a second connection on the agent's port: one agent connection per execution");
             return;
+        }
+        if self.conn.is_some() {
+            // The agent reconnected before its old connection's end was read.
+            self.disconnect("the agent closed its connection");
         }
         tracing::debug!("the agent connected");
         self.conn = Some(stream);
@@ -256,6 +271,7 @@ impl AgentLink {
 
     fn disconnect(&mut self, why: &str) {
         self.conn = None;
+        self.attached = false;
         self.outgoing.clear();
         if let Some(work) = &mut self.work {
             if !work.buf.is_empty() {
@@ -314,6 +330,11 @@ impl AgentLink {
         true
     }
 
+    /// True while an agent is connected and has said hello.
+    pub fn attached(&self) -> bool {
+        self.attached
+    }
+
     /// When the agent was last heard from (any byte), or the link made.
     pub fn last_heard(&self) -> Instant {
         self.last_heard
@@ -363,6 +384,16 @@ impl AgentLink {
     pub async fn drain(&mut self) {
         let _ = self.settle().await;
     }
+}
+
+/// True when the peer closed `conn` and nothing is left to read from it.
+fn closed(conn: &UnixStream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    // A peek neither consumes data nor blocks.
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    matches!(recv(conn.as_raw_fd(), &mut byte, flags), Ok(0))
 }
 
 fn cancel_frame(grace: Duration) -> HostFrame {

@@ -226,6 +226,7 @@ fn adopt_settled(
                 stdout: file_len(&exec.stdout_path()),
                 stderr: file_len(&exec.stderr_path()),
                 console: file_len(&exec.paths.console()),
+                attached: false,
                 done: true,
             });
             if register(exec.clone()) {

@@ -317,6 +317,41 @@ impl Executor {
         Ok(Logs::open(self.get(id)?, options))
     }
 
+    /// Protocol 2: waits, at most `limit`, until the agent of a running
+    /// execution is connected and has sent what it held while no executor
+    /// listened (no new output for 100 ms). Returns at once for other
+    /// executions. `fcexec logs` calls it after re-attaching to a VM left
+    /// running, so that it prints the output the guest kept meanwhile.
+    pub async fn settle_output(&self, id: &str, limit: Duration) {
+        let Ok(exec) = self.get(id) else { return };
+        let port = fcexec_guest_protocol::DEFAULT_PORT;
+        if exec.phase().is_terminal() || !exec.paths.agent_socket(port).exists() {
+            return;
+        }
+        let mut progress = exec.log_progress();
+        let settled = async {
+            loop {
+                let now = *progress.borrow_and_update();
+                if now.done {
+                    return;
+                }
+                let quiet = Duration::from_millis(100);
+                match now.attached {
+                    true => match tokio::time::timeout(quiet, progress.changed()).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) | Err(_) => return,
+                    },
+                    false => {
+                        if progress.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(limit, settled).await;
+    }
+
     /// Stops the execution if it runs (within `timeout`), then forgets it and
     /// deletes its files.
     pub async fn remove(&self, id: &str, timeout: Duration) -> Result<(), ExecutorError> {

@@ -215,7 +215,7 @@ mod unsupervised_tests {
         while let Some(chunk) = logs.next().await {
             let chunk = chunk.unwrap();
             match chunk.stream {
-                LogStream::Stdout => out.extend(chunk.data),
+                LogStream::Stdout | LogStream::Console => out.extend(chunk.data),
                 LogStream::Stderr => err.extend(chunk.data),
             }
         }

@@ -200,22 +200,6 @@ pub fn wait(deadline: u64) {
     if service() {
         return;
     }
-    {
-        static LAST: Global<u64> = Global::new(0);
-        let now = now();
-        // SAFETY: temporary debug.
-        let last = unsafe { &mut *LAST.get() };
-        if now > *last + 500_000_000 {
-            *last = now;
-            let mut t = DebugText { buf: [0; 512], len: 0 };
-            let s = session();
-            use core::fmt::Write;
-            let _ = write!(t, "\nDBG link {} sent {:?} written {} {} end {:?} | ", s.link as u8, s.sent, s.out.written(Stream::Stdout), s.out.written(Stream::Stderr), s.end.map(|e| e.len()));
-            vsock::debug(&mut t);
-            let _ = write!(t, " room {:?}\n", vsock::room());
-            sys::write(&t.buf[..t.len]);
-        }
-    }
     let now = now();
     if now.saturating_sub(session().last_progress) < SPIN_NS {
         core::hint::spin_loop();
@@ -403,15 +387,5 @@ pub fn raw(bytes: &'static [u8]) {
             break;
         }
         wait(u64::MAX);
-    }
-}
-
-struct DebugText { buf: [u8; 512], len: usize }
-impl core::fmt::Write for DebugText {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let n = s.len().min(self.buf.len() - self.len);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        Ok(())
     }
 }

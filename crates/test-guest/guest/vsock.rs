@@ -435,10 +435,3 @@ fn receive_events(d: &mut Dev) -> bool {
     mmio::notify(d.base, EVENT_QUEUE);
     true
 }
-
-/// TEMPORARY debug dump.
-pub fn debug(w: &mut impl core::fmt::Write) {
-    let d = dev();
-    let _ = write!(w, "tx avail {} used {} dev_used {} in_use {} kicked {} | rx avail {} used {} dev_used {} | ", d.tx.avail, d.tx.used, tx_ring().used_idx(), d.tx_in_use, d.tx_kicked, d.rx.avail, d.rx.used, rx_ring().used_idx());
-    d.conn.debug(w);
-}

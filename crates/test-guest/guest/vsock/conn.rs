@@ -230,10 +230,3 @@ impl Conn {
         None
     }
 }
-
-impl Conn {
-    /// TEMPORARY
-    pub fn debug(&self, w: &mut impl core::fmt::Write) {
-        let _ = write!(w, "state {} tx_cnt {} peer_alloc {} peer_fwd {} fwd {} told {} stream {}", self.state as u8, self.tx_cnt, self.peer_buf_alloc, self.peer_fwd_cnt, self.fwd_cnt, self.fwd_cnt_told, self.stream_len);
-    }
-}

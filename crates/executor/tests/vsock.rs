@@ -173,6 +173,16 @@ async fn a_hung_agent_is_found_within_the_heartbeat_timeout() {
         .await
         .unwrap();
     assert_eq!(quiet.exit_code, 0, "{quiet:?}");
+    // ...and so is a paused one, which cannot send any.
+    ex.start(&h.agent("paused", &Job::new().out("up\n").sleep(300).exit(0)))
+        .await
+        .unwrap();
+    wait_for_output(&ex, "paused", "up").await;
+    ex.pause("paused").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    ex.resume("paused").await.unwrap();
+    let result = ex.wait("paused").await.unwrap();
+    assert_eq!(result.exit_code, 0, "{result:?}");
     // ...an agent that stops sending them is not.
     ex.start(&h.agent("hung", &Job::new().out("up\n").no_heartbeat().hang()))
         .await

@@ -3,8 +3,8 @@
 //! connection's state and flow control are in `conn`, the packet header in
 //! `header`.
 //!
-//! Queues (`vring`): rx (0) keeps `RX_SIZE` 4 KiB buffers posted, reposted as
-//! soon as they are read; tx (1) has 256 descriptors, handed out and taken
+//! Queues (`vring`): rx (0) has `RX_SIZE` 4 KiB buffers, posted again in
+//! batches once read; tx (1) has 256 descriptors, handed out and taken
 //! back in ring order (Firecracker uses tx chains in order); event (2) has a
 //! few buffers for `TRANSPORT_RESET`. Interrupts are never used: [`poll`]
 //! reads the used rings.
@@ -97,6 +97,8 @@ struct Dev {
     rx: Indices,
     event: Indices,
     tx: Indices,
+    /// Rx buffers before this used position have been offered again.
+    rx_recycled: u16,
     tx_kicked: u16,
     /// Tx descriptors are handed out from `tx_next`; `tx_in_use` are out.
     tx_next: u16,
@@ -113,6 +115,7 @@ static DEV: Global<Dev> = Global::new(Dev {
     rx: Indices { avail: 0, used: 0 },
     event: Indices { avail: 0, used: 0 },
     tx: Indices { avail: 0, used: 0 },
+    rx_recycled: 0,
     tx_kicked: 0,
     tx_next: 0,
     tx_in_use: 0,
@@ -382,20 +385,19 @@ fn reclaim_tx(d: &mut Dev) -> bool {
     progress
 }
 
-/// Hands the packets in used rx buffers to the connection and posts the
-/// buffers again.
+/// Hands the packets in used rx buffers to the connection, and posts the
+/// buffers again once a quarter of the ring is used up: then always with a
+/// notification (one VM exit per batch), since the device may have run out
+/// and be waiting for one. Until then the device still has buffers, so it
+/// cannot be waiting.
 fn receive(d: &mut Dev) -> bool {
     let ring = rx_ring();
     let used = ring.used_idx();
-    if used == d.rx.used {
-        return false;
-    }
-    // A device that found no buffer waits for a notification.
-    let starved = used == d.rx.avail;
+    let progress = used != d.rx.used;
     while d.rx.used != used {
         let (id, len) = ring.used(d.rx.used);
         // SAFETY: the device has used this buffer and does not touch it
-        // until it is offered again below; nothing else references it.
+        // until it is offered again; nothing else references it.
         let buf = unsafe { &(*RX_BUFS.get())[usize::from(id)] };
         let len = (len as usize).min(RX_BUF);
         if let Some((h, data)) = buf[..len].split_first_chunk::<HEADER_LEN>() {
@@ -403,15 +405,20 @@ fn receive(d: &mut Dev) -> bool {
             let data = &data[..(h.len as usize).min(data.len())];
             d.conn.receive(d.cid, &h, data);
         }
-        ring.offer(d.rx.avail, id);
-        d.rx.avail = d.rx.avail.wrapping_add(1);
         d.rx.used = d.rx.used.wrapping_add(1);
     }
-    ring.publish(d.rx.avail);
-    if starved {
+    if usize::from(d.rx.used.wrapping_sub(d.rx_recycled)) >= RX_SIZE / 4 {
+        // The used ring keeps these entries until their buffers come back.
+        while d.rx_recycled != d.rx.used {
+            let (id, _) = ring.used(d.rx_recycled);
+            ring.offer(d.rx.avail, id);
+            d.rx.avail = d.rx.avail.wrapping_add(1);
+            d.rx_recycled = d.rx_recycled.wrapping_add(1);
+        }
+        ring.publish(d.rx.avail);
         mmio::notify(d.base, RX_QUEUE);
     }
-    true
+    progress
 }
 
 /// Handles used event buffers: a transport reset drops the connection.

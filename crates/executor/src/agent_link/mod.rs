@@ -330,6 +330,11 @@ impl AgentLink {
         true
     }
 
+    /// Counts the agent as heard from now (its VM was paused, rightly silent).
+    pub fn heard_now(&mut self) {
+        self.last_heard = Instant::now();
+    }
+
     /// True while an agent is connected and has said hello.
     pub fn attached(&self) -> bool {
         self.attached

@@ -3,8 +3,9 @@
 //!
 //! It waits on these at once: the executor shutting down (it then lets the
 //! VM run on for a restarted executor to find), the VMM process ending, a
-//! command (cancel, pause, resume), new serial output, and the execution's
-//! deadlines (boot timeout, overall timeout). New output goes through the
+//! command (cancel, pause, resume), new serial output, the agent's
+//! connection (guest protocol 2: [`agent`]), and the execution's deadlines
+//! (boot timeout, overall timeout, hung agent, a cancel's grace period). New output goes through the
 //! [`Capture`], off the runtime's workers; past the output cap the VM is
 //! stopped. When the VM ends it drains the output, decides the result
 //! ([`crate::outcome`]), puts output volumes under `results_dir`, removes
@@ -20,13 +21,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent_link::{AgentLink, LinkEvent, LinkParts};
+mod agent;
+
+use crate::agent_link::{AgentLink, LinkParts};
 use crate::capture::{watch_serial, Capture};
 use crate::execution::{Command, Execution, LogProgress};
 use crate::lifecycle::Phase;
 use crate::machine::{GuestState, KillOnPanic, Machine};
 use crate::outcome::{decide, Ending, StopReason};
 use crate::record::{now_ms, ExecutionRecord};
+use agent::next_event;
 
 /// Settings every supervisor shares.
 #[derive(Debug, Clone, Copy)]
@@ -265,86 +269,6 @@ impl<M: Machine> Supervisor<M> {
         }
     }
 
-    /// The agent reported the end: the guest powers off by itself; stop it
-    /// if it does not. Protocol 2: anything the agent sends meanwhile is a
-    /// protocol error.
-    async fn after_agent_end(&mut self, machine: &mut M) -> End {
-        let cancelled = self.cancelling.is_some();
-        self.answer_cancel();
-        let mut stopped = cancelled.then_some(StopReason::Cancelled);
-        let grace = tokio::time::sleep(self.settings.after_exit_grace);
-        tokio::pin!(grace);
-        // The agent powers off once its `done` is written.
-        let flushed = async {
-            if let Some(link) = self.link.as_mut() {
-                link.flush().await;
-                loop {
-                    if let LinkEvent::ProtocolError(error) = link.next().await {
-                        return error;
-                    }
-                }
-            }
-            std::future::pending().await
-        };
-        let exit = tokio::select! {
-            exit = machine.wait() => exit,
-            error = flushed => {
-                tracing::warn!(%error, "guest protocol error after the end; stopping the VM");
-                stopped = Some(StopReason::ProtocolError);
-                machine.stop(self.quick_stop()).await
-            }
-            _ = &mut grace => machine.stop(self.quick_stop()).await,
-        };
-        End::Exited { exit, stopped }
-    }
-
-    /// Acts on what the agent's connection saw.
-    async fn link_event(&mut self, machine: &mut M, event: LinkEvent) -> Option<End> {
-        match event {
-            LinkEvent::Stored(_) | LinkEvent::Attached => {
-                self.publish(false);
-                None
-            }
-            LinkEvent::Ended => {
-                self.publish(false);
-                Some(self.after_agent_end(machine).await)
-            }
-            LinkEvent::ProtocolError(error) => {
-                tracing::warn!(%error, "guest protocol error; stopping the VM");
-                let exit = machine.stop(self.quick_stop()).await;
-                self.answer_cancel();
-                Some(End::Exited {
-                    exit,
-                    stopped: Some(StopReason::ProtocolError),
-                })
-            }
-            LinkEvent::OverLimit => {
-                let limit = self.link.as_ref().map_or(0, AgentLink::limit);
-                tracing::warn!(limit, "output limit reached; stopping the VM");
-                let exit = machine.stop(self.quick_stop()).await;
-                self.answer_cancel();
-                Some(End::Exited {
-                    exit,
-                    stopped: Some(StopReason::OutputLimit(limit)),
-                })
-            }
-        }
-    }
-
-    /// When a silent agent counts as hung: the limit after the last frame.
-    fn silence_deadline(&self) -> Option<(Instant, Duration)> {
-        let limit = self.settings.heartbeat_timeout?;
-        let link = self.link.as_ref().filter(|l| l.expects_heartbeats())?;
-        Some((link.last_heard() + limit, limit))
-    }
-
-    /// Tells the caller of a cancel handed to the agent that it is done.
-    fn answer_cancel(&mut self) {
-        if let Some((reply, _)) = self.cancelling.take() {
-            let _ = reply.send(Ok(()));
-        }
-    }
-
     async fn command(&mut self, machine: &mut M, command: Command) -> Option<End> {
         match command {
             Command::Cancel(reply) => {
@@ -390,7 +314,12 @@ impl<M: Machine> Supervisor<M> {
         }
         match to {
             Phase::Paused => machine.pause().await?,
-            _ => machine.resume().await?,
+            _ => {
+                machine.resume().await?;
+                if let Some(link) = self.link.as_mut() {
+                    link.heard_now();
+                }
+            }
         }
         self.exec
             .transition(to)
@@ -566,14 +495,6 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
     }
 }
 
-/// The link's next event; pending forever without one.
-async fn next_event(link: &mut Option<AgentLink>) -> LinkEvent {
-    match link {
-        Some(link) => link.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 async fn changed(sub: &Option<Subscription>) {
     match sub {
         Some(sub) => sub.changed().await,
@@ -589,5 +510,4 @@ async fn sleep_until<T>(deadline: Option<(Instant, T)>) {
 }
 
 #[cfg(test)]
-#[path = "supervisor_tests.rs"]
 mod tests;

@@ -8,7 +8,18 @@
 //! BENCHMARKS.md at the repository root explains every figure. The executor
 //! runs in this process on a multi-threaded tokio runtime; the baseline is the
 //! raw VMM (`firecracker --no-api --config-file`) booting the same VM
-//! (`support::raw`). Sections, in the order they run:
+//! (`support::raw`).
+//!
+//! Transports: the raw VMM reads the serial console and decodes guest
+//! protocol 1 frames, so its VMs, and every agent-mode execution the executor
+//! runs to compare with it (sections 1, 2, 3, 5, B and the warm-up, through
+//! `Ctx::request` and `exec_once`), send `"agent_transport": "serial"`: apples
+//! to apples. Section C's raw VMM does too, while `fcexec run` uses the
+//! default (the CLI has no switch). Sections without a raw baseline (4, E,
+//! H) use the executor's default, protocol 2 over vsock; section T compares
+//! the two transports.
+//!
+//! Sections, in the order they run:
 //!
 //! - 4: the executor's memory with 0 and N live executions (`Job::hang`), and the VMMs' memory;
 //! - 1: one execution end to end, executor `run` vs raw VMM, interleaved A/B;
@@ -17,6 +28,10 @@
 //! - 3: N executions started at once, executor and raw VMM;
 //! - B: a breakdown of one launch, step by step: the executor's own launch
 //!   steps, timed through its `LaunchHook` (`ExecutorConfig::launch_hook`);
+//! - T: throughput and the cost of the vsock path: 64 MiB of stdout over
+//!   guest protocol 2 (vsock) and 256 KiB over protocol 1 (serial), MB/s and
+//!   their ratio; the one-line job over each, A/B; the jitter of `logs(follow)`
+//!   delivering lines the guest writes 100 ms apart;
 //! - E: endurance: sequential executions, then a batch at once, each removed,
 //!   with fds, threads, memory, files, sockets and processes before and after;
 //! - C: the CLI as users start it: `fcexec run` (demo guest) as a whole
@@ -45,6 +60,11 @@
 //! | `FCEXEC_BENCH_HISTORY` | `0,1000,10000` (`0,1000`) | finished executions of section H |
 //! | `FCEXEC_BENCH_HISTORY_RUNS` | 7 (3) | samples of each section H measurement per N |
 //! | `FCEXEC_BENCH_CLI` | built | the `fcexec` binary of sections C and H; default: `cargo build --release -p fcexec-cli`, then `target/release/fcexec` |
+//! | `FCEXEC_BENCH_THROUGHPUT_RUNS` | 5 (3) | bulk runs of section T, each transport |
+//! | `FCEXEC_BENCH_VSOCK_BULK` | 67108864 (64 MiB) | bytes of stdout of section T's vsock bulk job |
+//! | `FCEXEC_BENCH_SERIAL_BULK` | 262144 (65536) | bytes of stdout of section T's serial bulk job |
+//! | `FCEXEC_BENCH_TRANSPORT_PAIRS` | 10 (4) | A/B pairs (vsock, serial) of section T's one-line job |
+//! | `FCEXEC_BENCH_FOLLOW_RUNS` | 3 (1) | runs of section T's ticking job, each transport |
 //! | `FCEXEC_BENCH_SECTIONS` | all | only these sections, e.g. `1,5,B` (`E` runs endurance even in quick mode) |
 //! | `FCEXEC_BENCH_DIR` | the system's temporary directory | where the bench's directory (state dir, images) goes |
 //! | `FCEXEC_BENCH_GRACE_MS` | the executor's default | `ExecutorConfig::after_exit_grace`, for experiments |
@@ -68,7 +88,7 @@
 //!   `getrusage` readings, the raw-VMM baseline, table rendering;
 //! - `sections/`: one module per section (`memory`, `end_to_end`,
 //!   `first_output`, `cpu`, `concurrency`, `breakdown` with its `steps`,
-//!   `endurance`, `cli` with its `anatomy`, `history` with its `fill`) and
+//!   `throughput`, `endurance`, `cli` with its `anatomy`, `history` with its `fill`) and
 //!   the warm-up;
 //! - `support/process.rs`: whole processes reaped with `wait4`, and finding
 //!   the CLI binary.
@@ -92,6 +112,7 @@ use sections::endurance::endurance;
 use sections::first_output::first_output;
 use sections::history::history;
 use sections::memory::memory;
+use sections::throughput::throughput;
 use sections::warm_up;
 use support::config::Cfg;
 use support::context::Ctx;
@@ -206,6 +227,9 @@ async fn sections(ctx: &Arc<Ctx>, cfg: &Cfg) -> Result<(), String> {
     ]);
     if cfg.wants("B") {
         breakdown(ctx, cfg.breakdown, cfg.breakdown_at_once).await?;
+    }
+    if cfg.wants("T") {
+        throughput(ctx, cfg).await?;
     }
     if cfg.wants("E") {
         endurance(ctx, cfg.endurance_runs, cfg.endurance_batch).await?;

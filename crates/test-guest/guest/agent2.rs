@@ -157,22 +157,26 @@ impl Workload {
         if session::ended() {
             return Err(ExitStatus::Code(0)); // not reported: the session has its end
         }
-        let Some(cancel) = session::cancel() else {
+        if session::cancel().is_none() {
             return Ok(());
-        };
+        }
         match self.on_cancel {
             OnCancel::Terminate => Err(ExitStatus::Signal(15)),
             OnCancel::Exit(code) => Err(ExitStatus::Code(code)),
-            OnCancel::Ignore => {
-                let kill_at = cancel
-                    .at_ns
-                    .saturating_add(u64::from(cancel.grace_ms) * 1_000_000);
-                if clock::now_ns().is_some_and(|now| now >= kill_at) {
-                    Err(ExitStatus::Signal(9))
-                } else {
-                    Ok(())
-                }
+            OnCancel::Ignore if clock::now_ns().unwrap_or(0) >= self.kill_at() => {
+                Err(ExitStatus::Signal(9))
             }
+            OnCancel::Ignore => Ok(()),
+        }
+    }
+
+    /// When an ignored cancel's grace time is over (`u64::MAX` without one).
+    fn kill_at(&self) -> u64 {
+        match (self.on_cancel, session::cancel()) {
+            (OnCancel::Ignore, Some(c)) => {
+                c.at_ns.saturating_add(u64::from(c.grace_ms) * 1_000_000)
+            }
+            _ => u64::MAX,
         }
     }
 
@@ -201,7 +205,7 @@ impl Workload {
                 session::write(stream, source, len);
                 return Ok(());
             }
-            session::wait(u64::MAX);
+            session::wait(self.kill_at());
         }
     }
 
@@ -212,7 +216,7 @@ impl Workload {
             if clock::now_ns().is_some_and(|now| now >= deadline) {
                 return Ok(());
             }
-            session::wait(deadline);
+            session::wait(deadline.min(self.kill_at()));
         }
     }
 }

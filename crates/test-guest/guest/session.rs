@@ -37,8 +37,12 @@ const FIRST_BACKOFF_NS: u64 = 10_000_000;
 const MAX_BACKOFF_NS: u64 = 500_000_000;
 /// Busy-poll this long after the last progress before halting between polls.
 const SPIN_NS: u64 = 2_000_000;
-/// The longest halt between polls.
-const IDLE_NS: u64 = 1_000_000;
+/// The longest halt between polls while idle: how late a host frame may be
+/// noticed. (Each halt is a system call, emulated ring-0 code here, so an
+/// idle guest halts about 100 times a second.)
+const IDLE_NS: u64 = 10_000_000;
+/// The longest halt while output waits for the host (its credit or acks).
+const BUSY_IDLE_NS: u64 = 1_000_000;
 /// Bytes of a heartbeat frame (the same as an output frame's header).
 const HEARTBEAT_LEN: usize = 13;
 const HELLO_MAX: usize = 5 + 2 + KEY_LEN + 4 + 64;
@@ -95,6 +99,15 @@ struct Session {
     poisoned: bool,
 }
 
+impl Session {
+    /// True when this connection has sent all output written so far.
+    fn all_sent(&self) -> bool {
+        Stream::ALL
+            .iter()
+            .all(|&st| self.sent[st.index()] == self.out.written(st))
+    }
+}
+
 static SESSION: Global<Session> = Global::new(Session {
     active: false,
     port: 0,
@@ -121,6 +134,7 @@ static SESSION: Global<Session> = Global::new(Session {
 
 /// The encoded hello frame.
 static HELLO: Global<[u8; HELLO_MAX]> = Global::new([0; HELLO_MAX]);
+
 fn session() -> &'static mut Session {
     // SAFETY: the public functions take this reference once each and pass it
     // down; none calls another public function while holding it (`fatal`,
@@ -194,17 +208,31 @@ pub fn service() -> bool {
     progress
 }
 
-/// Services the connection once, then, when nothing has happened for a
-/// while, halts until `deadline` or for at most a millisecond.
+/// Services the connection once; then, when nothing has happened for a
+/// while, halts until `deadline`, the next heartbeat or reconnect attempt,
+/// or for at most `IDLE_NS`.
 pub fn wait(deadline: u64) {
     if service() {
         return;
     }
     let now = now();
-    if now.saturating_sub(session().last_progress) < SPIN_NS {
+    let s = session();
+    if now.saturating_sub(s.last_progress) < SPIN_NS {
         core::hint::spin_loop();
-    } else if now < deadline {
-        sys::idle_until(deadline.min(now + IDLE_NS));
+        return;
+    }
+    let end_out = s.end.map_or(true, |e| s.end_sent == e.len());
+    let busy = !s.all_sent() || !end_out || !s.out.has_room();
+    let idle = if busy { BUSY_IDLE_NS } else { IDLE_NS };
+    let mut until = deadline.min(now.saturating_add(idle));
+    if s.link == Link::Down {
+        until = until.min(s.retry_at);
+    }
+    if s.link == Link::Attached && s.heartbeat_ns > 0 && !s.no_heartbeats && s.end.is_none() {
+        until = until.min(s.next_heartbeat);
+    }
+    if until > now {
+        sys::idle_until(until);
     }
 }
 
@@ -367,10 +395,7 @@ pub fn stop_heartbeats() {
 pub fn raw(bytes: &'static [u8]) {
     loop {
         let s = session();
-        let all_sent = Stream::ALL
-            .iter()
-            .all(|&st| s.sent[st.index()] == s.out.written(st));
-        if s.end.is_some() || (s.link == Link::Attached && all_sent) {
+        if s.end.is_some() || (s.link == Link::Attached && s.all_sent()) {
             break;
         }
         wait(u64::MAX);

@@ -5,11 +5,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fcexec::record::{now_ms, ExecutionRecord};
+use fcexec::spec::Transport;
 use fcexec::ExecutionRequest;
 use test_guest::Job;
 
 use crate::support::config::env_flag;
-use crate::support::context::{big_output, check_output, hi_job, remove, Ctx, HI, RUN_LIMIT};
+use crate::support::context::{
+    big_output, check_output, hi_job, remove, Ctx, BASELINE, HI, RUN_LIMIT,
+};
 use crate::support::procfs;
 use crate::support::raw::{day_delta, log_times, second_of_day, RawMode, RawRun};
 use crate::support::report::{pair, verdict};
@@ -59,16 +62,24 @@ fn batch_big() -> bool {
     env_flag("FCEXEC_BENCH_BATCH_BIG").unwrap_or(false)
 }
 
-/// `n` executions through the executor, each in its own task, all at once;
-/// latency is from the batch's start to each result. All removed afterwards.
-pub async fn exec_batch(ctx: &Arc<Ctx>, n: usize, prefix: &str) -> Batch {
+/// `n` executions through the executor, each in its own task, all at once,
+/// over `transport` (as [`Ctx::request_over`]); latency is from the batch's
+/// start to each result. All removed afterwards.
+pub async fn exec_batch(
+    ctx: &Arc<Ctx>,
+    n: usize,
+    prefix: &str,
+    transport: Option<Transport>,
+) -> Batch {
     let big = batch_big();
     let (job, expected) = if big {
         (Job::new().out(big_output()).exit(0), big_output())
     } else {
         (hi_job(), HI.to_string())
     };
-    let requests: Vec<ExecutionRequest> = (0..n).map(|_| ctx.request(prefix, &job)).collect();
+    let requests: Vec<ExecutionRequest> = (0..n)
+        .map(|_| ctx.request_over(prefix, &job, transport))
+        .collect();
     let cpu0 = cpu_now();
     let origin = second_of_day(std::time::SystemTime::now());
     let t0 = Instant::now();
@@ -209,7 +220,7 @@ async fn raw_batch(ctx: &Arc<Ctx>, n: usize) -> Batch {
 /// Section 3: `n` at once, executor then raw VMM.
 pub async fn concurrency(ctx: &Arc<Ctx>, n: usize) -> Result<(), String> {
     eprintln!("3: {n} at once");
-    let e = exec_batch(ctx, n, "c").await;
+    let e = exec_batch(ctx, n, "c", BASELINE).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = raw_batch(ctx, n).await;
     tokio::time::sleep(Duration::from_millis(300)).await;

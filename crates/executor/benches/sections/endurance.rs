@@ -1,13 +1,14 @@
 //! Endurance (section E): sequential executions, then a batch at once, each
 //! removed, with fds, threads, memory, files, sockets and processes before
-//! and after.
+//! and after. No raw baseline: the executions use the executor's default
+//! transport (protocol 2 over vsock), whose sockets are among what is counted.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::concurrency::exec_batch;
-use crate::support::context::{exec_once, hi_job, leftover_dirs, Ctx};
+use crate::support::context::{exec_over, hi_job, leftover_dirs, Ctx};
 use crate::support::procfs;
 use crate::support::report::pair;
 use crate::support::stats::{ms, summarize};
@@ -62,7 +63,7 @@ pub async fn endurance(ctx: &Arc<Ctx>, runs: usize, batch: usize) -> Result<(), 
     let mut failures = 0;
     let t0 = Instant::now();
     for i in 0..runs {
-        match exec_once(ctx, &hi_job()).await {
+        match exec_over(ctx, &hi_job(), None).await {
             Ok(d) => latencies.push(d),
             Err(e) => {
                 failures += 1;
@@ -77,7 +78,7 @@ pub async fn endurance(ctx: &Arc<Ctx>, runs: usize, batch: usize) -> Result<(), 
     let seq_errors = ctx.remove_errors.load(Ordering::Relaxed) - errors_before;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mid = Census::take(ctx);
-    let b = exec_batch(ctx, batch, "b").await;
+    let b = exec_batch(ctx, batch, "b", None).await;
     // Idle blocking-pool threads (the launches' blocking part) are reclaimed
     // after tokio's 10 s keep-alive: count after it, not before.
     tokio::time::sleep(Duration::from_secs(11)).await;

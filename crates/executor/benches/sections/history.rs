@@ -18,7 +18,9 @@
 //! then the CLI as whole processes, in rotating order: `fcexec ps`, `fcexec
 //! logs ID`, `fcexec run` (the demo guest; the execution it leaves is deleted
 //! afterwards, not timed). The page cache is warm (the same files are read
-//! every time), as for a restarted service on a running host.
+//! every time), as for a restarted service on a running host. No raw
+//! baseline: the in-process executions use the executor's default transport
+//! (protocol 2 over vsock), as `fcexec run` does.
 
 mod fill;
 
@@ -143,7 +145,7 @@ pub async fn history(
 /// One real execution of the one-line job, kept: its files and its id.
 async fn seed(ctx: &Ctx) -> Result<(Arc<Template>, String), String> {
     let executor = open(ctx).await?;
-    let request = ctx.request("real", &hi_job());
+    let request = ctx.request_default("real", &hi_job());
     let result = tokio::time::timeout(RUN_LIMIT, executor.run(&request)).await;
     check_output(result, HI)?;
     executor.shutdown().await;
@@ -210,7 +212,7 @@ async fn measure(
                 return Err(format!("logs({real}) gave {out:?}"));
             }
         }
-        let request = ctx.request("hr", &hi_job());
+        let request = ctx.request_default("hr", &hi_job());
         let began = Instant::now();
         let result = tokio::time::timeout(RUN_LIMIT, executor.run(&request)).await;
         c.run.push(began.elapsed());

@@ -1,5 +1,8 @@
 //! Section 4: the executor's memory (RSS, heap, fds, threads) with 0 and N
-//! live (`Job::hang`) executions, and the VMMs' memory.
+//! live (`Job::hang`) executions, and the VMMs' memory. No raw baseline, so
+//! the executions use the executor's default transport (protocol 2 over
+//! vsock: each holds a listening socket and, once its agent is up, a
+//! connection).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +41,7 @@ pub async fn memory(ctx: &Arc<Ctx>, n: usize) -> Result<(), String> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = Mem::now();
     let requests: Vec<ExecutionRequest> = (0..n)
-        .map(|_| ctx.request("m", &Job::new().hang()))
+        .map(|_| ctx.request_default("m", &Job::new().hang()))
         .collect();
     let t0 = Instant::now();
     let tasks: Vec<_> = requests

@@ -1,6 +1,6 @@
 //! The sections of the bench, one module each, and the warm-up that runs
 //! before them. `benches/executor.rs` runs them in this order: 4, 1, 2, 5, 3,
-//! B, E, C, H (C and H last: H writes tens of thousands of files).
+//! B, T, E, C, H (C and H last: H writes tens of thousands of files).
 
 pub mod breakdown;
 pub mod cli;
@@ -11,15 +11,18 @@ pub mod endurance;
 pub mod first_output;
 pub mod history;
 pub mod memory;
+pub mod throughput;
 
-use crate::support::context::{exec_once, hi_job, Ctx};
+use crate::support::context::{exec_once, exec_over, hi_job, Ctx};
 use crate::support::raw::RawMode;
 
-/// Runs a few executions and raw VMMs before anything is measured.
+/// Runs a few executions (over both transports) and raw VMMs before anything
+/// is measured.
 pub async fn warm_up(ctx: &Ctx) -> Result<(), String> {
     eprintln!("warm-up");
     for _ in 0..3 {
         exec_once(ctx, &hi_job()).await?;
+        exec_over(ctx, &hi_job(), None).await?;
         if let Some(e) = ctx.raw.run(RawMode::NoApi).await.error {
             return Err(format!("raw VMM: {e}"));
         }

@@ -24,6 +24,16 @@ pub struct Cfg {
     pub history: Vec<usize>,
     /// Samples of each of section H's measurements per N.
     pub history_runs: usize,
+    /// Section T: runs of each bulk transfer (vsock and serial).
+    pub throughput_runs: usize,
+    /// Section T: bytes of stdout of the vsock (protocol 2) bulk job.
+    pub vsock_bulk: u64,
+    /// Section T: bytes of stdout of the serial (protocol 1) bulk job.
+    pub serial_bulk: u64,
+    /// Section T: A/B pairs of the one-line job, vsock vs serial.
+    pub transport_pairs: usize,
+    /// Section T: runs of the ticking job, each transport.
+    pub follow_runs: usize,
     /// Sections to run (`FCEXEC_BENCH_SECTIONS`, e.g. `1,B`); empty: all.
     pub sections: Vec<String>,
 }
@@ -95,6 +105,12 @@ impl Cfg {
                 sizes
             },
             history_runs: env_usize("FCEXEC_BENCH_HISTORY_RUNS", q(7, 3)).max(1),
+            throughput_runs: env_usize("FCEXEC_BENCH_THROUGHPUT_RUNS", q(5, 3)).max(1),
+            vsock_bulk: env_usize("FCEXEC_BENCH_VSOCK_BULK", 64 << 20).max(1) as u64,
+            serial_bulk: env_usize("FCEXEC_BENCH_SERIAL_BULK", q(256 << 10, 64 << 10)).max(1)
+                as u64,
+            transport_pairs: env_usize("FCEXEC_BENCH_TRANSPORT_PAIRS", q(10, 4)).max(1),
+            follow_runs: env_usize("FCEXEC_BENCH_FOLLOW_RUNS", q(3, 1)).max(1),
             sections: std::env::var("FCEXEC_BENCH_SECTIONS")
                 .unwrap_or_default()
                 .split(',')

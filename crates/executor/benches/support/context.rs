@@ -1,11 +1,20 @@
 //! What every section shares: the [`Ctx`] (executor, raw VMMs, report), the
 //! benchmarked jobs, and running, checking and removing one execution.
+//!
+//! Transports: the raw-VMM baseline (`support/raw.rs`) reads the serial
+//! console and decodes guest protocol 1, so its VMs and every execution
+//! compared with it (sections 1, 2, 3, 5, B and the warm-up) send
+//! `"agent_transport": "serial"` ([`Ctx::request`], [`exec_once`]). Sections
+//! without a raw baseline (4, E, H) run the executor's default, protocol 2
+//! over vsock ([`Ctx::request_default`], [`exec_over`]); section T compares
+//! the two.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fcexec::spec::Transport;
 use fcexec::{ExecutionRequest, ExecutionResult, Executor, ExecutorConfig, HostLimits};
 use serde_json::json;
 use test_guest::Job;
@@ -60,7 +69,7 @@ impl Ctx {
         let executor = Executor::new("bench", config)
             .await
             .map_err(|e| format!("Executor::new: {e}"))?;
-        let template = agent_request(&kernel, &rootfs, "t0", &hi_job());
+        let template = agent_request(&kernel, &rootfs, "t0", &hi_job(), BASELINE);
         let raw = RawVmm::prepare(
             &dir.join("r"),
             &firecracker,
@@ -69,7 +78,8 @@ impl Ctx {
             HI.as_bytes(),
         )?;
         let big = big_output();
-        let template = agent_request(&kernel, &rootfs, "t1", &Job::new().out(&big).exit(0));
+        let job = Job::new().out(&big).exit(0);
+        let template = agent_request(&kernel, &rootfs, "t1", &job, BASELINE);
         let raw_big = RawVmm::prepare(
             &dir.join("rb"),
             &firecracker,
@@ -98,9 +108,28 @@ impl Ctx {
         format!("{prefix}{}", self.seq.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// An agent-mode request running `job`, with a fresh id.
+    /// An agent-mode request running `job`, with a fresh id, over the raw
+    /// baseline's transport ([`BASELINE`]: protocol 1 on the serial console).
     pub fn request(&self, prefix: &str, job: &Job) -> ExecutionRequest {
-        agent_request(&self.kernel, &self.rootfs, &self.id(prefix), job)
+        self.request_over(prefix, job, BASELINE)
+    }
+
+    /// An agent-mode request running `job`, with a fresh id, over the
+    /// executor's default transport (`agent_transport` left out: protocol 2
+    /// over vsock).
+    pub fn request_default(&self, prefix: &str, job: &Job) -> ExecutionRequest {
+        self.request_over(prefix, job, None)
+    }
+
+    /// An agent-mode request running `job`, with a fresh id: `Some(t)` sends
+    /// `"agent_transport": t`, `None` leaves the param out (the default).
+    pub fn request_over(
+        &self,
+        prefix: &str,
+        job: &Job,
+        transport: Option<Transport>,
+    ) -> ExecutionRequest {
+        agent_request(&self.kernel, &self.rootfs, &self.id(prefix), job, transport)
     }
 
     /// The configuration of the bench's executor, with its state under
@@ -131,32 +160,64 @@ fn executor_config(state_root: &Path, firecracker: &Path) -> ExecutorConfig {
     config
 }
 
+/// The transport of the raw-VMM baseline, and so of every execution
+/// compared with it: protocol 1 on the serial console, the only one
+/// `support/raw.rs` decodes (a raw VMM planned for vsock has no host end to
+/// report to).
+pub const BASELINE: Option<Transport> = Some(Transport::Serial);
+
 /// An agent-mode request running `job` in the test guest, shaped as the
-/// node sends it (as in `tests/common/mod.rs`).
-fn agent_request(kernel: &Path, rootfs: &Path, id: &str, job: &Job) -> ExecutionRequest {
+/// node sends it (as in `tests/common/mod.rs`); `transport` as in
+/// [`Ctx::request_over`].
+fn agent_request(
+    kernel: &Path,
+    rootfs: &Path,
+    id: &str,
+    job: &Job,
+    transport: Option<Transport>,
+) -> ExecutionRequest {
+    let mut params = json!({
+        "kernel_image": kernel,
+        "root_file_system": rootfs,
+        "agent": true,
+        "kernel_args": format!("console=ttyS0 {}", job.to_kernel_arg()),
+    });
+    if let Some(t) = transport {
+        params["agent_transport"] = json!(t.as_str());
+    }
     serde_json::from_value(json!({
         "job_id": format!("job-{id}"),
         "execution_id": id,
-        "engine_spec": {"type": "firecracker", "params": {
-            "kernel_image": kernel,
-            "root_file_system": rootfs,
-            "agent": true,
-            "kernel_args": format!("console=ttyS0 {}", job.to_kernel_arg()),
-        }},
+        "engine_spec": {"type": "firecracker", "params": params},
         "resources": {"cpu": {"cores": 1}, "ram": {"size": 32u64 << 20}},
     }))
     .expect("a valid request")
 }
 
-/// One execution through the executor: `run`, checked, then removed (the
+/// One execution through the executor over the baseline's transport
+/// ([`BASELINE`]): `run`, checked (it must print [`HI`]), then removed (the
 /// removal is not timed). Returns the time of `run`.
 pub async fn exec_once(ctx: &Ctx, job: &Job) -> Result<Duration, String> {
-    exec_checked(ctx, job, HI).await
+    exec_over(ctx, job, BASELINE).await
 }
 
-/// [`exec_once`] of a job that prints `expected`.
-async fn exec_checked(ctx: &Ctx, job: &Job, expected: &str) -> Result<Duration, String> {
-    let request = ctx.request("e", job);
+/// [`exec_once`] over `transport` (`None`: the executor's default, vsock).
+pub async fn exec_over(
+    ctx: &Ctx,
+    job: &Job,
+    transport: Option<Transport>,
+) -> Result<Duration, String> {
+    exec_checked(ctx, job, HI, transport).await
+}
+
+/// One execution of a job that prints `expected`, as [`exec_once`].
+async fn exec_checked(
+    ctx: &Ctx,
+    job: &Job,
+    expected: &str,
+    transport: Option<Transport>,
+) -> Result<Duration, String> {
+    let request = ctx.request_over("e", job, transport);
     let started = Instant::now();
     let result = tokio::time::timeout(RUN_LIMIT, ctx.executor.run(&request)).await;
     let took = started.elapsed();

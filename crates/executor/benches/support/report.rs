@@ -1,5 +1,5 @@
-//! The tables printed at the end (main, breakdown, endurance, CLI, history,
-//! notes) and the formatting of their cells.
+//! The tables printed at the end (main, breakdown, throughput, endurance,
+//! CLI, history, notes) and the formatting of their cells.
 
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use super::table::Table;
 pub struct Report {
     pub main: Table,
     pub breakdown: Table,
+    /// Section T: throughput and the cost of the vsock path.
+    pub throughput: Table,
     pub endurance: Table,
     /// Section C: where `fcexec run`'s time goes.
     pub cli: Table,
@@ -35,6 +37,15 @@ impl Report {
                 "result",
             ]),
             breakdown: Table::default(),
+            throughput: Table::new(&[
+                "#",
+                "measurement",
+                "vsock (protocol 2, default)",
+                "serial (protocol 1)",
+                "vsock/serial",
+                "target",
+                "result",
+            ]),
             endurance: Table::default(),
             cli: Table::default(),
             history: Table::default(),
@@ -77,6 +88,12 @@ impl Report {
             );
             println!();
             print!("{}", self.breakdown.render());
+            println!();
+        }
+        if !self.throughput.is_empty() {
+            println!("Throughput and the cost of the vsock path (section T):");
+            println!();
+            print!("{}", self.throughput.render());
             println!();
         }
         if !self.endurance.is_empty() {

@@ -5,7 +5,7 @@ use core::fmt::{self, Write};
 
 use fcexec_guest_protocol::{ExitStatus, GuestFrame, Stream, MAX_REASON};
 
-use super::{now, session, wait, Link, Session, IDLE_NS};
+use super::{now, session, wait, Link, Session};
 use crate::{sys, vsock, Global};
 
 const END_MAX: usize = 5 + MAX_REASON;
@@ -43,29 +43,41 @@ pub fn fail(args: fmt::Arguments) -> ! {
 /// [`fail`] for a guest fault (a panic or a CPU exception): the reason also
 /// goes to the serial console.
 pub fn fatal(args: fmt::Arguments) -> ! {
-    set_fail(session(), args);
-    // SAFETY: `REASON` was just written and is only read here.
-    let reason = unsafe { &*REASON.get() };
+    let reason = format_reason(args);
     sys::write(b"\ntest-guest: ");
-    sys::write(reason.bytes());
+    sys::write(reason.as_bytes());
     sys::write(b"\n");
+    let s = session();
+    if s.end.is_none() {
+        set_end(s, &GuestFrame::Fail { reason });
+    }
     finish()
 }
 
 /// Records a failure as the end, unless there is one.
 pub(super) fn set_fail(s: &mut Session, args: fmt::Arguments) {
-    if s.end.is_some() {
-        return;
+    if s.end.is_none() {
+        set_end(
+            s,
+            &GuestFrame::Fail {
+                reason: format_reason(args),
+            },
+        );
     }
-    // SAFETY: formatted once, here, before any slice of it is handed out.
+}
+
+/// Formats a fail reason (UTF-8, 1 to `MAX_REASON` bytes) into `REASON`;
+/// the text is valid until the next call.
+fn format_reason(args: fmt::Arguments) -> &'static str {
+    // SAFETY: only this function writes `REASON`, and its callers are done
+    // with the previous text (`set_end` copies it into `END`).
     let reason = unsafe { &mut *REASON.get() };
     reason.len = 0;
     let _ = reason.write_fmt(args);
     if reason.len == 0 {
         let _ = reason.write_str("unknown failure");
     }
-    let text = reason.as_str();
-    set_end(s, &GuestFrame::Fail { reason: text });
+    reason.as_str()
 }
 
 fn set_end(s: &mut Session, frame: &GuestFrame) {
@@ -91,7 +103,7 @@ fn finish() -> ! {
                 sys::power_off();
             }
             let now = now();
-            if now > asked + IDLE_NS {
+            if now > asked + 1_000_000 {
                 vsock::request_credit();
                 asked = now;
             }
@@ -123,10 +135,6 @@ struct Text {
 impl Text {
     fn as_str(&self) -> &str {
         core::str::from_utf8(&self.buf[..self.len]).unwrap_or("unknown failure")
-    }
-
-    fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
     }
 }
 

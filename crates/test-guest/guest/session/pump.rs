@@ -8,7 +8,7 @@
 //! frame once all output is out. Blobs (hello, raw bytes, the end frame) may
 //! be split across packets; output frames and heartbeats never are.
 
-use fcexec_guest_protocol::{output_header, GuestFrame, Stream, OUTPUT_HEADER_LEN};
+use fcexec_guest_protocol::{output_header, GuestFrame, OUTPUT_HEADER_LEN};
 
 use super::{Link, Session, HEARTBEAT_LEN};
 use crate::vsock::{self, Part, MAX_PARTS};
@@ -113,11 +113,8 @@ fn next_piece(s: &mut Session, room: usize, now: u64) -> Option<(Piece, Option<P
             return Some((Piece::Header(header), Some(Piece::Static(data))));
         }
     }
-    let all_sent = Stream::ALL
-        .iter()
-        .all(|&st| s.sent[st.index()] == s.out.written(st));
     match s.end {
-        Some(end) if all_sent && s.end_sent == 0 => {
+        Some(end) if s.all_sent() && s.end_sent == 0 => {
             blob(end, &mut s.end_sent, room).map(|p| (p, None))
         }
         _ => None,

@@ -26,7 +26,7 @@ fn fixture(limit: u64) -> Fixture {
     Fixture {
         socket,
         stdout,
-        link: AgentLink::new(parts).unwrap(),
+        link: AgentLink::new(parts, None).unwrap(),
         _dir: dir,
     }
 }

@@ -91,6 +91,8 @@ pub enum LinkEvent {
     ProtocolError(String),
     /// The output cap was reached.
     OverLimit,
+    /// An agent that promised heartbeats sent nothing for this long.
+    Silent(Duration),
 }
 
 /// The session and the files, handed to the blocking pool and back.
@@ -106,6 +108,7 @@ enum Wake {
     Accepted(std::io::Result<UnixStream>),
     Read(std::io::Result<usize>),
     Written(std::io::Result<()>),
+    Silent(Duration),
 }
 
 /// What one batch of bytes did.
@@ -129,6 +132,10 @@ pub struct AgentLink {
     /// A cancel to send once an agent is attached: its grace period.
     pending_cancel: Option<Duration>,
     last_heard: Instant,
+    /// How long an agent that promised heartbeats may stay silent.
+    silence_limit: Option<Duration>,
+    /// True while the VM is paused (and rightly silent).
+    paused: bool,
     stored: [u64; 2],
     /// Set once the end was reported, so it is said once.
     ended_said: bool,
@@ -137,8 +144,9 @@ pub struct AgentLink {
 }
 
 impl AgentLink {
-    /// Serves the parts' socket. Needs a Tokio runtime.
-    pub fn new(parts: LinkParts) -> std::io::Result<AgentLink> {
+    /// Serves the parts' socket; an agent that promised heartbeats and
+    /// stays silent for `silence_limit` is reported. Needs a Tokio runtime.
+    pub fn new(parts: LinkParts, silence_limit: Option<Duration>) -> std::io::Result<AgentLink> {
         let LinkParts {
             listener,
             key,
@@ -157,6 +165,8 @@ impl AgentLink {
             outgoing: Vec::new(),
             pending_cancel: None,
             last_heard: Instant::now(),
+            silence_limit,
+            paused: false,
             stored,
             ended_said: false,
             attached: false,
@@ -169,6 +179,7 @@ impl AgentLink {
             if let Some(event) = self.settle().await {
                 return event;
             }
+            let silence = self.silence_deadline();
             let AgentLink {
                 listener,
                 conn,
@@ -184,6 +195,7 @@ impl AgentLink {
                 accepted = listener.accept() => Wake::Accepted(accepted.map(|(s, _)| s)),
                 read = read_some(reader, work) => Wake::Read(read),
                 written = write_some(writer, outgoing), if !outgoing.is_empty() => Wake::Written(written),
+                _ = sleep_until(silence) => Wake::Silent(silence.map_or(Duration::ZERO, |s| s.1)),
             };
             match wake {
                 Wake::Accepted(Ok(stream)) => self.accept(stream),
@@ -199,6 +211,7 @@ impl AgentLink {
                 Wake::Read(Err(e)) => {
                     self.disconnect(&format!("the agent's connection failed: {e}"))
                 }
+                Wake::Silent(limit) => return LinkEvent::Silent(limit),
                 Wake::Written(Ok(())) => {}
                 Wake::Written(Err(e)) => {
                     self.disconnect(&format!("cannot write to the agent: {e}"))
@@ -330,19 +343,23 @@ impl AgentLink {
         true
     }
 
-    /// Counts the agent as heard from now (its VM was paused, rightly silent).
-    pub fn heard_now(&mut self) {
+    /// While `paused`, silence is not held against the agent; when the VM
+    /// resumes, the agent counts as heard from then.
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
         self.last_heard = Instant::now();
+    }
+
+    /// When a silent agent counts as hung: the limit after the last byte.
+    fn silence_deadline(&self) -> Option<(Instant, Duration)> {
+        let limit = self.silence_limit.filter(|_| !self.paused)?;
+        self.expects_heartbeats()
+            .then(|| (self.last_heard + limit, limit))
     }
 
     /// True while an agent is connected and has said hello.
     pub fn attached(&self) -> bool {
         self.attached
-    }
-
-    /// When the agent was last heard from (any byte), or the link made.
-    pub fn last_heard(&self) -> Instant {
-        self.last_heard
     }
 
     /// True when the agent said hello and promised heartbeats.
@@ -388,6 +405,13 @@ impl AgentLink {
     /// Waits for a batch under way, so the report is complete.
     pub async fn drain(&mut self) {
         let _ = self.settle().await;
+    }
+}
+
+async fn sleep_until(deadline: Option<(Instant, Duration)>) {
+    match deadline {
+        Some((at, _)) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

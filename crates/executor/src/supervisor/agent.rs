@@ -2,13 +2,8 @@
 //! ([`AgentLink`]), its events, the hung-agent deadline and a cancel handed
 //! to the agent with a grace period.
 
-use std::time::Duration;
-
-use tokio::time::Instant;
-
 use super::{End, Supervisor};
 use crate::agent_link::{AgentLink, LinkEvent};
-use crate::lifecycle::Phase;
 use crate::machine::Machine;
 use crate::outcome::StopReason;
 
@@ -66,6 +61,14 @@ impl<M: Machine> Supervisor<M> {
                     stopped: Some(StopReason::ProtocolError),
                 })
             }
+            LinkEvent::Silent(limit) => {
+                tracing::warn!(?limit, "the agent went silent; stopping the VM");
+                let exit = machine.stop(self.quick_stop()).await;
+                Some(End::Exited {
+                    exit,
+                    stopped: Some(StopReason::AgentSilent(limit)),
+                })
+            }
             LinkEvent::OverLimit => {
                 let limit = self.link.as_ref().map_or(0, AgentLink::limit);
                 tracing::warn!(limit, "output limit reached; stopping the VM");
@@ -77,17 +80,6 @@ impl<M: Machine> Supervisor<M> {
                 })
             }
         }
-    }
-
-    /// When a silent agent counts as hung: the limit after the last frame.
-    pub(super) fn silence_deadline(&self) -> Option<(Instant, Duration)> {
-        let limit = self.settings.heartbeat_timeout?;
-        // A paused guest sends nothing, rightly.
-        if self.exec.phase() == Phase::Paused {
-            return None;
-        }
-        let link = self.link.as_ref().filter(|l| l.expects_heartbeats())?;
-        Some((link.last_heard() + limit, limit))
     }
 
     /// Tells the caller of a cancel handed to the agent that it is done.

@@ -121,7 +121,8 @@ impl<M: Machine> Supervisor<M> {
                 None
             }
         };
-        let link = link.and_then(|parts| match AgentLink::new(parts) {
+        let silence = settings.heartbeat_timeout;
+        let link = link.and_then(|parts| match AgentLink::new(parts, silence) {
             Ok(link) => Some(link),
             Err(e) => {
                 tracing::error!(id = %exec.id, error = %e, "cannot serve the agent's connection");
@@ -222,19 +223,12 @@ impl<M: Machine> Supervisor<M> {
                 return self.after_agent_end(machine).await;
             }
             let boot = boot_deadline.filter(|_| !hello);
-            let silence = self.silence_deadline();
             let cancel_by = self.cancelling.as_ref().map(|c| (c.1, ()));
             tokio::select! {
                 event = next_event(&mut self.link) => {
                     if let Some(end) = self.link_event(machine, event).await {
                         return end;
                     }
-                }
-                _ = sleep_until(silence) => {
-                    let limit = silence.map(|s| s.1).unwrap_or_default();
-                    tracing::warn!(?limit, "the agent went silent; stopping the VM");
-                    let exit = machine.stop(self.quick_stop()).await;
-                    return End::Exited { exit, stopped: Some(StopReason::AgentSilent(limit)) };
                 }
                 _ = sleep_until(cancel_by) => {
                     tracing::warn!("the agent did not report the cancelled workload's end; stopping the VM");
@@ -314,12 +308,10 @@ impl<M: Machine> Supervisor<M> {
         }
         match to {
             Phase::Paused => machine.pause().await?,
-            _ => {
-                machine.resume().await?;
-                if let Some(link) = self.link.as_mut() {
-                    link.heard_now();
-                }
-            }
+            _ => machine.resume().await?,
+        }
+        if let Some(link) = self.link.as_mut() {
+            link.set_paused(to == Phase::Paused);
         }
         self.exec
             .transition(to)
@@ -449,6 +441,9 @@ impl<M: Machine> Supervisor<M> {
                 return;
             }
             self.record.phase = to;
+        }
+        if let (Some(GuestState::Paused), Some(link)) = (state, self.link.as_mut()) {
+            link.set_paused(true);
         }
     }
 

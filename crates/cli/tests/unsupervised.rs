@@ -186,3 +186,21 @@ fn corrupt_executions_are_listed_and_removed() {
     assert_eq!(f.run(&["ps"]).expect(0).stdout.lines().count(), 1);
     f.assert_nothing_left();
 }
+
+/// `run -d`, then nobody listens while the guest writes and exits: the
+/// agent holds its output and its exit; `logs -f` later re-attaches, prints
+/// everything once and ends with the execution.
+#[test]
+fn logs_follow_later_gets_what_the_guest_held() {
+    testkit::require_vmm!();
+    let f = Fcexec::new();
+    let job = "out:first%0A,sleep:300,out:second%0A,exit:3";
+    f.run(&["run", "-d", "--id", "held", "--job", job])
+        .expect(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let followed = f.run(&["logs", "-f", "held"]).expect(0);
+    assert_eq!(followed.stdout, "first\nsecond\n", "{followed:?}");
+    let waited = f.run(&["wait", "held"]);
+    assert_eq!(waited.code, Some(3), "{waited:?}");
+    f.run(&["rm", "held"]).expect(0);
+}

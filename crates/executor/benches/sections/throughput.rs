@@ -442,7 +442,7 @@ async fn ticks_once(ctx: &Ctx, transport: Option<Transport>) -> Result<Vec<Insta
             if chunk.stream == LogStream::Stdout {
                 // Lines that came together arrived at the same moment.
                 let lines = chunk.data.iter().filter(|&&b| b == b'\n').count();
-                arrivals.extend(std::iter::repeat_n(now, lines));
+                arrivals.resize(arrivals.len() + lines, now);
                 out.extend(chunk.data);
             }
         }

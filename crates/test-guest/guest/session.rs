@@ -222,7 +222,9 @@ pub fn wait(deadline: u64) {
         return;
     }
     let end_out = s.end.map_or(true, |e| s.end_sent == e.len());
-    let busy = !s.all_sent() || !end_out || !s.out.has_room();
+    // Waiting for the host's answer (attach, done) is short: stay quick.
+    let awaiting = s.link == Link::Hello || (s.end.is_some() && end_out);
+    let busy = !s.all_sent() || !end_out || !s.out.has_room() || awaiting;
     let idle = if busy { BUSY_IDLE_NS } else { IDLE_NS };
     let mut until = deadline.min(now.saturating_add(idle));
     if s.link == Link::Down {

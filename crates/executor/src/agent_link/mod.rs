@@ -402,9 +402,26 @@ impl AgentLink {
         }
     }
 
-    /// Waits for a batch under way, so the report is complete.
+    /// The VM ended: stores what its VMM passed on before it went (a
+    /// batch under way, then what is left in the socket up to its end), so
+    /// the report is complete.
     pub async fn drain(&mut self) {
         let _ = self.settle().await;
+        // Bounded: a dead VMM's socket holds what it was sent, then its end.
+        for _ in 0..256 {
+            let (Some(conn), Some(work)) = (self.conn.as_ref(), self.work.as_mut()) else {
+                return;
+            };
+            work.buf.reserve(READ_BATCH);
+            match conn.try_read_buf(&mut work.buf) {
+                Ok(0) => return self.disconnect("the VM ended"),
+                Ok(_) => {
+                    self.start_batch();
+                    let _ = self.settle().await;
+                }
+                Err(_) => return,
+            }
+        }
     }
 }
 

@@ -181,8 +181,10 @@ fn sleep_takes_at_least_its_time() {
     let out = spawn(&vmm, &VmSpec::agent(&job)).wait(TIMEOUT);
     let d = out.decode();
     assert_eq!(d.kinds(), ["hello", "out", "out", "exit"]);
+    // Arrival times are taken as the host reads the serial file, so the
+    // first frame may be seen a little late: allow that much.
     let slept = d.frames[2].at - d.frames[1].at;
-    assert!(slept >= Duration::from_millis(50), "slept {slept:?}");
+    assert!(slept >= Duration::from_millis(40), "slept {slept:?}");
     assert!(slept < Duration::from_millis(1000), "slept {slept:?}");
 }
 

@@ -111,6 +111,11 @@ fn ps_lists_and_logs_print_after_the_end() {
     );
     let tail = f.run(&["logs", "--tail", "1", "-f", "first"]).expect(0);
     assert_eq!(tail.stdout, "two\n");
+    // The console is its own stream: what the serial port carried (the
+    // test guest's note that it reports over vsock), none of the output.
+    let console = f.run(&["logs", "--console", "first"]).expect(0);
+    assert_eq!(console.stdout, "test-guest: protocol 2\n", "{console:?}");
+    assert!(!console.stdout.contains("one\n"), "{console:?}");
     let missing = f.run(&["logs", "nope"]).expect(1);
     assert!(missing.stderr.starts_with("fcexec: "), "{missing:?}");
     f.assert_nothing_left();

@@ -225,3 +225,44 @@ pub(super) fn check_agent_job(spec: &EngineSpec) -> Result<(), ValidationError> 
     }
     Ok(())
 }
+
+/// `command` (fcexec's guest agent): agent mode only, and the agent comes
+/// in fcexec's own initrd, so no `initrd_path` beside it.
+pub(super) fn check_command(spec: &EngineSpec) -> Result<(), ValidationError> {
+    const FIELD: &str = "engine_spec.params.command";
+    let Some(command) = &spec.command else {
+        return Ok(());
+    };
+    let shown = shorten(&command.argv.join(" "));
+    if spec.mode != Mode::Agent {
+        return Err(ValidationError::InvalidValue {
+            field: FIELD.into(),
+            value: shown,
+            reason: "is given in plain mode, where no agent runs it".into(),
+            fix: "set engine_spec.params.agent to true, or remove command",
+        });
+    }
+    if spec.initrd_path.is_some() {
+        return Err(ValidationError::InvalidValue {
+            field: "engine_spec.params.initrd_path".into(),
+            value: shown,
+            reason: "is given with a command: fcexec boots its guest agent from an initrd of its own".into(),
+            fix: "remove initrd_path (a user's initrd works in plain mode)",
+        });
+    }
+    let text = command
+        .argv
+        .iter()
+        .chain(command.env.iter().flat_map(|(k, v)| [k, v]))
+        .chain(command.working_dir.iter())
+        .chain(command.user.iter());
+    if text.into_iter().any(|t| t.contains('\0')) {
+        return Err(ValidationError::InvalidValue {
+            field: FIELD.into(),
+            value: shown,
+            reason: "holds a NUL byte (in the command, env, working_dir or user)".into(),
+            fix: "remove the NUL byte",
+        });
+    }
+    Ok(())
+}

@@ -74,7 +74,7 @@ pub use self::policy::PathPolicy;
 pub use crate::resources::HostLimits;
 
 use self::checks::{
-    check_agent_job, check_id, check_kernel_args, check_mmds, check_network, check_persist_logs,
+    check_agent_job, check_command, check_id, check_kernel_args, check_mmds, check_network, check_persist_logs,
     check_provision_scripts,
 };
 use self::files::{host_file, FileId, HostFile, Want};
@@ -143,6 +143,9 @@ pub struct ValidatedRequest {
     pub agent_job: Option<String>,
     /// Agent mode: how the agent reports.
     pub transport: crate::spec::Transport,
+    /// Agent mode: the command fcexec's own guest agent runs; with one,
+    /// the VM boots that agent from fcexec's initrd.
+    pub command: Option<crate::spec::Command>,
 }
 
 impl ValidatedRequest {
@@ -339,6 +342,7 @@ fn validate_checked(
     check_provision_scripts(&request.provision_scripts)?;
     check_network(request)?;
     check_agent_job(&spec)?;
+    check_command(&spec)?;
 
     Ok(ValidatedRequest {
         job_id: request.job_id.clone(),
@@ -358,6 +362,7 @@ fn validate_checked(
         timeout: spec.timeout,
         agent_job: spec.agent_job.clone(),
         transport: spec.transport,
+        command: spec.command.clone(),
         spec,
     })
 }

@@ -24,6 +24,10 @@
 //! | `boot_timeout_ms` | integer 1..=600000 | agent mode: the longest wait from the VM's start to the agent's `hello` frame |
 //! | `agent_job` | string | agent mode: the job handed to the agent on the config drive (`job=` line) |
 //! | `agent_transport` | `"vsock"` (default) or `"serial"` | agent mode: the agent reports with guest protocol 2 over vsock, or with protocol 1 over the serial console (for guests without vsock) |
+//! | `command` | array of strings | agent mode: the command fcexec's guest agent runs in the root file system (which makes fcexec attach its agent's initrd) |
+//! | `env` | object of strings, or array of `"NAME=value"` | with `command`: its environment |
+//! | `working_dir` | absolute path | with `command`: its working directory (default `/`) |
+//! | `user` | name, `uid` or `uid:gid` | with `command`: who runs it (default root) |
 //! | `timeout_ms` | integer 1..=2^53 | the longest the whole execution may run; past it the VM is stopped and the execution fails ("timed out after ...") |
 //!
 //! `mmds_message` is a string holding JSON in the reference; a JSON object
@@ -32,8 +36,11 @@
 //! Only types are checked here; files, sizes and the rest are checked by
 //! [`crate::validate()`].
 
+mod command;
+
 use std::time::Duration;
 
+pub use command::Command;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -170,6 +177,9 @@ pub struct EngineSpec {
     pub agent_job: Option<String>,
     /// Agent mode: how the agent reports (extension `agent_transport`).
     pub transport: Transport,
+    /// Agent mode: the command fcexec's own guest agent runs (extensions
+    /// `command`, `env`, `working_dir`, `user`).
+    pub command: Option<Command>,
     /// The longest the execution may run (extension `timeout_ms`).
     pub timeout: Option<Duration>,
 }
@@ -288,6 +298,7 @@ impl EngineSpec {
             boot_timeout,
             agent_job: string_param(p, "agent_job")?,
             transport,
+            command: command::decode(p)?,
             timeout,
         })
     }
@@ -316,6 +327,22 @@ impl EngineSpec {
         }
         if self.transport != Transport::default() {
             spec = spec.with_param("agent_transport", self.transport.as_str());
+        }
+        if let Some(c) = &self.command {
+            spec = spec.with_param("command", c.argv.clone());
+            if !c.env.is_empty() {
+                let env: Map<String, Value> = c
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect();
+                spec = spec.with_param("env", env);
+            }
+            for (key, value) in [("working_dir", &c.working_dir), ("user", &c.user)] {
+                if let Some(value) = value {
+                    spec = spec.with_param(key, value.clone());
+                }
+            }
         }
         if let Some(t) = self.boot_timeout {
             spec = spec.with_param("boot_timeout_ms", t.as_millis() as u64);

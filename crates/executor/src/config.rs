@@ -82,6 +82,11 @@ pub struct ExecutorConfig {
     /// Protocol 2: how long a workload gets to stop after a cancel before
     /// its agent kills it. Default 5 s.
     pub cancel_grace: Duration,
+    /// fcexec's guest agent binary (static, for the guest), booted from an
+    /// initrd for requests that give a `command`; default
+    /// `$FCEXEC_AGENT_BIN`, then `fcexec-agent` beside the running program,
+    /// then on `PATH`.
+    pub agent_binary: Option<PathBuf>,
     /// Test seam: called before each host file is opened during
     /// validation (see [`crate::validate::OpenHook`]); a test blocks in it
     /// to stand in for a file system that does not answer.
@@ -111,6 +116,7 @@ impl Default for ExecutorConfig {
             heartbeat_interval: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),
             cancel_grace: Duration::from_secs(5),
+            agent_binary: None,
             validation_hook: None,
         }
     }

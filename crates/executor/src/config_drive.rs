@@ -13,6 +13,9 @@
 //!
 //! When the agent reports over vsock (guest protocol 2) three more lines
 //! follow the key: `proto=2`, `vsock_port=<port>` and `heartbeat_ms=<ms>`.
+//! For fcexec's own guest agent a `spec=<bytes>` line says that many bytes
+//! of JSON ([`crate::guest_job::GuestJob`]) start at byte 512; the image
+//! then grows by whole pages to hold them.
 //!
 //! The image is [`CONFIG_DRIVE_SIZE`] bytes (one page, a whole number of
 //! 512-byte sectors, which is what Firecracker's block device reads); everything
@@ -159,14 +162,18 @@ pub struct VsockSettings {
 }
 
 /// The most bytes the protocol 2 lines take: `proto=2\n`, then the port
-/// and the heartbeat at their longest.
-const VSOCK_LINES_MAX: usize = 8 + 22 + 24;
+/// and the heartbeat at their longest, then `spec=<bytes>\n`.
+const VSOCK_LINES_MAX: usize = 8 + 22 + 24 + 26;
+
+/// The longest agent job (JSON) the config drive carries.
+pub const MAX_SPEC_LEN: usize = 16 << 20;
 
 /// Renders the config sector: the text, then NUL bytes up to 512 bytes.
 pub fn render_config_sector(
     key: &Key,
     job: Option<&str>,
     vsock: Option<VsockSettings>,
+    spec_len: Option<usize>,
 ) -> Result<[u8; CONFIG_SECTOR_SIZE], ConfigDriveError> {
     let mut text = format!("{CONFIG_MAGIC}key={key}\n");
     if let Some(v) = vsock {
@@ -174,6 +181,9 @@ pub fn render_config_sector(
             "proto=2\nvsock_port={}\nheartbeat_ms={}\n",
             v.port, v.heartbeat_ms
         ));
+    }
+    if let Some(len) = spec_len {
+        text.push_str(&format!("spec={len}\n"));
     }
     if let Some(job) = job {
         if job.bytes().any(|b| b == b'\n' || b == 0) {
@@ -203,14 +213,27 @@ pub const fn max_job_len() -> usize {
     CONFIG_SECTOR_SIZE - CONFIG_MAGIC.len() - 4 - 32 - 1 - VSOCK_LINES_MAX - 4 - 1
 }
 
-/// Writes the config drive image at `path` (created or truncated, mode 0600).
+/// Writes the config drive image at `path` (created or truncated, mode
+/// 0600), with the agent job `spec` (JSON) after the first sector.
 pub fn write_config_drive(
     path: &Path,
     key: &Key,
     job: Option<&str>,
     vsock: Option<VsockSettings>,
+    spec: Option<&[u8]>,
 ) -> Result<(), ConfigDriveError> {
-    let sector = render_config_sector(key, job, vsock)?;
+    if let Some(spec) = spec.filter(|s| s.len() > MAX_SPEC_LEN) {
+        return Err(ConfigDriveError::TooLong {
+            len: spec.len(),
+            max: MAX_SPEC_LEN,
+            room: MAX_SPEC_LEN,
+        });
+    }
+    let sector = render_config_sector(key, job, vsock, spec.map(<[u8]>::len))?;
+    let size = match spec {
+        Some(spec) => (CONFIG_SECTOR_SIZE + spec.len()).div_ceil(4096) as u64 * 4096,
+        None => CONFIG_DRIVE_SIZE,
+    };
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -221,8 +244,11 @@ pub fn write_config_drive(
         // `mode` applies only when the file is new; an old file gets it here.
         file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         file.write_all(&sector)?;
+        if let Some(spec) = spec {
+            file.write_all(spec)?;
+        }
         // No fsync: the VMM reads the image through the same page cache.
-        file.set_len(CONFIG_DRIVE_SIZE)
+        file.set_len(size)
     };
     write().map_err(|source| ConfigDriveError::Write {
         path: path.to_path_buf(),
@@ -259,17 +285,17 @@ mod tests {
 
     #[test]
     fn sector_holds_the_documented_text_then_nuls() {
-        let sector = render_config_sector(&KEY, Some("out:hi,exit:3"), None).unwrap();
+        let sector = render_config_sector(&KEY, Some("out:hi,exit:3"), None, None).unwrap();
         let text = "FCXCFG1\nkey=0123456789abcdef0123456789abcdef\njob=out:hi,exit:3\n";
         assert_eq!(&sector[..text.len()], text.as_bytes());
         assert!(sector[text.len()..].iter().all(|&b| b == 0));
-        let no_job = render_config_sector(&KEY, None, None).unwrap();
+        let no_job = render_config_sector(&KEY, None, None, None).unwrap();
         assert!(no_job.starts_with(b"FCXCFG1\nkey=0123456789abcdef0123456789abcdef\n\0"));
         let vsock = VsockSettings {
             port: 1024,
             heartbeat_ms: 250,
         };
-        let v2 = render_config_sector(&KEY, Some("exit:0"), Some(vsock)).unwrap();
+        let v2 = render_config_sector(&KEY, Some("exit:0"), Some(vsock), None).unwrap();
         let text = "FCXCFG1\nkey=0123456789abcdef0123456789abcdef\nproto=2\nvsock_port=1024\nheartbeat_ms=250\njob=exit:0\n\0";
         assert!(v2.starts_with(text.as_bytes()));
     }
@@ -281,9 +307,16 @@ mod tests {
             port: u32::MAX,
             heartbeat_ms: u32::MAX,
         };
-        let sector = render_config_sector(&KEY, Some(&job), Some(widest)).unwrap();
+        let sector =
+            render_config_sector(&KEY, Some(&job), Some(widest), Some(MAX_SPEC_LEN)).unwrap();
         assert_eq!(sector[CONFIG_SECTOR_SIZE - 1], b'\n');
-        let err = render_config_sector(&KEY, Some(&format!("{job}x")), Some(widest)).unwrap_err();
+        let err = render_config_sector(
+            &KEY,
+            Some(&format!("{job}x")),
+            Some(widest),
+            Some(MAX_SPEC_LEN),
+        )
+        .unwrap_err();
         assert!(
             matches!(err, ConfigDriveError::TooLong { len: 513, .. }),
             "{err}"
@@ -291,9 +324,22 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_spec_follows_the_first_sector_and_the_image_grows_by_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.img");
+        let spec = vec![b'x'; 5000];
+        write_config_drive(&path, &KEY, None, None, Some(&spec)).unwrap();
+        let data = std::fs::read(&path).unwrap();
+        assert_eq!(data.len(), 8192);
+        assert!(data.starts_with(b"FCXCFG1\nkey=0123456789abcdef0123456789abcdef\nspec=5000\n\0"));
+        assert_eq!(&data[512..5512], &spec[..]);
+        assert!(data[5512..].iter().all(|&b| b == 0));
+    }
+
+    #[test]
     fn job_with_newline_or_nul_is_refused() {
         for job in ["a\nkey=00", "a\0b"] {
-            let err = render_config_sector(&KEY, Some(job), None).unwrap_err();
+            let err = render_config_sector(&KEY, Some(job), None, None).unwrap_err();
             assert!(matches!(err, ConfigDriveError::BadJob { .. }), "{err}");
         }
     }
@@ -303,15 +349,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.img");
         std::fs::write(&path, vec![0xffu8; 10_000]).unwrap();
-        write_config_drive(&path, &KEY, Some("exit:0"), None).unwrap();
+        write_config_drive(&path, &KEY, Some("exit:0"), None, None).unwrap();
         let data = std::fs::read(&path).unwrap();
         assert_eq!(data.len() as u64, CONFIG_DRIVE_SIZE);
         assert!(data.starts_with(CONFIG_MAGIC.as_bytes()));
         assert!(data[100..].iter().all(|&b| b == 0));
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let err =
-            write_config_drive(&dir.path().join("no/such/dir"), &KEY, None, None).unwrap_err();
+        let err = write_config_drive(&dir.path().join("no/such/dir"), &KEY, None, None, None)
+            .unwrap_err();
         assert!(err.to_string().contains("no/such/dir"), "{err}");
     }
 }

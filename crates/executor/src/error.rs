@@ -139,6 +139,9 @@ pub enum LaunchError {
     /// The record could not be saved.
     #[error("cannot save the execution's record")]
     Record(#[source] std::io::Error),
+    /// fcexec's guest agent initrd could not be had.
+    #[error(transparent)]
+    Initrd(#[from] crate::initrd::InitrdError),
     /// The launch task failed.
     #[error("the launch task failed: {0}")]
     Task(String),

@@ -25,7 +25,7 @@ use crate::capture::{Capture, Sink};
 use crate::config_drive::Key;
 use crate::error::{ExecutorError, LaunchError};
 use crate::lifecycle::Phase;
-use crate::plan::VmPlan;
+use crate::plan::{PlanSettings, VmPlan};
 use crate::record::{now_ms, ExecutionRecord, OutputCopy, RECORD_VERSION};
 use crate::spec::Mode;
 use crate::state_dir::ExecPaths;
@@ -89,8 +89,15 @@ pub struct Launcher {
     pub slots: Semaphore,
     /// Watches the steps.
     pub hook: Option<Arc<dyn LaunchHook>>,
-    /// How often an agent on vsock is told to send a heartbeat.
-    pub heartbeat: Duration,
+    /// Planning settings (heartbeat, cancel grace); the agent's initrd is
+    /// added per launch.
+    pub plan: PlanSettings,
+    /// fcexec's guest agent binary, when configured (else looked up).
+    pub agent_binary: Option<PathBuf>,
+    /// Where the agent's initrd is cached.
+    pub cache_dir: PathBuf,
+    /// The agent's initrd, once built.
+    pub agent_initrd: tokio::sync::OnceCell<PathBuf>,
 }
 
 /// Launches doing their blocking part at once.
@@ -141,7 +148,14 @@ impl Launcher {
             Mode::Agent => Some(Key::generate().map_err(|e| creation(&id, e.into()))?),
             Mode::Plain => None,
         };
-        let plan = VmPlan::new(valid, paths, key.clone(), self.heartbeat);
+        let settings = match valid.command.is_some() {
+            true => PlanSettings {
+                agent_initrd: Some(self.initrd().await.map_err(|e| creation(&id, e.into()))?),
+                ..self.plan.clone()
+            },
+            false => self.plan.clone(),
+        };
+        let plan = VmPlan::new(valid, paths, key.clone(), &settings);
         let record = new_record(valid, key.as_ref());
         let _slot = self
             .slots
@@ -171,6 +185,28 @@ impl Launcher {
         })
         .await
         .map_err(|e| creation(&valid.execution_id, LaunchError::Task(e.to_string())))?
+    }
+
+    /// fcexec's guest agent initrd, built (once) from the agent binary.
+    async fn initrd(&self) -> Result<PathBuf, crate::initrd::InitrdError> {
+        self.agent_initrd
+            .get_or_try_init(|| async {
+                let (configured, cache) = (self.agent_binary.clone(), self.cache_dir.clone());
+                tokio::task::spawn_blocking(move || {
+                    let agent = crate::initrd::find_agent(configured.as_deref())?;
+                    crate::initrd::ensure(&agent, &cache)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(crate::initrd::InitrdError::Io {
+                        what: "build",
+                        path: PathBuf::from("the agent's initrd"),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                })
+            })
+            .await
+            .cloned()
     }
 
     /// Waits until the VMM says the guest started. A guest that ran and

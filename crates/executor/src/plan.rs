@@ -25,6 +25,23 @@ pub const GUEST_CID: u32 = 3;
 /// The kernel command line used when the request gives none.
 pub const DEFAULT_KERNEL_ARGS: &str = "console=ttyS0 reboot=k panic=1";
 
+/// The kernel command line for fcexec's guest agent when the request gives
+/// none: quiet, since the console is a diagnostic log. The agent needs
+/// `reboot=k` (its reboot makes Firecracker exit on x86) and `panic=1`,
+/// which are added to a command line given without them.
+pub const AGENT_KERNEL_ARGS: &str = "console=ttyS0 reboot=k panic=1 quiet";
+
+/// What planning takes from the executor, beyond the request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanSettings {
+    /// How often an agent on vsock sends a heartbeat.
+    pub heartbeat: std::time::Duration,
+    /// How long fcexec's agent gives a cancelled command.
+    pub cancel_grace: std::time::Duration,
+    /// The initrd of fcexec's guest agent, for requests with a command.
+    pub agent_initrd: Option<PathBuf>,
+}
+
 /// Everything the VMM is configured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmPlan {
@@ -51,22 +68,22 @@ pub struct ConfigDrive {
     pub job: Option<String>,
     /// Protocol 2 settings; `None` for protocol 1 over the serial console.
     pub vsock: Option<VsockSettings>,
+    /// fcexec's guest agent: the job it runs.
+    pub guest_job: Option<crate::guest_job::GuestJob>,
 }
 
 impl VmPlan {
-    /// Plans the VM of `request`, its files under `paths`; an agent that
-    /// reports over vsock is told to send a heartbeat every `heartbeat`.
+    /// Plans the VM of `request`, its files under `paths`, with the
+    /// executor's `settings`.
     pub fn new(
         request: &ValidatedRequest,
         paths: &ExecPaths,
         key: Option<Key>,
-        heartbeat: std::time::Duration,
+        settings: &PlanSettings,
     ) -> VmPlan {
-        let kernel_args = if request.kernel_args.trim().is_empty() {
-            DEFAULT_KERNEL_ARGS.to_string()
-        } else {
-            request.kernel_args.clone()
-        };
+        let own_agent = request.command.is_some();
+        let kernel_args = kernel_args(&request.kernel_args, own_agent);
+        let heartbeat = settings.heartbeat;
         let mut drives: Vec<models::Drive> = request
             .drives
             .iter()
@@ -95,6 +112,7 @@ impl VmPlan {
                     key,
                     job: request.agent_job.clone(),
                     vsock,
+                    guest_job: crate::guest_job::GuestJob::of(request, settings.cancel_grace),
                 })
             }
             _ => None,
@@ -111,7 +129,11 @@ impl VmPlan {
             boot_source: models::BootSource {
                 kernel_image_path: request.kernel_image.display().to_string(),
                 boot_args: Some(kernel_args),
-                initrd_path: request.initrd.as_ref().map(|p| p.display().to_string()),
+                initrd_path: match own_agent {
+                    true => settings.agent_initrd.as_ref(),
+                    false => request.initrd.as_ref(),
+                }
+                .map(|p| p.display().to_string()),
             },
             machine: machine(request.vcpus, request.mem_mib),
             drives,
@@ -148,7 +170,14 @@ impl VmPlan {
         };
         std::fs::write(paths.vm_config(), self.config_json().to_string()).map_err(io)?;
         if let Some(c) = &self.config_drive {
-            write_config_drive(&paths.config_drive(), &c.key, c.job.as_deref(), c.vsock)?;
+            let spec = c.guest_job.as_ref().map(|j| j.to_json());
+            write_config_drive(
+                &paths.config_drive(),
+                &c.key,
+                c.job.as_deref(),
+                c.vsock,
+                spec.as_deref(),
+            )?;
         }
         match &self.mmds {
             Some(mmds) => {
@@ -161,6 +190,27 @@ impl VmPlan {
                 Ok(Some(paths.metadata()))
             }
             None => Ok(None),
+        }
+    }
+}
+
+/// The kernel command line: the request's, or the default; for fcexec's
+/// agent with `reboot=k` and `panic=1` added when missing.
+fn kernel_args(given: &str, own_agent: bool) -> String {
+    let given = given.trim();
+    match (given.is_empty(), own_agent) {
+        (true, false) => DEFAULT_KERNEL_ARGS.to_string(),
+        (true, true) => AGENT_KERNEL_ARGS.to_string(),
+        (false, false) => given.to_string(),
+        (false, true) => {
+            let mut args = given.to_string();
+            for (key, arg) in [("reboot=", "reboot=k"), ("panic=", "panic=1")] {
+                if !given.split_whitespace().any(|a| a.starts_with(key)) {
+                    args.push(' ');
+                    args.push_str(arg);
+                }
+            }
+            args
         }
     }
 }
@@ -233,12 +283,11 @@ mod tests {
             StateDir::open(&dir.path().join("state"), &dir.path().join("state"), "x").unwrap();
         let paths = state.execution("e").unwrap();
         let key = Key::from_bytes([7; 16]);
-        let plan = VmPlan::new(
-            &validated(dir.path(), true),
-            &paths,
-            Some(key),
-            std::time::Duration::from_millis(250),
-        );
+        let settings = PlanSettings {
+            heartbeat: std::time::Duration::from_millis(250),
+            ..PlanSettings::default()
+        };
+        let plan = VmPlan::new(&validated(dir.path(), true), &paths, Some(key), &settings);
         let ids: Vec<&str> = plan.drives.iter().map(|d| d.drive_id.as_str()).collect();
         assert_eq!(ids, ["rootfs", "input0", CONFIG_DRIVE_ID]);
         assert_eq!(plan.drives[2].is_read_only, Some(true));
@@ -266,6 +315,45 @@ mod tests {
     }
 
     #[test]
+    fn the_guest_agent_gets_its_initrd_its_job_and_the_kernel_arguments_it_needs() {
+        assert_eq!(kernel_args("", true), AGENT_KERNEL_ARGS);
+        assert_eq!(
+            kernel_args("console=ttyS0", true),
+            "console=ttyS0 reboot=k panic=1"
+        );
+        assert_eq!(kernel_args("reboot=t panic=5", true), "reboot=t panic=5");
+        assert_eq!(kernel_args("console=ttyS0", false), "console=ttyS0");
+        let dir = tempfile::tempdir().unwrap();
+        let state =
+            StateDir::open(&dir.path().join("state"), &dir.path().join("state"), "x").unwrap();
+        let paths = state.execution("e").unwrap();
+        let mut request = validated(dir.path(), true);
+        request.command = Some(crate::spec::Command {
+            argv: vec!["/bin/true".into()],
+            ..Default::default()
+        });
+        request
+            .provision_scripts
+            .insert("01".into(), b"echo hi".to_vec());
+        let settings = PlanSettings {
+            agent_initrd: Some("/cache/agent.cpio".into()),
+            cancel_grace: std::time::Duration::from_secs(3),
+            ..PlanSettings::default()
+        };
+        let plan = VmPlan::new(&request, &paths, Some(Key::from_bytes([1; 16])), &settings);
+        assert_eq!(
+            plan.boot_source.initrd_path.as_deref(),
+            Some("/cache/agent.cpio")
+        );
+        let job = plan.config_drive.unwrap().guest_job.unwrap();
+        assert_eq!(job.command, ["/bin/true"]);
+        assert_eq!(job.cancel_grace_ms, 3000);
+        assert_eq!(job.provision_scripts[0].script_b64, "ZWNobyBoaQ==");
+        assert_eq!(job.volumes.len(), 1);
+        assert_eq!((job.volumes[0].drive, job.volumes[0].read_only), (1, true));
+    }
+
+    #[test]
     fn plain_mode_has_no_config_drive() {
         let dir = tempfile::tempdir().unwrap();
         let state =
@@ -275,7 +363,7 @@ mod tests {
             &validated(dir.path(), false),
             &paths,
             None,
-            std::time::Duration::ZERO,
+            &PlanSettings::default(),
         );
         assert_eq!(plan.drives.len(), 2);
         assert!(plan.config_drive.is_none());

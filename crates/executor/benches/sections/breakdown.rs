@@ -136,7 +136,7 @@ async fn measure(
             }
         }
         let (key, began, cpu) = (Key::from_bytes([7; 16]), Instant::now(), procfs::cpu_self());
-        fcexec::config_drive::write_config_drive(&scratch, &key, None, None)
+        fcexec::config_drive::write_config_drive(&scratch, &key, None, None, None)
             .map_err(|e| e.to_string())?;
         drive_writes.push((began.elapsed(), procfs::cpu_self().since(cpu).total()));
     }

@@ -76,14 +76,13 @@ impl RawVmm {
         let paths = state.execution("template").map_err(|e| e.to_string())?;
         paths.create().map_err(|e| e.to_string())?;
         let key = Key::generate().map_err(|e| e.to_string())?;
-        VmPlan::new(
-            &valid,
-            &paths,
-            Some(key.clone()),
-            std::time::Duration::from_secs(1),
-        )
-        .write(&paths)
-        .map_err(|e| e.to_string())?;
+        let settings = fcexec::plan::PlanSettings {
+            heartbeat: std::time::Duration::from_secs(1),
+            ..Default::default()
+        };
+        VmPlan::new(&valid, &paths, Some(key.clone()), &settings)
+            .write(&paths)
+            .map_err(|e| e.to_string())?;
         let runs = state.path().join("runs");
         std::fs::create_dir_all(&runs).map_err(|e| e.to_string())?;
         Ok(RawVmm {

@@ -32,6 +32,7 @@ use crate::execution_task::TaskContext;
 use crate::launch::{Launcher, LAUNCH_SLOTS};
 use crate::lifecycle::Phase;
 use crate::logs::{LogOptions, Logs};
+use crate::plan::PlanSettings;
 use crate::registry::{Budget, Registry};
 use crate::request::ExecutionRequest;
 use crate::resources::HostLimits;
@@ -92,7 +93,15 @@ impl Executor {
                 max_output: config.max_output,
                 slots: tokio::sync::Semaphore::new(LAUNCH_SLOTS),
                 hook: config.launch_hook.clone(),
-                heartbeat: config.heartbeat_interval,
+                plan: PlanSettings {
+                    heartbeat: config.heartbeat_interval,
+                    cancel_grace: config.cancel_grace,
+                    agent_initrd: None,
+                },
+                agent_binary: config.agent_binary.clone(),
+                // Executor ids never start with a dot, so this is no executor's.
+                cache_dir: data_root.join(".cache"),
+                agent_initrd: tokio::sync::OnceCell::new(),
             }),
             registry: registry.clone(),
             settings: Settings {

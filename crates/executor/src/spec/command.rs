@@ -28,7 +28,10 @@ pub struct Command {
 pub(super) fn decode(p: &Map<String, Value>) -> Result<Option<Command>, SpecError> {
     let others = ["env", "working_dir", "user"];
     let Some(value) = lookup(p, "command").filter(|v| !v.is_null()) else {
-        if others.iter().any(|n| lookup(p, n).is_some_and(|v| !v.is_null())) {
+        if others
+            .iter()
+            .any(|n| lookup(p, n).is_some_and(|v| !v.is_null()))
+        {
             return Err(SpecError::MissingParam {
                 field: path("command"),
                 fix: "env, working_dir and user go with a command: give one, such as \
@@ -43,7 +46,13 @@ pub(super) fn decode(p: &Map<String, Value>) -> Result<Option<Command>, SpecErro
             .map(|v| v.as_str().map(str::to_string))
             .collect::<Option<Vec<_>>>()
             .filter(|argv| !argv[0].is_empty())
-            .ok_or_else(|| wrong_type("command", value, "an array of strings whose first is the program"))?,
+            .ok_or_else(|| {
+                wrong_type(
+                    "command",
+                    value,
+                    "an array of strings whose first is the program",
+                )
+            })?,
         _ => {
             return Err(wrong_type(
                 "command",
@@ -58,20 +67,49 @@ pub(super) fn decode(p: &Map<String, Value>) -> Result<Option<Command>, SpecErro
             .iter()
             .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| wrong_type("env", &Value::Object(map.clone()), "an object of strings"))?,
+            .ok_or_else(|| {
+                wrong_type("env", &Value::Object(map.clone()), "an object of strings")
+            })?,
         Some(v @ Value::Array(items)) => items
             .iter()
-            .map(|i| i.as_str()?.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .map(|i| {
+                i.as_str()?
+                    .split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| wrong_type("env", v, "an object of strings, or an array of \"NAME=value\" strings"))?,
-        Some(v) => return Err(wrong_type("env", v, "an object of strings, or an array of \"NAME=value\" strings")),
+            .ok_or_else(|| {
+                wrong_type(
+                    "env",
+                    v,
+                    "an object of strings, or an array of \"NAME=value\" strings",
+                )
+            })?,
+        Some(v) => {
+            return Err(wrong_type(
+                "env",
+                v,
+                "an object of strings, or an array of \"NAME=value\" strings",
+            ))
+        }
     };
-    if let Some((name, _)) = env.iter().find(|(k, _)| k.is_empty() || k.contains(['=', '\0'])) {
-        return Err(wrong_type("env", &Value::String(name.clone()), "names without '=' or NUL"));
+    if let Some((name, _)) = env
+        .iter()
+        .find(|(k, _)| k.is_empty() || k.contains(['=', '\0']))
+    {
+        return Err(wrong_type(
+            "env",
+            &Value::String(name.clone()),
+            "names without '=' or NUL",
+        ));
     }
     let working_dir = string_param(p, "working_dir")?;
     if let Some(dir) = working_dir.as_deref().filter(|d| !d.starts_with('/')) {
-        return Err(wrong_type("working_dir", &Value::String(dir.to_string()), "an absolute path"));
+        return Err(wrong_type(
+            "working_dir",
+            &Value::String(dir.to_string()),
+            "an absolute path",
+        ));
     }
     Ok(Some(Command {
         argv,

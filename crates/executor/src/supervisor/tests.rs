@@ -182,7 +182,10 @@ fn rig(options: Options) -> Rig {
             max_output: options.max_output,
             slots: tokio::sync::Semaphore::new(1),
             hook: None,
-            heartbeat: Duration::ZERO,
+            plan: Default::default(),
+            agent_binary: None,
+            cache_dir: "/nonexistent".into(),
+            agent_initrd: Default::default(),
         }),
         registry,
         settings: Settings {

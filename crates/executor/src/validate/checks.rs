@@ -246,7 +246,9 @@ pub(super) fn check_command(spec: &EngineSpec) -> Result<(), ValidationError> {
         return Err(ValidationError::InvalidValue {
             field: "engine_spec.params.initrd_path".into(),
             value: shown,
-            reason: "is given with a command: fcexec boots its guest agent from an initrd of its own".into(),
+            reason:
+                "is given with a command: fcexec boots its guest agent from an initrd of its own"
+                    .into(),
             fix: "remove initrd_path (a user's initrd works in plain mode)",
         });
     }

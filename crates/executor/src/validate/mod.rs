@@ -74,8 +74,8 @@ pub use self::policy::PathPolicy;
 pub use crate::resources::HostLimits;
 
 use self::checks::{
-    check_agent_job, check_command, check_id, check_kernel_args, check_mmds, check_network, check_persist_logs,
-    check_provision_scripts,
+    check_agent_job, check_command, check_id, check_kernel_args, check_mmds, check_network,
+    check_persist_logs, check_provision_scripts,
 };
 use self::files::{host_file, FileId, HostFile, Want};
 use self::limit::Progress;

@@ -71,8 +71,19 @@ pub enum Command {
     Rm(RmArgs),
     /// Stop and remove every execution of this executor.
     Cleanup,
-    /// Check this host: firecracker, jailer, /dev/kvm, the state directory.
-    Doctor,
+    /// Check this host: firecracker, jailer, /dev/kvm, the state directory
+    /// (and with --kernel, a guest kernel for what fcexec's agent needs).
+    Doctor(DoctorArgs),
+}
+
+/// `fcexec doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Also look into this guest kernel (an uncompressed ELF vmlinux) for
+    /// what fcexec's guest agent needs: virtio-mmio, virtio-blk, ext4,
+    /// vsock, devtmpfs, initramfs.
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<std::path::PathBuf>,
 }
 
 impl Command {

@@ -18,6 +18,10 @@
 //!    every host directory (the CLI's always does; a node embedding fcexec
 //!    should restrict it, see the README's "Restricting request paths").
 //!
+//! With `--kernel PATH`, the kernel is looked into too ([`crate::kernel`]):
+//! it must be an x86_64 ELF Linux kernel; what it shows of the features
+//! fcexec's guest agent needs is reported, a feature not seen as a warning.
+//!
 //! Nothing is changed on the host. Exits 1 when any check fails.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -26,7 +30,7 @@ use std::path::{Path, PathBuf};
 use firecracker_api::version::{self, FIRST_UNSUPPORTED, MIN_SUPPORTED};
 use nix::unistd::{access, geteuid, AccessFlags};
 
-use crate::args::Global;
+use crate::args::{DoctorArgs, Global};
 use crate::context::Context;
 use crate::exit::Exit;
 
@@ -79,16 +83,26 @@ impl std::fmt::Display for Check {
 }
 
 /// Runs `fcexec doctor`.
-pub async fn run(global: &Global) -> anyhow::Result<Exit> {
-    let checks = [
+pub async fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<Exit> {
+    let mut checks = vec![
         binary("firecracker", "FIRECRACKER_BIN").await,
         binary("jailer", "JAILER_BIN").await,
         kvm(Path::new("/dev/kvm")),
         state_dir(global),
         data_dir(global),
     ];
-    for check in &checks {
+    if let Some(kernel) = &args.kernel {
+        checks.extend(crate::kernel::check(kernel).into_iter().map(|c| match c {
+            crate::kernel::Finding::Ok(what) => Check::Ok(what),
+            crate::kernel::Finding::Fail { problem, fix } => Check::Fail { problem, fix },
+            crate::kernel::Finding::Warn { problem, fix } => Check::Warn { problem, fix },
+        }));
+    }
+    for check in checks.iter().filter(|c| !matches!(c, Check::Warn { .. })) {
         println!("{check}");
+    }
+    for check in checks.iter().filter(|c| matches!(c, Check::Warn { .. })) {
+        eprintln!("{check}");
     }
     let config = match Context::new(global) {
         Ok(ctx) => ctx.config(),

@@ -18,6 +18,7 @@ mod demo;
 mod doctor;
 mod exit;
 mod fault;
+mod kernel;
 mod output;
 mod stream;
 

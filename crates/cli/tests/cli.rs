@@ -270,6 +270,16 @@ fn doctor_passes_here() {
     assert!(lines[4].starts_with("ok   data directory"), "{doctor:?}");
     assert!(lines.iter().all(|l| l.starts_with("ok   ")), "{doctor:?}");
     assert!(lines[0].starts_with("ok   firecracker v1.16"), "{doctor:?}");
+    // The test guest is an ELF kernel, but no Linux one.
+    let kernel = test_guest::write_kernel(f.dir.path()).unwrap();
+    let doctor = f
+        .run(&["doctor", "--kernel", kernel.to_str().unwrap()])
+        .expect(1);
+    let last = doctor.stdout.lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.starts_with("FAIL kernel") && last.contains("not a Linux kernel"),
+        "{doctor:?}"
+    );
 }
 
 #[test]

@@ -16,9 +16,9 @@ use crate::exit::Exit;
 
 /// Runs the command of `cli`.
 pub async fn execute(cli: Cli) -> anyhow::Result<Exit> {
-    if let Command::Doctor = cli.command {
+    if let Command::Doctor(args) = &cli.command {
         // Doctor reports a missing state directory rather than failing on it.
-        return crate::doctor::run(&cli.global).await;
+        return crate::doctor::run(&cli.global, args).await;
     }
     let ctx = Context::new(&cli.global)?;
     match cli.command {
@@ -29,6 +29,6 @@ pub async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Cancel(args) => manage::cancel(&ctx, args).await,
         Command::Rm(args) => manage::rm(&ctx, args).await,
         Command::Cleanup => manage::cleanup(&ctx).await,
-        Command::Doctor => crate::doctor::run(&cli.global).await,
+        Command::Doctor(args) => crate::doctor::run(&cli.global, &args).await,
     }
 }

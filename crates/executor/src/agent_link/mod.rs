@@ -298,10 +298,7 @@ impl AgentLink {
             }
             work.session.disconnected();
         }
-        tracing::info!(
-            why,
-            "the agent's connection ended; waiting for it to reconnect"
-        );
+        tracing::info!(why, "the agent's connection ended");
     }
 
     /// Decodes and stores what was read, on the blocking pool.

@@ -80,6 +80,16 @@ async fn a_command_boots_with_the_agent_initrd_and_its_job_on_the_config_drive()
     );
     assert_eq!(spec["provision_scripts"][0]["name"], "01-setup");
     assert_eq!(spec["cancel_grace_ms"], 5000);
+    // The agent reads what the executor wrote: both ends agree on the format.
+    let parsed = fcexec_guest_agent::config::AgentConfig::parse(&drive).unwrap();
+    assert_eq!(parsed.header.proto, 2);
+    assert_eq!(parsed.spec.command, ["/bin/sh", "-c", "echo hi"]);
+    assert_eq!(
+        parsed.spec.env,
+        [("GREETING".to_string(), "hello".to_string())]
+    );
+    assert_eq!(parsed.spec.user.as_deref(), Some("1000:1000"));
+    assert_eq!(parsed.spec.provision_scripts.len(), 1);
 
     ex.cancel("cmd").await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(10), ex.wait("cmd"))

@@ -162,8 +162,9 @@ pub struct VsockSettings {
 }
 
 /// The most bytes the protocol 2 lines take: `proto=2\n`, then the port
-/// and the heartbeat at their longest, then `spec=<bytes>\n`.
-const VSOCK_LINES_MAX: usize = 8 + 22 + 24 + 26;
+/// and the heartbeat at their longest, then `spec=<bytes>\n` (at most
+/// [`MAX_SPEC_LEN`], 8 digits).
+const VSOCK_LINES_MAX: usize = 8 + 22 + 24 + 14;
 
 /// The longest agent job (JSON) the config drive carries.
 pub const MAX_SPEC_LEN: usize = 16 << 20;

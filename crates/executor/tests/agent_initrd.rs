@@ -15,8 +15,8 @@ use test_guest::Job;
 #[tokio::test]
 async fn a_command_boots_with_the_agent_initrd_and_its_job_on_the_config_drive() {
     let h = Harness::new(testkit::require_vmm!());
-    let agent = h.path("fcexec-agent");
-    std::fs::write(&agent, b"stand-in agent: the test guest never runs it").unwrap();
+    // The real static agent (the test guest ignores the initrd it is in).
+    let agent = testkit::linux_guest::agent_binary().unwrap();
     let config = fcexec::ExecutorConfig {
         agent_binary: Some(agent.clone()),
         ..h.config()

@@ -111,6 +111,7 @@ pub struct RunArgs {
         conflicts_with_all = [
             "kernel", "rootfs", "initrd", "kernel_args", "cpus", "memory",
             "inputs", "outputs", "results_dir", "agent", "job",
+            "env", "workdir", "user", "command",
         ]
     )]
     pub request: Option<PathBuf>,
@@ -155,6 +156,25 @@ pub struct RunArgs {
     /// guest e.g. "out:hi%0A,exit:3" [default: print a greeting].
     #[arg(long, value_name = "JOB")]
     pub job: Option<String>,
+    /// With a command: an environment variable for it, NAME=VALUE. Repeatable.
+    #[arg(long, value_name = "NAME=VALUE", requires = "command")]
+    pub env: Vec<String>,
+    /// With a command: its working directory in the root file system.
+    #[arg(long, value_name = "DIR", requires = "command")]
+    pub workdir: Option<String>,
+    /// With a command: who runs it (a name from the rootfs, uid or uid:gid).
+    #[arg(long, value_name = "USER", requires = "command")]
+    pub user: Option<String>,
+    /// The command fcexec's guest agent runs in the root file system (after
+    /// `--`; implies --agent, needs --kernel and --rootfs and the agent
+    /// installed; see the README's "Linux guests").
+    #[arg(
+        last = true,
+        value_name = "COMMAND",
+        requires = "kernel",
+        conflicts_with = "job"
+    )]
+    pub command: Vec<String>,
     /// Print the result as JSON at the end instead of streaming the output.
     #[arg(long, conflicts_with = "detach")]
     pub json: bool,

@@ -343,3 +343,36 @@ fn records_and_output_live_in_the_data_directory_sockets_in_the_state_directory(
     assert!(!exec_data.exists() && !exec_run.exists());
     f.assert_nothing_left();
 }
+
+/// `fcexec run --kernel K --rootfs R -- COMMAND`: agent mode with fcexec's
+/// guest agent. The test guest stands in for Linux: it ignores the agent's
+/// initrd and runs its own job, so this checks the plumbing from the
+/// command line to a booted VM.
+#[test]
+fn run_with_a_command_boots_with_the_guest_agent() {
+    testkit::require_vmm!();
+    let f = Fcexec::new();
+    let kernel = test_guest::write_kernel(f.dir.path()).unwrap();
+    let rootfs = f.dir.path().join("rootfs.img");
+    std::fs::write(&rootfs, vec![0u8; 64 * 1024]).unwrap();
+    let agent = testkit::linux_guest::agent_binary().unwrap();
+    let mut cmd = f.command(&[
+        "run",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--rootfs",
+        rootfs.to_str().unwrap(),
+        "--kernel-args",
+        "console=ttyS0 fcx.job=out:from%20the%20guest%0A,exit:4",
+        "--env",
+        "A=1",
+        "--",
+        "/bin/sh",
+        "-c",
+        "exit 4",
+    ]);
+    cmd.env("FCEXEC_AGENT_BIN", &agent);
+    let run = f.run_command(cmd).expect(4);
+    assert_eq!(run.stdout, "from the guest\n", "{run:?}");
+    f.assert_nothing_left();
+}

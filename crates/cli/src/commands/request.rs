@@ -8,6 +8,9 @@
 //!   running `--job` or the greeting job.
 //! - `--job` implies agent mode (the job is handed to the guest agent as the
 //!   `agent_job` engine param).
+//! - A command after `--` implies agent mode with fcexec's guest agent: the
+//!   `command` engine param, with `--env` (`env`, as `NAME=value` strings),
+//!   `--workdir` (`working_dir`) and `--user` (`user`).
 //! - `--cpus N` is `resources.cpu.cores`; `--memory MIB` is `resources.ram.size`
 //!   in bytes (MiB × 1048576).
 //! - `--input PATH` and `--output PATH` become volumes with targets
@@ -47,7 +50,7 @@ pub fn build(
 ) -> anyhow::Result<ExecutionRequest> {
     let mut spec = SpecConfig::new("firecracker");
     let job_id;
-    let mut agent = args.agent || args.job.is_some();
+    let mut agent = args.agent || args.job.is_some() || !args.command.is_empty();
     let mut job = args.job.clone();
     match (images, &args.kernel, &args.rootfs) {
         (_, Some(kernel), Some(rootfs)) => {
@@ -77,6 +80,18 @@ pub fn build(
     }
     if let Some(job) = job {
         spec = spec.with_param("agent_job", job);
+    }
+    if !args.command.is_empty() {
+        spec = spec.with_param("command", args.command.clone());
+        if !args.env.is_empty() {
+            spec = spec.with_param("env", args.env.clone());
+        }
+        if let Some(dir) = &args.workdir {
+            spec = spec.with_param("working_dir", dir.clone());
+        }
+        if let Some(user) = &args.user {
+            spec = spec.with_param("user", user.clone());
+        }
     }
     let results_dir = match &args.results_dir {
         Some(dir) => path_param("--results-dir", dir)?,
@@ -348,6 +363,35 @@ mod tests {
         let params = &v["engine_spec"]["params"];
         assert_eq!(params["kernel_args"], "console=ttyS0");
         assert!(params.get("agent").is_none());
+    }
+
+    #[test]
+    fn a_command_after_double_dash_is_for_the_guest_agent() {
+        let args = run_args(&[
+            "--kernel",
+            "/k/vmlinux",
+            "--rootfs",
+            "/k/root.ext4",
+            "--env",
+            "A=1",
+            "--workdir",
+            "/srv",
+            "--user",
+            "1000",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo hi",
+        ]);
+        let r = build(&args, "x", None).unwrap();
+        let params = &r.engine_spec.unwrap().params;
+        assert_eq!(params["agent"], true);
+        assert_eq!(params["command"], json!(["/bin/sh", "-c", "echo hi"]));
+        assert_eq!(params["env"], json!(["A=1"]));
+        assert_eq!(
+            (params["working_dir"].as_str(), params["user"].as_str()),
+            (Some("/srv"), Some("1000"))
+        );
     }
 
     #[test]

@@ -74,6 +74,28 @@ pub enum Command {
     /// Check this host: firecracker, jailer, /dev/kvm, the state directory
     /// (and with --kernel, a guest kernel for what fcexec's agent needs).
     Doctor(DoctorArgs),
+    /// Root file systems from container images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+/// `fcexec image`.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an ext4 root file system from an OCI image layout directory, a
+    /// `docker save` archive or a directory (as root: it keeps owners).
+    Build(ImageBuildArgs),
+}
+
+/// `fcexec image build`.
+#[derive(Debug, Args)]
+pub struct ImageBuildArgs {
+    /// The image: an OCI image layout directory, a `docker save` archive, or
+    /// a directory.
+    pub source: std::path::PathBuf,
+    /// The ext4 image to write (replaced when it exists).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: std::path::PathBuf,
 }
 
 /// `fcexec doctor`.

@@ -3,6 +3,7 @@
 //! Each command returns the [`Exit`] it ends with, or an error; `main` turns
 //! both into the exit code.
 
+mod image;
 mod logs;
 mod manage;
 mod ps;
@@ -16,6 +17,10 @@ use crate::exit::Exit;
 
 /// Runs the command of `cli`.
 pub async fn execute(cli: Cli) -> anyhow::Result<Exit> {
+    if let Command::Image(command) = &cli.command {
+        // Building an image needs no executor.
+        return image::run(command).await;
+    }
     if let Command::Doctor(args) = &cli.command {
         // Doctor reports a missing state directory rather than failing on it.
         return crate::doctor::run(&cli.global, args).await;
@@ -30,5 +35,6 @@ pub async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rm(args) => manage::rm(&ctx, args).await,
         Command::Cleanup => manage::cleanup(&ctx).await,
         Command::Doctor(args) => crate::doctor::run(&cli.global, &args).await,
+        Command::Image(command) => image::run(&command).await,
     }
 }

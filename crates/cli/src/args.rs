@@ -85,6 +85,14 @@ pub enum ImageCommand {
     /// Build an ext4 root file system from an OCI image layout directory, a
     /// `docker save` archive or a directory (as root: it keeps owners).
     Build(ImageBuildArgs),
+    /// List the images the executor has cached (`<data dir>/.cache/images`):
+    /// key, size, last use and source.
+    Ls,
+    /// Remove a cached image, by key (or the start of one) or source.
+    Rm {
+        /// The image's key, the start of its key, or its source as listed.
+        key: String,
+    },
 }
 
 /// `fcexec image build`.

@@ -44,3 +44,44 @@ fn a_missing_source_is_named() {
     assert!(run.stderr.contains("/no/such/image"), "{run:?}");
     assert!(!std::path::Path::new("/tmp/never.ext4").exists());
 }
+
+#[test]
+fn cached_images_are_listed_and_removed() {
+    let f = Fcexec::new();
+    let empty = f.run(&["image", "ls"]).expect(0);
+    assert_eq!(empty.stdout.lines().count(), 1, "{empty:?}");
+    assert!(!f.state().exists(), "listing creates nothing");
+    let cache = f.state().join(".cache/images");
+    std::fs::create_dir_all(&cache).unwrap();
+    let key = "ab".repeat(32);
+    std::fs::write(cache.join(format!("{key}.ext4")), vec![0u8; 3 << 20]).unwrap();
+    let entry = serde_json::json!({
+        "key": key, "source": "/images/alpine-oci", "size": 3u64 << 20,
+        "config": {"cmd": ["sh"]}, "built_ms": 1u64, "last_used_ms": 2u64,
+    });
+    std::fs::write(
+        cache.join(format!("{key}.json")),
+        serde_json::to_vec(&entry).unwrap(),
+    )
+    .unwrap();
+    let ls = f.run(&["image", "ls"]).expect(0);
+    let lines: Vec<&str> = ls.stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{ls:?}");
+    assert!(
+        lines[0].starts_with("KEY") && lines[0].contains("LAST USED"),
+        "{ls:?}"
+    );
+    assert!(lines[1].starts_with(&key[..12]), "{ls:?}");
+    assert!(
+        lines[1].contains("3 MiB") && lines[1].ends_with("/images/alpine-oci"),
+        "{ls:?}"
+    );
+
+    let missing = f.run(&["image", "rm", "ffff"]).expect(1);
+    assert!(missing.stderr.contains("no cached image"), "{missing:?}");
+    let rm = f.run(&["image", "rm", &key[..6]]).expect(0);
+    assert_eq!(rm.stdout.trim(), key);
+    assert!(!cache.join(format!("{key}.ext4")).exists());
+    let ls = f.run(&["image", "ls"]).expect(0);
+    assert_eq!(ls.stdout.lines().count(), 1, "{ls:?}");
+}

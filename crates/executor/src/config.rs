@@ -87,6 +87,11 @@ pub struct ExecutorConfig {
     /// `$FCEXEC_AGENT_BIN`, then `fcexec-agent` beside the running program,
     /// then on `PATH`.
     pub agent_binary: Option<PathBuf>,
+    /// The most bytes of built images the image cache
+    /// (`<data root>/.cache/images`, for requests that give an `image`)
+    /// keeps: past it the least recently used images are evicted, never
+    /// one an execution is copying. Default 10 GiB; `None`: no limit.
+    pub image_cache_limit: Option<u64>,
     /// Test seam: called before each host file is opened during
     /// validation (see [`crate::validate::OpenHook`]); a test blocks in it
     /// to stand in for a file system that does not answer.
@@ -117,6 +122,7 @@ impl Default for ExecutorConfig {
             heartbeat_timeout: Duration::from_secs(5),
             cancel_grace: Duration::from_secs(5),
             agent_binary: None,
+            image_cache_limit: Some(10 << 30),
             validation_hook: None,
         }
     }

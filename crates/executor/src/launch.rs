@@ -94,8 +94,11 @@ pub struct Launcher {
     pub plan: PlanSettings,
     /// fcexec's guest agent binary, when configured (else looked up).
     pub agent_binary: Option<PathBuf>,
-    /// Where the agent's initrd is cached.
+    /// Where the agent's initrd is cached; images are cached in its
+    /// `images` subdirectory.
     pub cache_dir: PathBuf,
+    /// The image cache's size limit.
+    pub image_cache_limit: Option<u64>,
     /// The agent's initrd, once built.
     pub agent_initrd: tokio::sync::OnceCell<PathBuf>,
 }
@@ -144,6 +147,29 @@ impl Launcher {
         paths: &ExecPaths,
     ) -> Result<Spawned, ExecutorError> {
         let id = valid.execution_id.clone();
+        // An `image`: built or found in the cache, and copied for this
+        // execution once its directory exists.
+        let (image_valid, rootfs) = match &valid.image {
+            Some(source) => {
+                let (dir, limit) = (
+                    crate::image_root::cache_dir(&self.cache_dir),
+                    self.image_cache_limit,
+                );
+                let source = source.clone();
+                let cached = tokio::task::spawn_blocking(move || {
+                    crate::image_root::resolve(&dir, limit, &source)
+                })
+                .await
+                .map_err(|e| creation(&id, LaunchError::Task(e.to_string())))?
+                .map_err(ExecutorError::Invalid)?;
+                let copy = paths.dir().join(crate::image_root::ROOTFS_COPY);
+                let applied = crate::image_root::apply(valid, &copy, &cached.config)
+                    .map_err(ExecutorError::Invalid)?;
+                (Some(applied), Some((cached, copy)))
+            }
+            None => (None, None),
+        };
+        let valid = image_valid.as_ref().unwrap_or(valid);
         let key = match valid.mode {
             Mode::Agent => Some(Key::generate().map_err(|e| creation(&id, e.into()))?),
             Mode::Plain => None,
@@ -181,6 +207,7 @@ impl Launcher {
                 record,
                 key,
                 max_output,
+                rootfs,
             )
         })
         .await
@@ -285,6 +312,7 @@ fn spawn_blocking_part(
     mut record: ExecutionRecord,
     key: Option<Key>,
     max_output: u64,
+    rootfs: Option<(fcexec_images::CachedImage, PathBuf)>,
 ) -> Result<Spawned, ExecutorError> {
     let id = steps.id;
     let created = steps
@@ -299,6 +327,14 @@ fn spawn_blocking_part(
         })
         .map(|()| CreatedDir::new(paths.clone()))?;
     let fail = |e: LaunchError| creation(id, e);
+    if let Some((cached, copy)) = rootfs {
+        // The cached image stays in use (not evicted) until copied.
+        steps
+            .run(LaunchStep::CreateDir, || {
+                crate::image_root::copy(&cached.path, &copy).map_err(LaunchError::CreateDir)
+            })
+            .map_err(fail)?;
+    }
     let metadata = steps
         .run(LaunchStep::WriteFiles, || {
             plan.write(paths).map_err(LaunchError::Files)

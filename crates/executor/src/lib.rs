@@ -48,6 +48,7 @@ mod execution_task;
 pub mod executor;
 pub mod guest_job;
 pub mod guest_protocol;
+mod image_root;
 pub mod initrd;
 pub mod inspect;
 pub mod launch;

@@ -285,7 +285,7 @@ impl ResultsDir {
 /// Copies `from` into the empty file `to`, keeping holes: only `from`'s data
 /// segments are copied, then `to` gets `from`'s length. Works for block
 /// devices too (their whole size is one data segment).
-fn copy_sparse(from: &File, to: &File) -> io::Result<()> {
+pub(crate) fn copy_sparse(from: &File, to: &File) -> io::Result<()> {
     let len = lseek(from.as_raw_fd(), 0, Whence::SeekEnd)?;
     let mut buf = Vec::new();
     let mut pos = 0;

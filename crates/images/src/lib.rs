@@ -24,22 +24,27 @@
 //! renames it at the end; the staging directory (also next to the output)
 //! is always removed, so a failed build leaves nothing behind.
 //!
-//! Registry pulls, a cache and the CLI are not here yet (issue 12).
+//! [`cache`] keeps built images under a directory, keyed by the source's
+//! content digest, with a size limit and least-recently-used eviction.
 
 #![warn(missing_docs)]
 
+pub mod cache;
 mod config;
 pub mod ext4;
 pub mod layers;
+pub mod registry;
 pub mod sources;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use cache::{Cache, CacheEntry, CacheError, CachedImage};
 pub use config::{ImageConfig, IMAGE_CONFIG_PATH};
 pub use ext4::{Ext4Error, Headroom};
 pub use layers::{LayerError, Limits};
+pub use registry::{PullOptions, Pulled, Reference, RegistryError};
 pub use sources::{Source, SourceError};
 
 /// What a build reports as it goes.
@@ -225,6 +230,10 @@ pub fn build(source: &Source, output: &Path, options: &BuildOptions) -> Result<B
         }
         Source::DockerArchive(file) => {
             let r = sources::resolve_docker(file)?;
+            (r.config, r.layers)
+        }
+        Source::Registry(reference) => {
+            let r = sources::resolve_registry(reference, output)?;
             (r.config, r.layers)
         }
     };

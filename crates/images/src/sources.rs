@@ -13,11 +13,13 @@
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{ConfigFile, ImageConfig};
+use crate::registry::{PullOptions, Reference, RegistryError};
 
 /// The only architecture fcexec's guests run.
 pub const ARCHITECTURE: &str = "amd64";
@@ -34,6 +36,9 @@ pub enum Source {
     OciLayout(PathBuf),
     /// A `docker save` archive (an uncompressed tar file).
     DockerArchive(PathBuf),
+    /// An image in a registry, pulled (see [`crate::registry`]) into a
+    /// temporary OCI layout beside the output, removed after the build.
+    Registry(Reference),
 }
 
 impl Source {
@@ -105,6 +110,9 @@ pub enum SourceError {
         /// Its media type.
         media_type: String,
     },
+    /// Pulling from a registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SourceError {
@@ -125,6 +133,36 @@ pub(crate) struct LayerBlob {
     pub len: u64,
     /// `sha256:<hex>` of its uncompressed tar, when the config lists it.
     pub diff_id: Option<String>,
+    /// The download directory the file is in, kept while the layer is.
+    pub keep: Option<Arc<PullDir>>,
+}
+
+/// A directory removed when dropped (a registry pull's OCI layout).
+#[derive(Debug)]
+pub(crate) struct PullDir(PathBuf);
+
+impl Drop for PullDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Pulls `reference` into a temporary OCI layout beside `output` and
+/// resolves it; the layout goes when the returned layers are dropped, and
+/// at once on error.
+pub(crate) fn resolve_registry(
+    reference: &Reference,
+    output: &Path,
+) -> Result<Resolved, SourceError> {
+    let dir = Arc::new(PullDir(crate::beside(output, "pull")));
+    std::fs::create_dir(&dir.0).map_err(io("create the download directory", &dir.0))?;
+    let pulled = crate::registry::pull(reference, &dir.0, &PullOptions::default())?;
+    tracing::info!(%reference, manifest = %pulled.manifest, bytes = pulled.bytes, requests = pulled.requests, "pulled");
+    let mut resolved = resolve_oci(&dir.0)?;
+    for layer in &mut resolved.layers {
+        layer.keep = Some(dir.clone());
+    }
+    Ok(resolved)
 }
 
 impl LayerBlob {
@@ -281,12 +319,30 @@ pub(crate) fn resolve_oci(layout: &Path) -> Result<Resolved, SourceError> {
             offset: 0,
             len,
             diff_id: diff_ids.as_ref().map(|d| d[i].clone()),
+            keep: None,
         });
     }
     Ok(Resolved {
         config: file.config.map(ImageConfig::from).unwrap_or_default(),
         layers: blobs,
     })
+}
+
+/// [`pick_platform`] over `(digest, Some((os, architecture)))` pairs: the
+/// chosen digest.
+pub(crate) fn pick_platform_of(
+    name: &str,
+    manifests: Vec<(String, Option<(String, String)>)>,
+) -> Result<String, SourceError> {
+    let descriptors = manifests
+        .into_iter()
+        .map(|(digest, platform)| Descriptor {
+            media_type: String::new(),
+            digest,
+            platform: platform.map(|(os, architecture)| Platform { architecture, os }),
+        })
+        .collect();
+    Ok(pick_platform(name, descriptors)?.digest)
 }
 
 /// The linux/amd64 entry of an index, or its only entry when it names no
@@ -409,6 +465,7 @@ pub(crate) fn resolve_docker(archive: &Path) -> Result<Resolved, SourceError> {
             offset: member.offset,
             len: member.len,
             diff_id: None,
+            keep: None,
         }
         .open()?
         .read_to_end(&mut bytes)
@@ -452,6 +509,7 @@ pub(crate) fn resolve_docker(archive: &Path) -> Result<Resolved, SourceError> {
             offset: member.offset,
             len: member.len,
             diff_id: diff_ids.as_ref().map(|d| d[i].clone()),
+            keep: None,
         });
     }
     Ok(Resolved {

@@ -19,7 +19,7 @@ use crate::exit::Exit;
 pub async fn execute(cli: Cli) -> anyhow::Result<Exit> {
     if let Command::Image(command) = &cli.command {
         // Building an image needs no executor.
-        return image::run(command).await;
+        return image::run(command, &cli.global).await;
     }
     if let Command::Doctor(args) = &cli.command {
         // Doctor reports a missing state directory rather than failing on it.
@@ -35,6 +35,6 @@ pub async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Rm(args) => manage::rm(&ctx, args).await,
         Command::Cleanup => manage::cleanup(&ctx).await,
         Command::Doctor(args) => crate::doctor::run(&cli.global, &args).await,
-        Command::Image(command) => image::run(&command).await,
+        Command::Image(command) => image::run(&command, &cli.global).await,
     }
 }

@@ -101,6 +101,7 @@ impl Executor {
                 agent_binary: config.agent_binary.clone(),
                 // Executor ids never start with a dot, so this is no executor's.
                 cache_dir: data_root.join(".cache"),
+                image_cache_limit: config.image_cache_limit,
                 agent_initrd: tokio::sync::OnceCell::new(),
             }),
             registry: registry.clone(),

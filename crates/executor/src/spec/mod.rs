@@ -28,6 +28,7 @@
 //! | `env` | object of strings, or array of `"NAME=value"` | with `command`: its environment |
 //! | `working_dir` | absolute path | with `command`: its working directory (default `/`) |
 //! | `user` | name, `uid` or `uid:gid` | with `command`: who runs it (default root) |
+//! | `image` | string | instead of `root_file_system`: an OCI image layout directory or a `docker save` archive, built into an ext4 root file system (cached) of which the execution gets its own copy; in agent mode without `command`, the image's entrypoint and cmd are the command |
 //! | `timeout_ms` | integer 1..=2^53 | the longest the whole execution may run; past it the VM is stopped and the execution fails ("timed out after ...") |
 //!
 //! `mmds_message` is a string holding JSON in the reference; a JSON object
@@ -165,8 +166,12 @@ pub struct EngineSpec {
     pub initrd_path: Option<String>,
     /// The kernel command line (`kernel_args`); empty means the executor's default.
     pub kernel_args: String,
-    /// Host path of the root file system image (`root_file_system`).
+    /// Host path of the root file system image (`root_file_system`); empty
+    /// when `image` is given instead.
     pub root_file_system: String,
+    /// A container image to build the root file system from (extension
+    /// `image`), instead of `root_file_system`.
+    pub image: Option<String>,
     /// JSON text for the VM's metadata service (`mmds_message`).
     pub mmds_message: Option<String>,
     /// Plain or agent mode (extension `agent`).
@@ -212,6 +217,14 @@ pub enum SpecError {
         /// The JSON type wanted.
         expected: &'static str,
     },
+    /// Two params that exclude each other are both given.
+    #[error("{field}: given with {other}; give one of the two")]
+    Conflict {
+        /// JSON path of the param.
+        field: String,
+        /// JSON path of the other param.
+        other: String,
+    },
     /// A param is out of its range.
     #[error("{field}: {value} is out of range; {fix}")]
     OutOfRange {
@@ -231,7 +244,8 @@ impl SpecError {
             SpecError::WrongEngine(_) => "engine_spec.type",
             SpecError::MissingParam { field, .. }
             | SpecError::ParamType { field, .. }
-            | SpecError::OutOfRange { field, .. } => field,
+            | SpecError::OutOfRange { field, .. }
+            | SpecError::Conflict { field, .. } => field,
         }
     }
 }
@@ -249,12 +263,24 @@ impl EngineSpec {
                 "give the host path of an uncompressed ELF kernel (vmlinux)",
             )
         })?;
-        let root_file_system = string_param(p, "root_file_system")?.ok_or_else(|| {
-            missing(
-                "root_file_system",
-                "give the host path of the root file system image (e.g. rootfs.ext4)",
-            )
-        })?;
+        let image = string_param(p, "image")?;
+        let root_file_system = match (string_param(p, "root_file_system")?, &image) {
+            (Some(_), Some(_)) => {
+                return Err(SpecError::Conflict {
+                    field: path("image"),
+                    other: path("root_file_system"),
+                })
+            }
+            (Some(root), None) => root,
+            (None, Some(_)) => String::new(),
+            (None, None) => {
+                return Err(missing(
+                    "root_file_system",
+                    "give the host path of the root file system image (e.g. rootfs.ext4), \
+                     or an image (engine_spec.params.image)",
+                ))
+            }
+        };
         let mmds_message = match lookup(p, "mmds_message") {
             Some(v @ (Value::Object(_) | Value::Array(_))) => Some(v.to_string()),
             _ => string_param(p, "mmds_message")?,
@@ -293,6 +319,7 @@ impl EngineSpec {
             initrd_path: string_param(p, "initrd_path")?,
             kernel_args: string_param(p, "kernel_args")?.unwrap_or_default(),
             root_file_system,
+            image,
             mmds_message,
             mode: if agent { Mode::Agent } else { Mode::Plain },
             boot_timeout,
@@ -305,10 +332,14 @@ impl EngineSpec {
 
     /// The node spec that decodes to this spec.
     pub fn to_spec_config(&self) -> SpecConfig {
-        let mut spec = SpecConfig::new(ENGINE_TYPE)
-            .with_param("kernel_image", self.kernel_image.clone())
-            .with_param("root_file_system", self.root_file_system.clone());
+        let mut spec =
+            SpecConfig::new(ENGINE_TYPE).with_param("kernel_image", self.kernel_image.clone());
         let optional = [
+            (
+                "root_file_system",
+                Some(self.root_file_system.clone()).filter(|r| !r.is_empty()),
+            ),
+            ("image", self.image.clone()),
             ("initrd_path", self.initrd_path.clone()),
             (
                 "kernel_args",
@@ -468,6 +499,13 @@ mod tests {
         assert_eq!(e.boot_timeout, Some(Duration::from_millis(1500)));
         assert_eq!(e.agent_job.as_deref(), Some("out:hi,exit:0"));
         assert_eq!(EngineSpec::decode(&e.to_spec_config()).unwrap(), e);
+        let s = SpecConfig::new("firecracker")
+            .with_param("kernel_image", "/k")
+            .with_param("image", "/images/alpine-oci");
+        let e = EngineSpec::decode(&s).unwrap();
+        assert_eq!(e.image.as_deref(), Some("/images/alpine-oci"));
+        assert_eq!(e.root_file_system, "");
+        assert_eq!(EngineSpec::decode(&e.to_spec_config()).unwrap(), e);
         assert_eq!(
             serde_json::to_value(SpecConfig::new("x")).unwrap(),
             json!({"type": "x"})
@@ -485,6 +523,18 @@ mod tests {
                 "not \"firecracker\"",
             ),
             (base(), "engine_spec.params.root_file_system", "missing"),
+            (
+                base()
+                    .with_param("root_file_system", "/r")
+                    .with_param("image", "/oci"),
+                "engine_spec.params.image",
+                "given with engine_spec.params.root_file_system; give one of the two",
+            ),
+            (
+                base().with_param("image", 3),
+                "engine_spec.params.image",
+                "not a string",
+            ),
             (
                 SpecConfig::new("firecracker").with_param("root_file_system", "/r"),
                 "engine_spec.params.kernel_image",

@@ -185,6 +185,7 @@ fn rig(options: Options) -> Rig {
             plan: Default::default(),
             agent_binary: None,
             cache_dir: "/nonexistent".into(),
+            image_cache_limit: None,
             agent_initrd: Default::default(),
         }),
         registry,

@@ -130,6 +130,51 @@ pub(super) fn host_file(
     Ok(HostFile { path, id, file })
 }
 
+/// Checks `raw`, the value of `field` (`image`): an OCI image layout
+/// directory (with an `oci-layout` file) or a regular file (a `docker
+/// save` archive) the policy allows; the resolved path.
+pub(super) fn image_source(
+    checks: &Checks,
+    field: &str,
+    raw: &str,
+) -> Result<PathBuf, ValidationError> {
+    const FIX: &str = "give the path of an OCI image layout directory or a docker save archive";
+    let _checking = checks.progress.map(|p| p.enter(field, Path::new(raw)));
+    let path = resolve(checks.policy, field, raw, FIX)?;
+    if let Some(hook) = checks.hook {
+        hook.call(field, &path);
+    }
+    let meta = std::fs::metadata(&path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => ValidationError::NotFound {
+            field: field.to_string(),
+            path: raw.to_string(),
+            fix: FIX,
+        },
+        _ => ValidationError::Inaccessible {
+            field: field.to_string(),
+            path: raw.to_string(),
+            source: e,
+            fix: "make it readable by the user fcexec runs as",
+        },
+    })?;
+    let found = if meta.is_dir() && !path.join("oci-layout").is_file() {
+        Some("a directory without an oci-layout file")
+    } else if !meta.is_dir() && !meta.is_file() {
+        Some("neither a regular file nor a directory")
+    } else {
+        None
+    };
+    match found {
+        Some(found) => Err(ValidationError::WrongFileType {
+            field: field.to_string(),
+            path: raw.to_string(),
+            found,
+            fix: FIX,
+        }),
+        None => Ok(path),
+    }
+}
+
 /// What is wrong with a file of type `kind` where `want` is asked, if anything.
 fn type_problem(kind: FileType, want: Want) -> Option<&'static str> {
     if kind.is_file() || (kind.is_block_device() && want == Want::Image) {

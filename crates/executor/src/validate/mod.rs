@@ -11,7 +11,9 @@
 //!    regular file with a 64-bit x86_64 ELF header (a bzImage gets its own
 //!    message); `initrd_path` a regular file; `root_file_system` an image
 //!    (regular file or block device) that can be opened read-write (it is
-//!    attached read-write, as the reference does).
+//!    attached read-write, as the reference does), or instead `image` an
+//!    OCI image layout directory or a regular file (built at launch, see
+//!    `image_root.rs`).
 //! 3. `resources`: the rule of [`crate::resources`].
 //! 4. Volumes, each a drive: `source` an image (regular file or block
 //!    device); `target` non-empty, at most 4096 bytes, no NUL or newline.
@@ -146,6 +148,10 @@ pub struct ValidatedRequest {
     /// Agent mode: the command fcexec's own guest agent runs; with one,
     /// the VM boots that agent from fcexec's initrd.
     pub command: Option<crate::spec::Command>,
+    /// The container image (resolved path) the root file system is built
+    /// from (`image`); the root drive's path is replaced at launch by the
+    /// execution's own copy of the built image.
+    pub image: Option<PathBuf>,
 }
 
 impl ValidatedRequest {
@@ -277,20 +283,29 @@ fn validate_checked(
     };
     const ROOT: &str = "engine_spec.params.root_file_system";
     let root_fix = "give the path of a root file system image such as rootfs.ext4";
-    let root = host_file(
-        checks,
-        ROOT,
-        &spec.root_file_system,
-        Want::Image,
-        true,
-        root_fix,
-    )?;
-    files.push((ROOT.into(), root.id, root.path.clone()));
+    let (root_path, image) = match &spec.image {
+        Some(raw) => {
+            let path = files::image_source(checks, "engine_spec.params.image", raw)?;
+            (path.clone(), Some(path))
+        }
+        None => {
+            let root = host_file(
+                checks,
+                ROOT,
+                &spec.root_file_system,
+                Want::Image,
+                true,
+                root_fix,
+            )?;
+            files.push((ROOT.into(), root.id, root.path.clone()));
+            (root.path, None)
+        }
+    };
     let size = machine_size(request.resources.as_ref(), host)?;
 
     let mut drives = vec![Drive {
         drive_id: "rootfs".into(),
-        path: root.path,
+        path: root_path,
         read_only: false,
         is_root_device: true,
         role: DriveRole::RootFileSystem,
@@ -363,6 +378,7 @@ fn validate_checked(
         agent_job: spec.agent_job.clone(),
         transport: spec.transport,
         command: spec.command.clone(),
+        image,
         spec,
     })
 }

@@ -18,7 +18,6 @@ mod demo;
 mod doctor;
 mod exit;
 mod fault;
-mod kernel;
 mod output;
 mod stream;
 

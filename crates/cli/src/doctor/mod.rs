@@ -18,7 +18,7 @@
 //!    every host directory (the CLI's always does; a node embedding fcexec
 //!    should restrict it, see the README's "Restricting request paths").
 //!
-//! With `--kernel PATH`, the kernel is looked into too ([`crate::kernel`]):
+//! With `--kernel PATH`, the kernel is looked into too ([`kernel`]):
 //! it must be an x86_64 ELF Linux kernel; what it shows of the features
 //! fcexec's guest agent needs is reported, a feature not seen as a warning.
 //!
@@ -29,6 +29,8 @@ use std::path::{Path, PathBuf};
 
 use firecracker_api::version::{self, FIRST_UNSUPPORTED, MIN_SUPPORTED};
 use nix::unistd::{access, geteuid, AccessFlags};
+
+mod kernel;
 
 use crate::args::{DoctorArgs, Global};
 use crate::context::Context;
@@ -92,11 +94,7 @@ pub async fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<Exit> {
         data_dir(global),
     ];
     if let Some(kernel) = &args.kernel {
-        checks.extend(crate::kernel::check(kernel).into_iter().map(|c| match c {
-            crate::kernel::Finding::Ok(what) => Check::Ok(what),
-            crate::kernel::Finding::Fail { problem, fix } => Check::Fail { problem, fix },
-            crate::kernel::Finding::Warn { problem, fix } => Check::Warn { problem, fix },
-        }));
+        checks.extend(kernel::check(kernel));
     }
     for check in checks.iter().filter(|c| !matches!(c, Check::Warn { .. })) {
         println!("{check}");

@@ -10,26 +10,7 @@
 
 use std::path::Path;
 
-/// One finding about the kernel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Finding {
-    /// Seen: what.
-    Ok(String),
-    /// The kernel cannot work: why, and the fix.
-    Fail {
-        /// The problem.
-        problem: String,
-        /// The fix.
-        fix: String,
-    },
-    /// Not seen: what, and the fix.
-    Warn {
-        /// The problem.
-        problem: String,
-        /// The fix.
-        fix: String,
-    },
-}
+use super::Check;
 
 /// The features fcexec's agent needs built in: name, kernel option, and
 /// strings whose presence shows it.
@@ -55,21 +36,21 @@ const FEATURES: [(&str, &str, &[&str]); 6] = [
 ];
 
 /// Looks into the kernel at `path`.
-pub fn check(path: &Path) -> Vec<Finding> {
+pub(super) fn check(path: &Path) -> Vec<Check> {
     let shown = path.display();
     let image = match std::fs::read(path) {
         Ok(image) => image,
         Err(e) => {
-            return vec![Finding::Fail {
-                problem: format!("kernel {shown}: cannot read it: {e}"),
-                fix: "give the path of an uncompressed ELF kernel (vmlinux)".into(),
-            }]
+            return vec![Check::fail(
+                format!("kernel {shown}: cannot read it: {e}"),
+                "give the path of an uncompressed ELF kernel (vmlinux)",
+            )]
         }
     };
     // ELF, 64-bit, little-endian, e_machine x86_64 (62).
     let elf = image.len() > 20 && image.starts_with(b"\x7fELF") && image[4] == 2 && image[5] == 1;
     if !elf || u16::from_le_bytes([image[18], image[19]]) != 62 {
-        return vec![Finding::Fail {
+        return vec![Check::Fail {
             problem: format!("kernel {shown} is not an x86_64 ELF image"),
             fix: "Firecracker boots an uncompressed vmlinux on x86_64 (not a bzImage): \
                   build one or extract it with the kernel's scripts/extract-vmlinux"
@@ -77,16 +58,16 @@ pub fn check(path: &Path) -> Vec<Finding> {
         }];
     }
     let Some(version) = find(&image, b"Linux version ").map(|at| line_at(&image, at)) else {
-        return vec![Finding::Fail {
+        return vec![Check::Fail {
             problem: format!("kernel {shown} is an ELF image but not a Linux kernel"),
             fix: "fcexec's guest agent needs a Linux kernel (use plain mode, or an agent of your own, for other guests)".into(),
         }];
     };
-    let mut findings = vec![Finding::Ok(format!("kernel {shown}: {version}"))];
+    let mut findings = vec![Check::Ok(format!("kernel {shown}: {version}"))];
     for (feature, option, marks) in FEATURES {
         findings.push(match marks.iter().any(|m| find(&image, m.as_bytes()).is_some()) {
-            true => Finding::Ok(format!("kernel: {feature} built in")),
-            false => Finding::Warn {
+            true => Check::Ok(format!("kernel: {feature} built in")),
+            false => Check::Warn {
                 problem: format!("kernel: no sign of {feature} in {shown}"),
                 fix: format!("fcexec's guest agent needs {option}; Firecracker's CI guest kernels have it"),
             },
@@ -135,7 +116,7 @@ mod tests {
         let findings = check(&path);
         assert_eq!(
             findings[0],
-            Finding::Ok(format!(
+            Check::Ok(format!(
                 "kernel {}: Linux version 6.1.102 (builder) #1 SMP",
                 path.display()
             ))
@@ -143,7 +124,7 @@ mod tests {
         let warned: Vec<String> = findings
             .iter()
             .filter_map(|f| match f {
-                Finding::Warn { problem, .. } => Some(problem.clone()),
+                Check::Warn { problem, .. } => Some(problem.clone()),
                 _ => None,
             })
             .collect();
@@ -160,16 +141,16 @@ mod tests {
         let not_elf = dir.path().join("bzImage");
         std::fs::write(&not_elf, b"MZ not an elf").unwrap();
         assert!(
-            matches!(&check(&not_elf)[..], [Finding::Fail { fix, .. }] if fix.contains("vmlinux"))
+            matches!(&check(&not_elf)[..], [Check::Fail { fix, .. }] if fix.contains("vmlinux"))
         );
         let not_linux = dir.path().join("guest.elf");
         std::fs::write(&not_linux, elf(b"hello")).unwrap();
         assert!(
-            matches!(&check(&not_linux)[..], [Finding::Fail { problem, .. }] if problem.contains("not a Linux kernel"))
+            matches!(&check(&not_linux)[..], [Check::Fail { problem, .. }] if problem.contains("not a Linux kernel"))
         );
         assert!(matches!(
             &check(&dir.path().join("none"))[..],
-            [Finding::Fail { .. }]
+            [Check::Fail { .. }]
         ));
     }
 }

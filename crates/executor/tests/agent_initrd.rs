@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::Harness;
 use fcexec::{Executor, LogOptions};
 use serde_json::json;
@@ -49,8 +47,7 @@ async fn a_command_boots_with_the_agent_initrd_and_its_job_on_the_config_drive()
     assert_eq!(first.data, b"up\n");
 
     let run = h.state_root().join("agent/cmd");
-    let vm: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("vm.json")).unwrap()).unwrap();
+    let (vm, spec) = common::vm_files(&run);
     let boot = &vm["boot-source"];
     let initrd = boot["initrd_path"].as_str().expect("an initrd");
     assert_eq!(
@@ -64,14 +61,6 @@ async fn a_command_boots_with_the_agent_initrd_and_its_job_on_the_config_drive()
     );
 
     let drive = std::fs::read(run.join("config.img")).unwrap();
-    let text = String::from_utf8_lossy(&drive[..512]);
-    let len: usize = text
-        .lines()
-        .find_map(|l| l.strip_prefix("spec="))
-        .expect("a spec line")
-        .parse()
-        .unwrap();
-    let spec: serde_json::Value = serde_json::from_slice(&drive[512..512 + len]).unwrap();
     assert_eq!(spec["command"], json!(["/bin/sh", "-c", "echo hi"]));
     assert_eq!(spec["env"], json!([["GREETING", "hello"]]));
     assert_eq!(
@@ -91,12 +80,7 @@ async fn a_command_boots_with_the_agent_initrd_and_its_job_on_the_config_drive()
     assert_eq!(parsed.spec.user.as_deref(), Some("1000:1000"));
     assert_eq!(parsed.spec.provision_scripts.len(), 1);
 
-    ex.cancel("cmd").await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), ex.wait("cmd"))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(result.error_msg.contains("cancelled"), "{result:?}");
+    common::cancel_and_check(&ex, "cmd").await;
 }
 
 #[tokio::test]

@@ -119,28 +119,7 @@ async fn start(
         )
         .unwrap();
     assert_eq!(logs.next().await.unwrap().unwrap().data, b"up\n");
-    let run = h.state_root().join("images").join(id);
-    let vm: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(run.join("vm.json")).unwrap()).unwrap();
-    let drive = std::fs::read(run.join("config.img")).unwrap();
-    let text = String::from_utf8_lossy(&drive[..512]);
-    let len: usize = text
-        .lines()
-        .find_map(|l| l.strip_prefix("spec="))
-        .expect("a spec line")
-        .parse()
-        .unwrap();
-    let spec = serde_json::from_slice(&drive[512..512 + len]).unwrap();
-    (vm, spec)
-}
-
-async fn stop(ex: &Executor, id: &str) {
-    ex.cancel(id).await.unwrap();
-    let result = tokio::time::timeout(Duration::from_secs(10), ex.wait(id))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(result.error_msg.contains("cancelled"), "{result:?}");
+    common::vm_files(&h.state_root().join("images").join(id))
 }
 
 #[tokio::test]
@@ -192,8 +171,8 @@ async fn an_image_boots_from_its_own_copy_with_the_image_command_and_is_cached()
         (again.ino(), again.mtime_nsec()),
         (built.ino(), built.mtime_nsec())
     );
-    stop(&ex, "first").await;
-    stop(&ex, "second").await;
+    common::cancel_and_check(&ex, "first").await;
+    common::cancel_and_check(&ex, "second").await;
     ex.remove("first", Duration::from_secs(10)).await.unwrap();
     assert!(!copy.exists());
 }

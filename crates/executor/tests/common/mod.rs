@@ -120,3 +120,29 @@ impl Drop for Harness {
         }
     }
 }
+
+/// What a running execution's VMM was handed: its `vm.json`, and the agent
+/// job (JSON) from its config drive (`spec=<n>` bytes after byte 512).
+pub fn vm_files(run_dir: &std::path::Path) -> (serde_json::Value, serde_json::Value) {
+    let vm = serde_json::from_slice(&std::fs::read(run_dir.join("vm.json")).unwrap()).unwrap();
+    let drive = std::fs::read(run_dir.join("config.img")).unwrap();
+    let text = String::from_utf8_lossy(&drive[..512]);
+    let len: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("spec="))
+        .expect("a spec line")
+        .parse()
+        .unwrap();
+    let spec = serde_json::from_slice(&drive[512..512 + len]).unwrap();
+    (vm, spec)
+}
+
+/// Cancels `id` and checks that its result says so.
+pub async fn cancel_and_check(ex: &Executor, id: &str) {
+    ex.cancel(id).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), ex.wait(id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.error_msg.contains("cancelled"), "{result:?}");
+}

@@ -31,6 +31,7 @@
 //! it, skipping images in use (a shared lock on `<key>.use`) and the one
 //! just returned.
 
+use crate::file::io;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::AsRawFd;
@@ -66,21 +67,8 @@ pub enum CacheError {
     #[error("cached image {0} is in use; try again when its executions are done")]
     InUse(String),
     /// A file of the cache could not be read or written.
-    #[error("cannot {what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CacheError {
-    let path = path.to_path_buf();
-    move |source| CacheError::Io { what, path, source }
+    #[error(transparent)]
+    Io(#[from] crate::file::FileError),
 }
 
 /// What the cache knows about one image (its sidecar JSON).
@@ -150,7 +138,7 @@ fn lock(path: &Path, op: libc::c_int) -> Result<Option<File>, CacheError> {
         match err.raw_os_error() {
             Some(libc::EINTR) => continue,
             Some(libc::EWOULDBLOCK) if op & libc::LOCK_NB != 0 => return Ok(None),
-            _ => return Err(io("lock", path)(err)),
+            _ => return Err(io("lock", path)(err).into()),
         }
     }
 }
@@ -333,7 +321,7 @@ impl Cache {
         std::fs::write(&temp, json).map_err(io("write", &temp))?;
         std::fs::rename(&temp, &path).map_err(|e| {
             let _ = std::fs::remove_file(&temp);
-            io("rename to", &path)(e)
+            io("rename to", &path)(e).into()
         })
     }
 
@@ -396,7 +384,7 @@ impl Cache {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("remove", &path)(e)),
+                Err(e) => return Err(io("remove", &path)(e).into()),
             }
         }
         Ok(true)

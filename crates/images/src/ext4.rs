@@ -8,9 +8,10 @@
 //! journal and metadata of small file systems. The inode count is the
 //! tree's plus the same fraction plus 1024, so the guest can create files.
 
+use crate::file::io;
 use std::collections::HashSet;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// File system block size.
@@ -41,16 +42,8 @@ impl Default for Headroom {
 #[derive(Debug, thiserror::Error)]
 pub enum Ext4Error {
     /// Walking the tree or preparing the file failed.
-    #[error("cannot {what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::file::FileError),
     /// `mkfs.ext4` could not be run.
     #[error("cannot run mkfs.ext4 (install e2fsprogs 1.43 or later): {0}")]
     NoMkfs(#[source] std::io::Error),
@@ -82,11 +75,7 @@ pub fn usage(root: &Path) -> Result<Usage, Ext4Error> {
     let mut seen = HashSet::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
-        let meta = path.symlink_metadata().map_err(|source| Ext4Error::Io {
-            what: "read",
-            path: path.clone(),
-            source,
-        })?;
+        let meta = path.symlink_metadata().map_err(io("read", &path))?;
         if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
             continue;
         }
@@ -97,17 +86,9 @@ pub fn usage(root: &Path) -> Result<Usage, Ext4Error> {
             usage.bytes += meta.len().div_ceil(BLOCK).max(1) * BLOCK;
         }
         if meta.is_dir() {
-            let entries = std::fs::read_dir(&path).map_err(|source| Ext4Error::Io {
-                what: "list",
-                path: path.clone(),
-                source,
-            })?;
+            let entries = std::fs::read_dir(&path).map_err(io("list", &path))?;
             for entry in entries {
-                let entry = entry.map_err(|source| Ext4Error::Io {
-                    what: "list",
-                    path: path.clone(),
-                    source,
-                })?;
+                let entry = entry.map_err(io("list", &path))?;
                 stack.push(entry.path());
             }
         }
@@ -128,16 +109,8 @@ pub fn plan(usage: Usage, headroom: Headroom) -> (u64, u64) {
 /// Builds `file` (created or truncated) as an ext4 file system of `size`
 /// bytes with `inodes` inodes holding the tree at `root`.
 pub fn make(root: &Path, file: &Path, size: u64, inodes: u64) -> Result<(), Ext4Error> {
-    let f = std::fs::File::create(file).map_err(|source| Ext4Error::Io {
-        what: "create",
-        path: file.to_path_buf(),
-        source,
-    })?;
-    f.set_len(size).map_err(|source| Ext4Error::Io {
-        what: "size",
-        path: file.to_path_buf(),
-        source,
-    })?;
+    let f = std::fs::File::create(file).map_err(io("create", file))?;
+    f.set_len(size).map_err(io("size", file))?;
     drop(f);
     let output = Command::new("mkfs.ext4")
         .args(["-F", "-q", "-b", "4096", "-E", "root_owner=0:0", "-N"])

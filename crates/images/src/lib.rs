@@ -32,6 +32,7 @@
 pub mod cache;
 mod config;
 pub mod ext4;
+mod file;
 pub mod layers;
 pub mod registry;
 pub mod sources;
@@ -43,6 +44,8 @@ use std::time::{Duration, Instant};
 pub use cache::{Cache, CacheEntry, CacheError, CachedImage};
 pub use config::{ImageConfig, IMAGE_CONFIG_PATH};
 pub use ext4::{Ext4Error, Headroom};
+use file::io;
+pub use file::FileError;
 pub use layers::{LayerError, Limits};
 pub use registry::{PullOptions, Pulled, Reference, RegistryError};
 pub use sources::{Source, SourceError};
@@ -141,16 +144,8 @@ pub enum ImageError {
     #[error(transparent)]
     Ext4(#[from] Ext4Error),
     /// Preparing or finishing the build failed.
-    #[error("cannot {what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::file::FileError),
     /// Copying a directory source failed.
     #[error("cannot copy {path} into the staging directory: {stderr}")]
     Copy {
@@ -159,11 +154,6 @@ pub enum ImageError {
         /// What `cp` printed.
         stderr: String,
     },
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
-    let path = path.to_path_buf();
-    move |source| ImageError::Io { what, path, source }
 }
 
 /// Removes a path when dropped, unless disarmed.

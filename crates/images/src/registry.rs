@@ -25,6 +25,7 @@
 //!   [`RegistryError::DigestMismatch`] naming the blob, and the partial file
 //!   is removed. [`pull`] fills a directory the caller removes on error.
 
+use crate::file::io;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,21 +242,8 @@ pub enum RegistryError {
         found: String,
     },
     /// Writing the download failed.
-    #[error("cannot {what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError {
-    let path = path.to_path_buf();
-    move |source| RegistryError::Io { what, path, source }
+    #[error(transparent)]
+    Io(#[from] crate::file::FileError),
 }
 
 fn check_digest(digest: &str) -> Result<&str, RegistryError> {

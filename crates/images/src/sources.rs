@@ -11,6 +11,7 @@
 //! from the archive (no copy), and checked against the config's
 //! `rootfs.diff_ids` as they are applied.
 
+use crate::file::io;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,16 +62,8 @@ impl Source {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     /// Reading a file of the source failed.
-    #[error("cannot {what} {path}: {source}")]
-    Io {
-        /// What was being done.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] crate::file::FileError),
     /// A JSON document of the source is invalid.
     #[error("{name} is not a valid {what}: {source}")]
     Json {
@@ -113,11 +106,6 @@ pub enum SourceError {
     /// Pulling from a registry failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
-}
-
-fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SourceError {
-    let path = path.to_path_buf();
-    move |source| SourceError::Io { what, path, source }
 }
 
 /// One layer to apply: `len` bytes at `offset` of `path`.

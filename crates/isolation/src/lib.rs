@@ -1,0 +1,1 @@
+//! cgroup limits and uids for jailed VMMs (work in progress).

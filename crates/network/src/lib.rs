@@ -1,0 +1,1 @@
+//! Network namespaces for fcexec executions (work in progress).

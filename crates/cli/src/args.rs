@@ -82,8 +82,9 @@ pub enum Command {
 /// `fcexec image`.
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
-    /// Build an ext4 root file system from an OCI image layout directory, a
-    /// `docker save` archive or a directory (as root: it keeps owners).
+    /// Build an ext4 root file system from a registry reference, an OCI
+    /// image layout directory, a `docker save` archive or a directory (as
+    /// root: it keeps owners).
     Build(ImageBuildArgs),
     /// List the images the executor has cached (`<data dir>/.cache/images`):
     /// key, size, last use and source.
@@ -98,9 +99,11 @@ pub enum ImageCommand {
 /// `fcexec image build`.
 #[derive(Debug, Args)]
 pub struct ImageBuildArgs {
-    /// The image: an OCI image layout directory, a `docker save` archive, or
-    /// a directory.
-    pub source: std::path::PathBuf,
+    /// The image: a registry reference (`registry.example:5000/repo:tag`,
+    /// `repo@sha256:...`; credentials from the Docker config file), or the
+    /// path of an OCI image layout directory, a `docker save` archive, or
+    /// a directory (paths are absolute, start with ./ or ../, or exist).
+    pub source: String,
     /// The ext4 image to write (replaced when it exists).
     #[arg(short, long, value_name = "FILE")]
     pub output: std::path::PathBuf,

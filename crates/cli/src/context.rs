@@ -12,6 +12,7 @@
 //! - `cancel`, `rm` and `cleanup` need the owner, and say who holds it.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
@@ -89,7 +90,10 @@ impl Context {
         ExecutorConfig {
             state_root: Some(self.root.clone()),
             data_root: Some(self.data_root.clone()),
-            launch_hook: crate::fault::pause_from_env(),
+            launch_hook: Some(Arc::new(crate::progress::LaunchProgress {
+                inner: crate::fault::pause_from_env(),
+                progress: crate::progress::ImageProgress::new(),
+            })),
             ..ExecutorConfig::default()
         }
     }

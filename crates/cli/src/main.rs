@@ -19,6 +19,7 @@ mod doctor;
 mod exit;
 mod fault;
 mod output;
+mod progress;
 mod stream;
 
 use std::process::ExitCode;

@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
-use fcexec_images::{BuildOptions, Cache, CachedImage, ImageConfig, Source};
+use fcexec_images::{BuildOptions, Cache, CachedImage, ImageConfig, ProgressFn, Source};
 
 use crate::spec::{Command, Mode};
 use crate::validate::{ValidatedRequest, ValidationError};
@@ -24,24 +24,30 @@ pub const ROOTFS_COPY: &str = "rootfs.ext4";
 /// The field named by errors.
 const FIELD: &str = "engine_spec.params.image";
 
-/// The image at `source`, from `cache_dir`'s cache (built when missing),
-/// held in use until dropped. Blocking.
+/// The image of `source`, from `cache_dir`'s cache (built, or pulled and
+/// built, when missing), held in use until dropped; `progress` hears how
+/// a build goes. Blocking.
 pub fn resolve(
     cache_dir: &Path,
     limit: Option<u64>,
-    source: &Path,
+    source: &Source,
+    progress: Option<ProgressFn>,
 ) -> Result<CachedImage, ValidationError> {
     let invalid = |reason: String| ValidationError::InvalidValue {
         field: FIELD.into(),
-        value: format!("{:?}", source.display().to_string()),
+        value: format!("{:?}", source.to_string()),
         reason,
-        fix: "give an OCI image layout directory or a docker save archive for linux/amd64",
+        fix: "give a linux/amd64 image: a registry reference the executor can pull, an OCI \
+              image layout directory or a docker save archive",
     };
-    let source = Source::detect(source).map_err(|e| invalid(format!("cannot be read: {e}")))?;
     let cache =
         Cache::open(cache_dir, limit).map_err(|e| invalid(format!("cannot be cached: {e}")))?;
+    let options = BuildOptions {
+        progress,
+        ..BuildOptions::default()
+    };
     cache
-        .get_or_build(&source, &BuildOptions::default())
+        .get_or_build(source, &options)
         .map_err(|e| invalid(format!("cannot be built: {e}")))
 }
 

@@ -73,6 +73,10 @@ pub trait LaunchHook: Send + Sync + std::fmt::Debug {
     }
     /// Called after `step` succeeded, with how long it took.
     fn after(&self, _id: &str, _step: LaunchStep, _took: Duration) {}
+    /// Called as the request's `image` is pulled and built (nothing is
+    /// called when the image cache already has it); a CLI draws progress.
+    /// Runs on a blocking thread: return quickly.
+    fn image_progress(&self, _id: &str, _progress: &fcexec_images::Progress) {}
 }
 
 /// What every launch needs from the executor.
@@ -156,8 +160,13 @@ impl Launcher {
                     self.image_cache_limit,
                 );
                 let source = source.clone();
+                let progress = self.hook.clone().map(|hook| {
+                    let id = id.clone();
+                    Arc::new(move |p: &fcexec_images::Progress| hook.image_progress(&id, p))
+                        as fcexec_images::ProgressFn
+                });
                 let cached = tokio::task::spawn_blocking(move || {
-                    crate::image_root::resolve(&dir, limit, &source)
+                    crate::image_root::resolve(&dir, limit, &source, progress)
                 })
                 .await
                 .map_err(|e| creation(&id, LaunchError::Task(e.to_string())))?

@@ -13,8 +13,11 @@
 //!   where they cannot be found is keyed by the sha256 of the whole file;
 //! - a directory: not cached ([`CacheError::Uncacheable`]); a tree has no
 //!   digest, and its path and times say too little about its content;
-//! - a registry reference (when [`Source`] has one): the resolved manifest
-//!   digest, see [`source_key`].
+//! - a registry reference: the manifest digest (of the linux/amd64 image)
+//!   it names. A tag is resolved to that digest by asking the registry,
+//!   once: `tags/<sha256 of the reference>` remembers the digest, and while
+//!   that image is cached the tag is served without any request (delete
+//!   the image, `fcexec image rm REF`, to pull the tag again).
 //!
 //! # Files
 //!
@@ -23,6 +26,7 @@
 //! <key>.json    sidecar: source, size, config, built and last-used times
 //! <key>.lock    flock(2)ed exclusively while the key is built, looked up or removed
 //! <key>.use     flock(2)ed shared while an image is in use ([`CachedImage`])
+//! tags/<hash>   the digest a registry tag pointed at when last built
 //! ```
 //!
 //! Two calls of [`Cache::get_or_build`] for one key, from threads or
@@ -43,6 +47,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::sources::hex;
+use crate::registry::{Client, PullOptions, Reference, RegistryError};
 use crate::{build, BuildOptions, ImageConfig, ImageError, Source};
 
 /// Largest JSON member of a docker archive read for its key.
@@ -66,6 +71,9 @@ pub enum CacheError {
     /// The image is in use or being built.
     #[error("cached image {0} is in use; try again when its executions are done")]
     InUse(String),
+    /// Asking a registry what a tag points at failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
     /// A file of the cache could not be read or written.
     #[error(transparent)]
     Io(#[from] crate::file::FileError),
@@ -154,7 +162,6 @@ pub fn source_key(source: &Source, options: &BuildOptions) -> Result<String, Cac
         )
         .as_bytes(),
     );
-    #[allow(unreachable_patterns)]
     match source {
         Source::OciLayout(dir) => {
             let index = dir.join("index.json");
@@ -184,10 +191,19 @@ pub fn source_key(source: &Source, options: &BuildOptions) -> Result<String, Cac
                 dir.display()
             )))
         }
-        // Hook for registry references: key them by the resolved
-        // manifest digest (`hasher.update(b"registry\0"); hasher.update(digest)`),
-        // so that a tag moved to a new image builds anew.
-        other => return Err(CacheError::Uncacheable(format!("{other:?}"))),
+        Source::Registry(reference) => match &reference.digest {
+            // The manifest digest names the config and layers by digest,
+            // wherever the image is pulled from.
+            Some(digest) => {
+                hasher.update(b"registry\0");
+                hasher.update(digest.as_bytes());
+            }
+            None => {
+                return Err(CacheError::Uncacheable(format!(
+                    "the tag {reference} (without the digest it points at)"
+                )))
+            }
+        },
     }
     Ok(hex(&hasher.finalize()))
 }
@@ -262,13 +278,14 @@ impl Cache {
         source: &Source,
         options: &BuildOptions,
     ) -> Result<CachedImage, CacheError> {
-        let key = source_key(source, options)?;
+        let (pinned, tag) = self.pin(source, options)?;
+        let key = source_key(&pinned, options)?;
         let guard = lock(&self.file(&key, "lock"), libc::LOCK_EX)?.expect("a blocking lock");
         let image = self.file(&key, "ext4");
         let (mut entry, built) = match self.entry(&key) {
             Some(entry) if image.is_file() => (entry, false),
             _ => {
-                let done = build(source, &image, options)?;
+                let done = build(&pinned, &image, options)?;
                 let now = now_ms();
                 let entry = CacheEntry {
                     key: key.clone(),
@@ -288,6 +305,9 @@ impl Cache {
             }
             return Err(e);
         }
+        if let (Some(tag), Source::Registry(pinned)) = (&tag, &pinned) {
+            self.remember_tag(tag, pinned)?;
+        }
         let in_use = lock(&self.file(&key, "use"), libc::LOCK_SH)?.expect("a blocking lock");
         drop(guard);
         if built {
@@ -303,6 +323,68 @@ impl Cache {
             size: entry.size,
             built,
             _in_use: in_use,
+        })
+    }
+
+    /// `source` with a registry tag replaced by the digest it points at,
+    /// and the tag's reference when it had one. A tag whose image is
+    /// cached is answered from `tags/` without asking the registry (as a
+    /// container runtime's "pull if missing" does: `fcexec image rm` it
+    /// to pull again); otherwise the registry is asked for the digest.
+    fn pin(
+        &self,
+        source: &Source,
+        options: &BuildOptions,
+    ) -> Result<(Source, Option<Reference>), CacheError> {
+        let Source::Registry(reference) = source else {
+            return Ok((source.clone(), None));
+        };
+        if reference.digest.is_some() {
+            return Ok((source.clone(), None));
+        }
+        let with = |digest: String| Reference {
+            digest: Some(digest),
+            ..reference.clone()
+        };
+        if let Some(digest) = self.tag_digest(reference) {
+            let pinned = Source::Registry(with(digest));
+            let key = source_key(&pinned, options)?;
+            if self.entry(&key).is_some() && self.file(&key, "ext4").is_file() {
+                tracing::debug!(%reference, key = %key, "tag found in the cache");
+                return Ok((pinned, Some(reference.clone())));
+            }
+        }
+        let digest = Client::new(reference, &PullOptions::default()).manifest_digest()?;
+        tracing::info!(%reference, %digest, "resolved the tag");
+        Ok((Source::Registry(with(digest)), Some(reference.clone())))
+    }
+
+    /// `tags/<sha256 of the reference>`: the digest the tag pointed at
+    /// when its image was last built or found.
+    fn tag_file(&self, tag: &Reference) -> PathBuf {
+        let name = hex(&Sha256::digest(tag.to_string().as_bytes()));
+        self.dir.join("tags").join(name)
+    }
+
+    fn tag_digest(&self, tag: &Reference) -> Option<String> {
+        let text = std::fs::read_to_string(self.tag_file(tag)).ok()?;
+        let digest = text.trim();
+        crate::registry::check_digest(digest).ok()?;
+        Some(digest.to_string())
+    }
+
+    fn remember_tag(&self, tag: &Reference, pinned: &Reference) -> Result<(), CacheError> {
+        let Some(digest) = &pinned.digest else {
+            return Ok(());
+        };
+        let path = self.tag_file(tag);
+        let dir = self.dir.join("tags");
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let temp = dir.join(format!(".tag.{}", std::process::id()));
+        std::fs::write(&temp, format!("{digest}\n")).map_err(io("write", &temp))?;
+        std::fs::rename(&temp, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            io("rename to", &path)(e).into()
         })
     }
 
@@ -411,13 +493,7 @@ impl Cache {
     }
 }
 
-/// How an entry names its source.
+/// How an entry names its source: as given (a tag stays a tag).
 fn describe(source: &Source) -> String {
-    #[allow(unreachable_patterns)]
-    match source {
-        Source::OciLayout(p) | Source::DockerArchive(p) | Source::Directory(p) => {
-            p.display().to_string()
-        }
-        other => format!("{other:?}"),
-    }
+    source.to_string()
 }

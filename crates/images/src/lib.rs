@@ -48,11 +48,16 @@ use file::io;
 pub use file::FileError;
 pub use layers::{LayerError, Limits};
 pub use registry::{PullOptions, Pulled, Reference, RegistryError};
-pub use sources::{Source, SourceError};
+pub use sources::{looks_like_path, Source, SourceError};
 
 /// What a build reports as it goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Progress {
+    /// Bytes of layers (and config) downloaded from a registry so far.
+    Downloaded {
+        /// The total so far.
+        bytes: u64,
+    },
     /// The source was resolved into `layers` layers.
     Resolved {
         /// How many layers will be applied.
@@ -223,7 +228,7 @@ pub fn build(source: &Source, output: &Path, options: &BuildOptions) -> Result<B
             (r.config, r.layers)
         }
         Source::Registry(reference) => {
-            let r = sources::resolve_registry(reference, output)?;
+            let r = sources::resolve_registry(reference, output, options.progress.clone())?;
             (r.config, r.layers)
         }
     };

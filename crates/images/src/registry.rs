@@ -246,7 +246,7 @@ pub enum RegistryError {
     Io(#[from] crate::file::FileError),
 }
 
-fn check_digest(digest: &str) -> Result<&str, RegistryError> {
+pub(crate) fn check_digest(digest: &str) -> Result<&str, RegistryError> {
     digest
         .strip_prefix("sha256:")
         .filter(|h| {
@@ -301,6 +301,10 @@ pub struct Client {
     /// The `Authorization` header value that worked last.
     auth: Mutex<Option<String>>,
     requests: AtomicU64,
+    /// Blob bytes downloaded so far.
+    downloaded: AtomicU64,
+    /// Told of the bytes downloaded as blobs arrive.
+    progress: Option<crate::ProgressFn>,
 }
 
 impl std::fmt::Debug for Client {
@@ -331,6 +335,26 @@ impl Client {
             credentials,
             auth: Mutex::new(None),
             requests: AtomicU64::new(0),
+            downloaded: AtomicU64::new(0),
+            progress: None,
+        }
+    }
+
+    /// Reports [`crate::Progress::Downloaded`] to `progress` as blobs arrive.
+    pub fn with_progress(mut self, progress: Option<crate::ProgressFn>) -> Client {
+        self.progress = progress;
+        self
+    }
+
+    /// Adds `n` downloaded bytes; reports the total at every MiB boundary
+    /// crossed and when `done`.
+    fn downloaded(&self, n: u64, done: bool) {
+        let before = self.downloaded.fetch_add(n, Ordering::Relaxed);
+        let after = before + n;
+        if let Some(report) = &self.progress {
+            if done || before >> 20 != after >> 20 {
+                report(&crate::Progress::Downloaded { bytes: after });
+            }
         }
     }
 
@@ -522,7 +546,9 @@ impl Client {
                 hasher.update(&buf[..n]);
                 file.write_all(&buf[..n]).map_err(io("write", &partial))?;
                 total += n as u64;
+                self.downloaded(n as u64, false);
             }
+            self.downloaded(0, true);
             let actual = hex(&hasher.finalize());
             if actual != hex_part {
                 return Err(RegistryError::DigestMismatch {

@@ -58,6 +58,48 @@ impl Source {
     }
 }
 
+/// True when `text` names a file or directory rather than a registry
+/// reference: it is absolute, starts with `./` or `../`, or exists.
+/// Everything else (`alpine:3.20`, `registry.example:5000/app@sha256:...`)
+/// is a reference.
+pub fn looks_like_path(text: &str) -> bool {
+    text.starts_with('/')
+        || text.starts_with("./")
+        || text.starts_with("../")
+        || text == "."
+        || text == ".."
+        || Path::new(text).symlink_metadata().is_ok()
+}
+
+impl Source {
+    /// The source `text` names: a path (see [`looks_like_path`]) as
+    /// [`Source::detect`] finds it, otherwise a registry reference.
+    ///
+    /// ```
+    /// use fcexec_images::Source;
+    ///
+    /// let source = Source::parse("127.0.0.1:5000/app:1.0").unwrap();
+    /// assert!(matches!(source, Source::Registry(_)));
+    /// ```
+    pub fn parse(text: &str) -> Result<Source, SourceError> {
+        match looks_like_path(text) {
+            true => Source::detect(Path::new(text)),
+            false => Ok(Source::Registry(Reference::parse(text)?)),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Directory(p) | Source::OciLayout(p) | Source::DockerArchive(p) => {
+                write!(f, "{}", p.display())
+            }
+            Source::Registry(r) => write!(f, "{r}"),
+        }
+    }
+}
+
 /// Errors of this module.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -141,10 +183,13 @@ impl Drop for PullDir {
 pub(crate) fn resolve_registry(
     reference: &Reference,
     output: &Path,
+    progress: Option<crate::ProgressFn>,
 ) -> Result<Resolved, SourceError> {
     let dir = Arc::new(PullDir(crate::beside(output, "pull")));
     std::fs::create_dir(&dir.0).map_err(io("create the download directory", &dir.0))?;
-    let pulled = crate::registry::pull(reference, &dir.0, &PullOptions::default())?;
+    let pulled = crate::registry::Client::new(reference, &PullOptions::default())
+        .with_progress(progress)
+        .pull(&dir.0)?;
     tracing::info!(%reference, manifest = %pulled.manifest, bytes = pulled.bytes, requests = pulled.requests, "pulled");
     let mut resolved = resolve_oci(&dir.0)?;
     for layer in &mut resolved.layers {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use fcexec_images::registry::Client;
 use fcexec_images::{
-    build, BuildOptions, PullOptions, Reference, RegistryError, Source, SourceError,
+    build, BuildOptions, Cache, PullOptions, Reference, RegistryError, Source, SourceError,
 };
 use tar::EntryType;
 
@@ -84,7 +84,7 @@ impl Registry {
             std::fs::write(
                 &config,
                 format!(
-                    "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_config}",
+                    "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_config}",
                     storage.display()
                 ),
             )
@@ -226,6 +226,15 @@ impl Registry {
             self.push_manifest(repo, tag, OCI_MANIFEST, &manifest),
             blobs,
         )
+    }
+
+    /// Requests the registry has answered so far (from its own log).
+    fn served(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("registry.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("response completed"))
+            .count()
     }
 
     /// The registry's stored file of blob `digest`.
@@ -734,4 +743,55 @@ fn bearer_tokens_are_fetched_from_the_realm_with_the_credentials() {
     };
     let err = fcexec_images::registry::pull(&reference, &dir.path().join("b"), &wrong).unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
+}
+
+#[test]
+fn a_cached_tag_is_served_without_asking_the_registry_and_builds_once() {
+    if !root_or_skip("a_cached_tag_is_served_without_asking_the_registry_and_builds_once") {
+        return;
+    }
+    let Some(registry) = Registry::start(None) else {
+        return;
+    };
+    registry.push_image("fcexec/cached", "v1", &small_layers(b"one"), "amd64");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = std::sync::Arc::new(Cache::open(&dir.path().join("cache"), None).unwrap());
+    let source = Source::parse(&registry.reference("fcexec/cached:v1").to_string()).unwrap();
+    assert!(matches!(source, Source::Registry(_)), "{source:?}");
+
+    // Two builds at once: one builds, the other waits and finds it.
+    let before = registry.served();
+    let builds: Vec<_> = (0..2)
+        .map(|_| {
+            let (cache, source) = (cache.clone(), source.clone());
+            std::thread::spawn(move || {
+                let image = cache.get_or_build(&source, &BuildOptions::default()).unwrap();
+                (image.built, image.key.clone())
+            })
+        })
+        .collect();
+    let results: Vec<(bool, String)> = builds.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results.iter().filter(|(built, _)| *built).count(), 1, "{results:?}");
+    assert_eq!(results[0].1, results[1].1);
+    let first = registry.served() - before;
+    assert!(first >= 4, "the first build pulled ({first} requests)");
+
+    // Again: served from the cache, the registry sees no request at all.
+    let before = registry.served();
+    let again = cache.get_or_build(&source, &BuildOptions::default()).unwrap();
+    assert!(!again.built);
+    assert_eq!(cat(&again.path, "/hello"), b"one");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(registry.served() - before, 0, "no request for a cached tag");
+    let listed = cache.list().unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].source, source.to_string(), "listed under its tag");
+    drop(again);
+
+    // The tag moves: after `image rm`, the new image is pulled.
+    registry.push_image("fcexec/cached", "v1", &small_layers(b"two"), "amd64");
+    cache.remove(&source.to_string()).unwrap();
+    let moved = cache.get_or_build(&source, &BuildOptions::default()).unwrap();
+    assert!(moved.built);
+    assert_eq!(cat(&moved.path, "/hello"), b"two");
 }

@@ -1,18 +1,18 @@
-//! `fcexec image build SOURCE -o FILE`: an ext4 root file system from an
-//! OCI image layout, a `docker save` archive or a directory
-//! ([`fcexec_images::build`]), with a line of progress per step on stderr;
+//! `fcexec image build SOURCE -o FILE`: an ext4 root file system from a
+//! registry reference, an OCI image layout, a `docker save` archive or a
+//! directory ([`fcexec_images::build`]), with its progress on stderr (see
+//! [`crate::progress`]);
 //! `fcexec image ls` and `fcexec image rm KEY`: the images the executor
 //! cached for requests that name an `image` (`<data dir>/.cache/images`).
 
-use std::sync::Arc;
-
 use anyhow::Context as _;
-use fcexec_images::{build, BuildOptions, Cache, Progress, Source};
+use fcexec_images::{build, BuildOptions, Cache, Source};
 
 use crate::args::{Global, ImageCommand};
 use crate::context::Context;
 use crate::exit::Exit;
 use crate::output::{ago, table};
+use crate::progress::ImageProgress;
 
 /// Runs `fcexec image ...`.
 pub async fn run(command: &ImageCommand, global: &Global) -> anyhow::Result<Exit> {
@@ -21,17 +21,25 @@ pub async fn run(command: &ImageCommand, global: &Global) -> anyhow::Result<Exit
         ImageCommand::Ls => return ls(global),
         ImageCommand::Rm { key } => return rm(global, key),
     };
-    let source = Source::detect(&args.source)
-        .with_context(|| format!("image source {}", args.source.display()))?;
+    let source = Source::parse(&args.source).with_context(|| {
+        format!(
+            "image source {:?}: give an OCI image layout directory, a docker save archive, \
+             a directory, or a registry reference such as registry.example:5000/repo:tag",
+            args.source
+        )
+    })?;
+    let progress = ImageProgress::new();
     let options = BuildOptions {
-        progress: Some(Arc::new(|p: &Progress| eprintln!("{}", describe(p)))),
+        progress: Some(progress.callback()),
         ..BuildOptions::default()
     };
     let output = args.output.clone();
-    // Unpacking and mkfs block: off the runtime's workers.
+    // Pulling, unpacking and mkfs block: off the runtime's workers.
     let built = tokio::task::spawn_blocking(move || build(&source, &output, &options))
         .await
-        .context("the image build task failed")??;
+        .context("the image build task failed")?;
+    progress.finish();
+    let built = built?;
     eprintln!(
         "built {} ({} MiB file system, {} layer(s), {} bytes of files) in {:.1?}",
         built.output.display(),
@@ -89,17 +97,4 @@ fn rm(global: &Global, key: &str) -> anyhow::Result<Exit> {
     };
     println!("{}", removed.key);
     Ok(Exit::Success)
-}
-
-/// One progress line.
-fn describe(progress: &Progress) -> String {
-    match progress {
-        Progress::Resolved { layers } => format!("resolved: {layers} layer(s)"),
-        Progress::LayerApplied {
-            index,
-            count,
-            bytes,
-        } => format!("applied layer {}/{count} ({bytes} bytes so far)", index + 1),
-        Progress::Building { size } => format!("making a {} MiB ext4 file system", size >> 20),
-    }
 }

@@ -11,6 +11,10 @@ use std::io::{ErrorKind, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use fcexec_images::{Reference, Source};
+
+use super::PathPolicy;
+
 use nix::sys::statfs::{
     fstatfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, DEBUGFS_MAGIC, PROC_SUPER_MAGIC,
     SECURITYFS_MAGIC, SYSFS_MAGIC,
@@ -130,15 +134,58 @@ pub(super) fn host_file(
     Ok(HostFile { path, id, file })
 }
 
-/// Checks `raw`, the value of `field` (`image`): an OCI image layout
-/// directory (with an `oci-layout` file) or a regular file (a `docker
-/// save` archive) the policy allows; the resolved path.
+/// Checks `raw`, the value of `field` (`image`): a registry reference
+/// (anything [`fcexec_images::looks_like_path`] does not take for a path)
+/// from a registry the policy allows, or an OCI image layout directory
+/// (with an `oci-layout` file) or a regular file (a `docker save` archive)
+/// the policy allows, by its resolved path.
 pub(super) fn image_source(
     checks: &Checks,
     field: &str,
     raw: &str,
-) -> Result<PathBuf, ValidationError> {
-    const FIX: &str = "give the path of an OCI image layout directory or a docker save archive";
+) -> Result<Source, ValidationError> {
+    if !fcexec_images::looks_like_path(raw) {
+        return image_reference(checks.policy, field, raw);
+    }
+    image_path(checks, field, raw).map(|(path, is_dir)| match is_dir {
+        true => Source::OciLayout(path),
+        false => Source::DockerArchive(path),
+    })
+}
+
+/// A registry reference from an allowed registry.
+fn image_reference(
+    policy: &PathPolicy,
+    field: &str,
+    raw: &str,
+) -> Result<Source, ValidationError> {
+    let reference = Reference::parse(raw).map_err(|e| ValidationError::InvalidValue {
+        field: field.to_string(),
+        value: format!("{raw:?}"),
+        reason: e.to_string(),
+        fix: "give a registry reference such as registry.example:5000/repo:tag or \
+              repo@sha256:<64 hex digits>, or the absolute path of an OCI image layout \
+              directory or docker save archive",
+    })?;
+    if let Err(allowed) = policy.check_registry(&reference.registry) {
+        return Err(ValidationError::InvalidValue {
+            field: field.to_string(),
+            value: format!("{raw:?}"),
+            reason: format!(
+                "images may not be pulled from {}; the executor allows {allowed}",
+                reference.registry
+            ),
+            fix: "use an image from an allowed registry, or have the node's operator allow \
+                  this one (ExecutorConfig::path_policy.allowed_registries)",
+        });
+    }
+    Ok(Source::Registry(reference))
+}
+
+/// An image path the policy allows: resolved, and whether it is a directory.
+fn image_path(checks: &Checks, field: &str, raw: &str) -> Result<(PathBuf, bool), ValidationError> {
+    const FIX: &str = "give the path of an OCI image layout directory or a docker save archive, \
+                       or a registry reference such as registry.example/repo:tag";
     let _checking = checks.progress.map(|p| p.enter(field, Path::new(raw)));
     let path = resolve(checks.policy, field, raw, FIX)?;
     if let Some(hook) = checks.hook {
@@ -171,7 +218,7 @@ pub(super) fn image_source(
             found,
             fix: FIX,
         }),
-        None => Ok(path),
+        None => Ok((path, meta.is_dir())),
     }
 }
 

@@ -12,8 +12,9 @@
 //!    message); `initrd_path` a regular file; `root_file_system` an image
 //!    (regular file or block device) that can be opened read-write (it is
 //!    attached read-write, as the reference does), or instead `image` an
-//!    OCI image layout directory or a regular file (built at launch, see
-//!    `image_root.rs`).
+//!    OCI image layout directory, a regular file (a `docker save` archive)
+//!    or a registry reference from an allowed registry (built at launch,
+//!    see `image_root.rs`).
 //! 3. `resources`: the rule of [`crate::resources`].
 //! 4. Volumes, each a drive: `source` an image (regular file or block
 //!    device); `target` non-empty, at most 4096 bytes, no NUL or newline.
@@ -148,10 +149,10 @@ pub struct ValidatedRequest {
     /// Agent mode: the command fcexec's own guest agent runs; with one,
     /// the VM boots that agent from fcexec's initrd.
     pub command: Option<crate::spec::Command>,
-    /// The container image (resolved path) the root file system is built
-    /// from (`image`); the root drive's path is replaced at launch by the
-    /// execution's own copy of the built image.
-    pub image: Option<PathBuf>,
+    /// The container image the root file system is built from (`image`: a
+    /// resolved path or a registry reference); the root drive's path is
+    /// replaced at launch by the execution's own copy of the built image.
+    pub image: Option<fcexec_images::Source>,
 }
 
 impl ValidatedRequest {
@@ -285,8 +286,9 @@ fn validate_checked(
     let root_fix = "give the path of a root file system image such as rootfs.ext4";
     let (root_path, image) = match &spec.image {
         Some(raw) => {
-            let path = files::image_source(checks, "engine_spec.params.image", raw)?;
-            (path.clone(), Some(path))
+            // A placeholder: launch replaces it with the execution's copy.
+            let source = files::image_source(checks, "engine_spec.params.image", raw)?;
+            (PathBuf::from(source.to_string()), Some(source))
         }
         None => {
             let root = host_file(

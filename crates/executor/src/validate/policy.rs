@@ -26,12 +26,19 @@ pub struct PathPolicy {
     /// allows nothing. Entries are absolute paths; their own symbolic links
     /// are resolved at each check; a relative entry matches nothing.
     pub allowed_dirs: Option<Vec<PathBuf>>,
+    /// The registries (`host[:port]` as in a reference, `docker.io` for
+    /// Docker Hub) a request's `image` may be pulled from. `None`: any
+    /// (the default); an empty list: none, only image files.
+    pub allowed_registries: Option<Vec<String>>,
 }
 
 impl PathPolicy {
     /// Any directory (the default).
     pub fn allow_all() -> PathPolicy {
-        PathPolicy { allowed_dirs: None }
+        PathPolicy {
+            allowed_dirs: None,
+            allowed_registries: None,
+        }
     }
 
     /// Only files inside `dirs`.
@@ -42,12 +49,23 @@ impl PathPolicy {
     {
         PathPolicy {
             allowed_dirs: Some(dirs.into_iter().map(Into::into).collect()),
+            allowed_registries: None,
         }
     }
 
     /// Whether every directory is allowed (what `fcexec doctor` warns about).
     pub fn allows_everything(&self) -> bool {
         self.allowed_dirs.is_none()
+    }
+
+    /// Checks a registry: `Err` lists the allowed ones for the message.
+    pub(super) fn check_registry(&self, registry: &str) -> Result<(), String> {
+        match &self.allowed_registries {
+            None => Ok(()),
+            Some(list) if list.iter().any(|r| r == registry) => Ok(()),
+            Some(list) if list.is_empty() => Err("no registry".into()),
+            Some(list) => Err(list.join(", ")),
+        }
     }
 
     /// Checks a resolved (canonical) path: `Err` lists the allowed

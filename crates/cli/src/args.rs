@@ -133,6 +133,7 @@ impl Command {
 /// `--id` and `--timeout` change either kind of request, the rest (`--json`,
 /// `--detach`, `--rm`, `--max-output`) how fcexec runs it.
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("root").args(["rootfs", "image"]))]
 pub struct RunArgs {
     /// Run this ExecutionRequest JSON exactly as the node sends it (see the
     /// README's "The request"); `-` reads it from stdin. Conflicts with the
@@ -142,18 +143,30 @@ pub struct RunArgs {
         long,
         value_name = "FILE",
         conflicts_with_all = [
-            "kernel", "rootfs", "initrd", "kernel_args", "cpus", "memory",
+            "kernel", "rootfs", "image", "initrd", "kernel_args", "cpus", "memory",
             "inputs", "outputs", "results_dir", "agent", "job",
             "env", "workdir", "user", "command",
         ]
     )]
     pub request: Option<PathBuf>,
     /// The guest kernel (uncompressed ELF); without it, the built-in test guest.
-    #[arg(long, value_name = "PATH", requires = "rootfs")]
+    #[arg(long, value_name = "PATH", requires = "root")]
     pub kernel: Option<PathBuf>,
     /// The root file system image (attached read-write).
     #[arg(long, value_name = "PATH", requires = "kernel")]
     pub rootfs: Option<PathBuf>,
+    /// Instead of --rootfs, a container image as the root file system:
+    /// a registry reference (registry.example:5000/repo:tag), an OCI image
+    /// layout directory or a docker save archive; pulled and built into
+    /// the executor's image cache, and run by fcexec's guest agent (its
+    /// default command unless one is given after --).
+    #[arg(
+        long,
+        value_name = "REF|PATH",
+        requires = "kernel",
+        conflicts_with = "rootfs"
+    )]
+    pub image: Option<String>,
     /// An initrd.
     #[arg(long, value_name = "PATH", requires = "kernel")]
     pub initrd: Option<PathBuf>,

@@ -11,73 +11,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::oci::{oci_layout, with_image};
 use common::Harness;
 use fcexec::{Executor, LogOptions};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use test_guest::Job;
-
-fn digest(bytes: &[u8]) -> String {
-    let hex: String = Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
-}
-
-/// A root-owned tar header.
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_size(size);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h
-}
-
-/// An OCI layout at `dir`: one uncompressed layer with `/etc/hostname`,
-/// and `config` as the image's run configuration.
-fn oci_layout(dir: &Path, config: serde_json::Value) {
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    b.append_data(&mut h, "etc", std::io::empty()).unwrap();
-    let mut h = header(tar::EntryType::Regular, 0o644, 6);
-    b.append_data(&mut h, "etc/hostname", &b"image\n"[..])
-        .unwrap();
-    let layer = b.into_inner().unwrap();
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8], media: &str| {
-        let d = digest(bytes);
-        std::fs::write(blobs.join(&d[7..]), bytes).unwrap();
-        json!({"digest": d, "size": bytes.len(), "mediaType": media})
-    };
-    let config = serde_json::to_vec(&json!({
-        "architecture": "amd64", "os": "linux", "config": config,
-        "rootfs": {"type": "layers", "diff_ids": [digest(&layer)]}
-    }))
-    .unwrap();
-    let manifest = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "config": put(&config, "application/vnd.oci.image.config.v1+json"),
-        "layers": [put(&layer, "application/vnd.oci.image.layer.v1.tar")],
-    }))
-    .unwrap();
-    let manifest = put(&manifest, "application/vnd.oci.image.manifest.v1+json");
-    let index = json!({"schemaVersion": 2, "manifests": [manifest]});
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-}
-
-/// `request` with `image` in place of `root_file_system`.
-fn with_image(mut request: fcexec::ExecutionRequest, image: &Path) -> fcexec::ExecutionRequest {
-    let params = &mut request.engine_spec.as_mut().unwrap().params;
-    params.remove("root_file_system");
-    params.insert("image".into(), json!(image));
-    request
-}
 
 /// The cached ext4 files.
 fn cached(h: &Harness) -> Vec<PathBuf> {
@@ -211,4 +149,53 @@ async fn image_errors_name_the_field() {
     let dir = with_image(h.request("dir", json!({})), &h.path("plain-dir"));
     let err = ex.start(&dir).await.unwrap_err().to_string();
     assert!(err.contains("oci-layout"), "{err}");
+
+    // Registry references: malformed, unreachable (nothing listens on
+    // 127.0.0.1:9), and from a registry the policy does not allow.
+    let reference = |id: &str, image: &str| {
+        let mut r = h.request(id, json!({"agent": true}));
+        let params = &mut r.engine_spec.as_mut().unwrap().params;
+        params.remove("root_file_system");
+        params.insert("image".into(), json!(image));
+        r
+    };
+    let err = ex
+        .start(&reference("bad-ref", "Repo With Spaces:tag"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("engine_spec.params.image"), "{err}");
+    let started = std::time::Instant::now();
+    let err = ex
+        .start(&reference("down", "127.0.0.1:9/app:1"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("engine_spec.params.image") && err.contains("127.0.0.1:9"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(ex.list().is_empty(), "a failed start leaves nothing");
+    let strict = Executor::new(
+        "strict",
+        fcexec::ExecutorConfig {
+            path_policy: fcexec::validate::PathPolicy {
+                allowed_registries: Some(vec!["registry.internal:5000".into()]),
+                ..Default::default()
+            },
+            ..h.config()
+        },
+    )
+    .await
+    .unwrap();
+    let err = strict
+        .start(&reference("other", "docker.io/library/alpine:3"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("may not be pulled from docker.io") && err.contains("registry.internal:5000"),
+        "{err}"
+    );
 }

@@ -46,8 +46,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::sources::hex;
 use crate::registry::{Client, PullOptions, Reference, RegistryError};
+use crate::sources::hex;
 use crate::{build, BuildOptions, ImageConfig, ImageError, Source};
 
 /// Largest JSON member of a docker archive read for its key.

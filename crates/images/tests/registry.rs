@@ -765,20 +765,28 @@ fn a_cached_tag_is_served_without_asking_the_registry_and_builds_once() {
         .map(|_| {
             let (cache, source) = (cache.clone(), source.clone());
             std::thread::spawn(move || {
-                let image = cache.get_or_build(&source, &BuildOptions::default()).unwrap();
+                let image = cache
+                    .get_or_build(&source, &BuildOptions::default())
+                    .unwrap();
                 (image.built, image.key.clone())
             })
         })
         .collect();
     let results: Vec<(bool, String)> = builds.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(results.iter().filter(|(built, _)| *built).count(), 1, "{results:?}");
+    assert_eq!(
+        results.iter().filter(|(built, _)| *built).count(),
+        1,
+        "{results:?}"
+    );
     assert_eq!(results[0].1, results[1].1);
     let first = registry.served() - before;
     assert!(first >= 4, "the first build pulled ({first} requests)");
 
     // Again: served from the cache, the registry sees no request at all.
     let before = registry.served();
-    let again = cache.get_or_build(&source, &BuildOptions::default()).unwrap();
+    let again = cache
+        .get_or_build(&source, &BuildOptions::default())
+        .unwrap();
     assert!(!again.built);
     assert_eq!(cat(&again.path, "/hello"), b"one");
     std::thread::sleep(Duration::from_millis(200));
@@ -791,7 +799,9 @@ fn a_cached_tag_is_served_without_asking_the_registry_and_builds_once() {
     // The tag moves: after `image rm`, the new image is pulled.
     registry.push_image("fcexec/cached", "v1", &small_layers(b"two"), "amd64");
     cache.remove(&source.to_string()).unwrap();
-    let moved = cache.get_or_build(&source, &BuildOptions::default()).unwrap();
+    let moved = cache
+        .get_or_build(&source, &BuildOptions::default())
+        .unwrap();
     assert!(moved.built);
     assert_eq!(cat(&moved.path, "/hello"), b"two");
 }

@@ -8,6 +8,10 @@
 //!   running `--job` or the greeting job.
 //! - `--job` implies agent mode (the job is handed to the guest agent as the
 //!   `agent_job` engine param).
+//! - `--image REF|PATH` (instead of `--rootfs`) is the `image` engine param,
+//!   a path made absolute or a registry reference as given, and implies
+//!   agent mode with fcexec's guest agent (the image's default command
+//!   runs unless a command is given).
 //! - A command after `--` implies agent mode with fcexec's guest agent: the
 //!   `command` engine param, with `--env` (`env`, as `NAME=value` strings),
 //!   `--workdir` (`working_dir`) and `--user` (`user`).
@@ -50,7 +54,8 @@ pub fn build(
 ) -> anyhow::Result<ExecutionRequest> {
     let mut spec = SpecConfig::new("firecracker");
     let job_id;
-    let mut agent = args.agent || args.job.is_some() || !args.command.is_empty();
+    let mut agent =
+        args.agent || args.job.is_some() || !args.command.is_empty() || args.image.is_some();
     let mut job = args.job.clone();
     match (images, &args.kernel, &args.rootfs) {
         (_, Some(kernel), Some(rootfs)) => {
@@ -58,6 +63,15 @@ pub fn build(
             spec = spec
                 .with_param("kernel_image", path_param("--kernel", kernel)?)
                 .with_param("root_file_system", path_param("--rootfs", rootfs)?);
+        }
+        (_, Some(kernel), None) if args.image.is_some() => {
+            job_id = job_id_of(kernel);
+            spec = spec
+                .with_param("kernel_image", path_param("--kernel", kernel)?)
+                .with_param(
+                    "image",
+                    image_param(args.image.as_deref().unwrap_or_default())?,
+                );
         }
         (Some(images), None, _) => {
             job_id = "demo".to_string();
@@ -67,7 +81,11 @@ pub fn build(
                 .with_param("kernel_image", path_param("kernel", &images.kernel)?)
                 .with_param("root_file_system", path_param("rootfs", &images.rootfs)?);
         }
-        _ => return Err(anyhow!("--kernel and --rootfs must be given together")),
+        _ => {
+            return Err(anyhow!(
+                "--kernel needs --rootfs or --image, and they need --kernel"
+            ))
+        }
     }
     if let Some(initrd) = &args.initrd {
         spec = spec.with_param("initrd_path", path_param("--initrd", initrd)?);
@@ -252,6 +270,15 @@ fn volumes(
             })
         })
         .collect()
+}
+
+/// `--image`: a path made absolute (see [`fcexec_images::looks_like_path`]),
+/// a registry reference as given.
+fn image_param(raw: &str) -> anyhow::Result<String> {
+    match fcexec_images::looks_like_path(raw) {
+        true => path_param("--image", Path::new(raw)),
+        false => Ok(raw.to_string()),
+    }
 }
 
 /// A path as an absolute UTF-8 string, as the request's JSON holds it.

@@ -154,11 +154,7 @@ pub(super) fn image_source(
 }
 
 /// A registry reference from an allowed registry.
-fn image_reference(
-    policy: &PathPolicy,
-    field: &str,
-    raw: &str,
-) -> Result<Source, ValidationError> {
+fn image_reference(policy: &PathPolicy, field: &str, raw: &str) -> Result<Source, ValidationError> {
     let reference = Reference::parse(raw).map_err(|e| ValidationError::InvalidValue {
         field: field.to_string(),
         value: format!("{raw:?}"),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod oci;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

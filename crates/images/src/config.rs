@@ -1,7 +1,10 @@
 //! The image's run configuration (entrypoint, cmd, env, working directory,
 //! user), read from the OCI / Docker image config and stored in the root
-//! file system at [`IMAGE_CONFIG_PATH`], where fcexec's guest agent reads
-//! it to run the image's default command when a request names none.
+//! file system at [`IMAGE_CONFIG_PATH`], so a built image carries it, and
+//! in the cache's sidecar. The executor takes it from the sidecar: a
+//! request that names the image and no command gets the image's entrypoint
+//! and cmd (with its env, working directory and user as defaults) in the
+//! job it hands fcexec's guest agent.
 
 use serde::{Deserialize, Serialize};
 

@@ -17,7 +17,7 @@
 //! `docker save` archive) into layers and an [`ImageConfig`], checking
 //! every digest → [`layers`] applies the layers in order into a staging
 //! directory, never writing outside it → [`build`] stores the config at
-//! [`IMAGE_CONFIG_PATH`] in the tree, where fcexec's guest agent reads it →
+//! [`IMAGE_CONFIG_PATH`] in the tree (the image carries how to run it) →
 //! [`ext4`] makes the ext4 image with `mkfs.ext4 -d`, sized to the content.
 //!
 //! [`build`] writes the image to a temporary file next to the output and

@@ -4,8 +4,15 @@
 //! The guest protocol 2 codec (`crates/guest-protocol`, no dependencies) is
 //! compiled first, as an rlib for the same target, and linked in.
 //!
-//! `rustc` is invoked directly (not a nested cargo) so that the outer cargo's
-//! build lock is never contended and the guest takes about a second to build.
+//! Third-party crates (smoltcp and what it needs) come from the nested
+//! package `guest-deps/` (its own workspace and `Cargo.lock`), built by a
+//! nested `cargo build --locked` for the guest's target into
+//! `$OUT_DIR/guest-deps` with the same code generation; the guest links the
+//! resulting smoltcp rlib. That cargo has its own target directory, so it
+//! never waits for the outer cargo's lock, and it finds nothing to do when
+//! nothing changed.
+//!
+//! The guest itself is built with `rustc` directly and takes about a second.
 
 use std::env;
 use std::ffi::OsStr;
@@ -44,6 +51,12 @@ fn main() {
         .arg(&codec);
     run(cmd, &rustc, "the guest protocol codec");
 
+    let deps = manifest.join("guest-deps");
+    for file in ["Cargo.toml", "Cargo.lock", "lib.rs"] {
+        println!("cargo:rerun-if-changed={}", deps.join(file).display());
+    }
+    let (smoltcp, deps_dir) = build_deps(&deps, &out_dir.join("guest-deps"), &rustc);
+
     let elf = out_dir.join("test-guest.elf");
     let link_script = guest.join("link.ld");
     let mut cmd = guest_rustc(&rustc);
@@ -51,6 +64,10 @@ fn main() {
         .args(["--crate-type", "bin", "--crate-name", "fcexec_test_guest"])
         .arg("--extern")
         .arg(format!("fcexec_guest_protocol={}", codec.display()))
+        .arg("--extern")
+        .arg(format!("smoltcp={}", smoltcp.display()))
+        .arg("-L")
+        .arg(format!("dependency={}", deps_dir.display()))
         .args(["-C", "strip=symbols"])
         .arg("-C")
         .arg(format!("link-arg=-T{}", link_script.display()))
@@ -62,6 +79,86 @@ fn main() {
         .arg("-o")
         .arg(&elf);
     run(cmd, &rustc, "the test guest");
+}
+
+/// Code generation flags of the guest's own crates that the nested cargo
+/// gets through `CARGO_ENCODED_RUSTFLAGS` (the rest is the nested package's
+/// release profile).
+const DEPS_RUSTFLAGS: [&str; 2] = ["-Crelocation-model=static", "-Ccode-model=small"];
+
+/// Builds the nested `guest-deps` package for the guest's target with the
+/// same `cargo` and `rustc` as this build; returns the smoltcp rlib and the
+/// directory of its dependencies.
+fn build_deps(package: &Path, target_dir: &Path, rustc: &OsStr) -> (PathBuf, PathBuf) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = Command::new(&cargo);
+    cmd.arg("build")
+        .args(["--release", "--locked", "--target", TARGET])
+        .arg("--manifest-path")
+        .arg(package.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(["--message-format", "json-render-diagnostics"]);
+    // What the outer cargo tells its build scripts (target, profile, flags,
+    // wrappers such as clippy's, the jobserver) must not reach the nested
+    // build; how to reach the registry may.
+    for (name, _) in env::vars_os() {
+        let name = name.to_string_lossy();
+        let keep = [
+            "CARGO_HOME",
+            "CARGO_NET_",
+            "CARGO_HTTP_",
+            "CARGO_REGISTRIES_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix));
+        let drop = name.starts_with("CARGO_")
+            || matches!(
+                &*name,
+                "RUSTFLAGS"
+                    | "RUSTDOCFLAGS"
+                    | "RUSTC_WRAPPER"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "MAKEFLAGS"
+                    | "MFLAGS"
+            );
+        if drop && !keep {
+            cmd.env_remove(&*name);
+        }
+    }
+    cmd.env("RUSTC", rustc)
+        .env("CARGO_ENCODED_RUSTFLAGS", DEPS_RUSTFLAGS.join("\x1f"));
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", Path::new(&cargo).display()));
+    if !output.status.success() {
+        panic!(
+            "building the guest's dependencies ({}) failed ({}):\n{}",
+            package.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let rlib = stdout
+        .lines()
+        .filter(|l| l.contains(r#""reason":"compiler-artifact""#))
+        .filter(|l| l.contains(r#""name":"smoltcp""#))
+        .find_map(rlib_of)
+        .unwrap_or_else(|| panic!("the nested cargo build named no smoltcp rlib:\n{stdout}"));
+    let deps_dir = target_dir.join(TARGET).join("release").join("deps");
+    (rlib, deps_dir)
+}
+
+/// The `.rlib` among a cargo `compiler-artifact` message's `filenames`.
+fn rlib_of(message: &str) -> Option<PathBuf> {
+    let files = message.split(r#""filenames":["#).nth(1)?;
+    let files = &files[..files.find(']')?];
+    files
+        .split(',')
+        .map(|f| f.trim().trim_matches('"'))
+        .find(|f| f.ends_with(".rlib"))
+        .map(PathBuf::from)
 }
 
 /// A `rustc` command with the flags every guest crate is built with.

@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::job::{self, Op};
-use crate::{agent2, cmdline, config, frame, kbd, report, sys, virtio, vsock, Global};
+use crate::{agent2, clock, cmdline, config, frame, kbd, net, report, sys, virtio, vsock, Global};
 
 /// Printed (with a newline) when there is no job.
 pub const GREETING: &[u8] = b"Hello from the fcexec test guest!\n";
@@ -20,6 +20,7 @@ static COPY_BUF: Global<[u8; COPY_CHUNK]> = Global::new([0; COPY_CHUNK]);
 pub fn main(zero_page: u64) -> ! {
     let line = cmdline::read(zero_page);
     virtio::probe(line);
+    net::set_cmdline(line);
     let config = config::find();
     let key = config
         .as_ref()
@@ -143,9 +144,62 @@ fn run(op: Op) {
             report::flush();
             sys::power_off()
         }
+        Op::Spin(ms) => {
+            report::flush();
+            let Some(now) = clock::now_ns() else {
+                report::fail(b"spin: no clock (kvmclock is missing)")
+            };
+            spin_until(now.saturating_add(ms.saturating_mul(1_000_000)));
+        }
+        Op::Mmds(path) => {
+            report::flush();
+            let path = job::decode(path, text);
+            network("mmds", net::mmds(path, &mut stdout_now));
+        }
+        Op::TcpEcho { port, count } => {
+            report::flush();
+            network("tcp-echo", net::tcp_echo(port, count, &mut stdout_now));
+        }
+        Op::UdpEcho { port, count } => {
+            report::flush();
+            network("udp-echo", net::udp_echo(port, count, &mut stdout_now));
+        }
+        Op::Connect {
+            ip,
+            port,
+            timeout_ms,
+        } => {
+            report::flush();
+            network(
+                "connect",
+                net::connect(ip, port, timeout_ms, &mut stdout_now),
+            );
+        }
         // Protocol 2 only (raw, hello-key are rejected before), or nothing to
         // do without a host that cancels.
         Op::NoHeartbeat | Op::OnCancel(_) | Op::IgnoreCancel | Op::Raw(_) | Op::HelloKey(_) => {}
+    }
+}
+
+/// Keeps the vCPU busy (in ring 3, with no system call) until kvmclock
+/// reaches `deadline_ns`.
+pub fn spin_until(deadline_ns: u64) {
+    while clock::now_ns().is_some_and(|now| now < deadline_ns) {
+        core::hint::spin_loop();
+    }
+}
+
+/// Reports stdout at once (a network operation's output is awaited by the
+/// host while the operation goes on).
+fn stdout_now(bytes: &[u8]) {
+    report::stdout(bytes);
+    report::flush();
+}
+
+/// Fails the job when a network operation failed.
+fn network(op: &str, result: Result<(), net::Error>) {
+    if let Err(e) = result {
+        report::fatal(format_args!("{op}: {e}"));
     }
 }
 

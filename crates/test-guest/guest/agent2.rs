@@ -4,10 +4,11 @@
 //!
 //! Cancels: a host `cancel` is noticed before every operation, between the
 //! writes of bulk and chunked output, while waiting for the retention window
-//! and during `sleep` and `hang`. By default the workload then ends at once,
-//! killed by signal 15; after `on-cancel:<code>` it exits with that code;
-//! after `ignore-cancel` it goes on until the cancel's grace time is over and
-//! is then killed by signal 9.
+//! and during `sleep`, `spin` and `hang`. By default the workload then ends
+//! at once, killed by signal 15; after `on-cancel:<code>` it exits with that
+//! code; after `ignore-cancel` it goes on until the cancel's grace time is
+//! over and is then killed by signal 9. The network operations are not
+//! available here: they make the job bad.
 
 use fcexec_guest_protocol::{ExitStatus, Stream};
 
@@ -18,6 +19,8 @@ use crate::{agent, clock, kbd, sys, Global};
 
 /// Bytes per write of bulk output.
 const BULK_CHUNK: u64 = 64 * 1024;
+/// How long `spin` runs between services of the session.
+const SPIN_SLICE_NS: u64 = 1_000_000;
 
 /// Decoded job text (output text, raw bytes): written once each, never
 /// changed, so retained output can point into it. A job is at most 4 KiB.
@@ -32,6 +35,9 @@ pub fn main(key: [u8; 16], job: &'static [u8], port: u32, heartbeat_ms: u64) -> 
     for (i, (text, op)) in job::ops(job).enumerate() {
         match op {
             Ok(Op::HelloKey(k)) => hello_key = k,
+            Ok(op) if op.needs_protocol_1() => {
+                bad = bad.or(Some((i, text, "not in protocol 2")));
+            }
             Ok(_) => {}
             Err(reason) => {
                 bad = bad.or(Some((i, text, reason)));
@@ -150,6 +156,14 @@ impl Workload {
                 self.on_cancel = OnCancel::Ignore;
                 Ok(())
             }
+            Op::Spin(ms) => {
+                let Some(now) = clock::now_ns() else {
+                    session::fail(format_args!("spin: no clock (kvmclock is missing)"))
+                };
+                self.spin_until(now.saturating_add(ms.saturating_mul(1_000_000)))
+            }
+            // Rejected before the job starts.
+            Op::Mmds(_) | Op::TcpEcho { .. } | Op::UdpEcho { .. } | Op::Connect { .. } => Ok(()),
         }
     }
 
@@ -208,6 +222,19 @@ impl Workload {
                 return Ok(());
             }
             session::wait(self.kill_at());
+        }
+    }
+
+    /// Keeps the vCPU busy until `deadline` (kvmclock), servicing the
+    /// session every `SPIN_SLICE_NS`.
+    fn spin_until(&mut self, deadline: u64) -> Result<(), ExitStatus> {
+        loop {
+            self.checkpoint()?;
+            let Some(now) = clock::now_ns().filter(|&now| now < deadline) else {
+                return Ok(());
+            };
+            agent::spin_until(deadline.min(now.saturating_add(SPIN_SLICE_NS)));
+            session::service();
         }
     }
 

@@ -47,6 +47,20 @@ pub enum Op<'a> {
     OnCancel(u8),
     /// `ignore-cancel`
     IgnoreCancel,
+    /// `spin:<ms>`: keep the vCPU busy for that long.
+    Spin(u64),
+    /// `mmds:<path>`, the path still percent-encoded (protocol 1 and plain).
+    Mmds(&'a [u8]),
+    /// `tcp-echo:<port>:<count>` (protocol 1 and plain).
+    TcpEcho { port: u16, count: u64 },
+    /// `udp-echo:<port>:<count>` (protocol 1 and plain).
+    UdpEcho { port: u16, count: u64 },
+    /// `connect:<ipv4>:<port>:<timeout_ms>` (protocol 1 and plain).
+    Connect {
+        ip: &'a [u8],
+        port: u16,
+        timeout_ms: u64,
+    },
 }
 
 /// An output stream of the workload.
@@ -62,6 +76,14 @@ impl Op<'_> {
     /// True for operations that only protocol 2 has.
     pub fn needs_protocol_2(&self) -> bool {
         matches!(self, Op::Raw(_) | Op::HelloKey(_))
+    }
+
+    /// True for the network operations, which protocol 2 does not have.
+    pub fn needs_protocol_1(&self) -> bool {
+        matches!(
+            self,
+            Op::Mmds(_) | Op::TcpEcho { .. } | Op::UdpEcho { .. } | Op::Connect { .. }
+        )
     }
 }
 
@@ -153,6 +175,33 @@ fn parse(op: &[u8]) -> Result<Op<'_>, &'static str> {
                 bytes: number(a[2])?,
             })
         }
+        b"spin" => want(1).and_then(|()| number(a[0])).map(Op::Spin),
+        b"mmds" => {
+            want(1)?;
+            check_text(a[0])?;
+            Ok(Op::Mmds(a[0]))
+        }
+        b"tcp-echo" | b"udp-echo" => {
+            want(2)?;
+            let port = port(a[0])?;
+            let count = number(a[1])?;
+            Ok(if name == b"tcp-echo" {
+                Op::TcpEcho { port, count }
+            } else {
+                Op::UdpEcho { port, count }
+            })
+        }
+        b"connect" => {
+            want(3)?;
+            if a[0].is_empty() || !a[0].iter().all(|&b| b.is_ascii_digit() || b == b'.') {
+                return Err("bad IPv4 address");
+            }
+            Ok(Op::Connect {
+                ip: a[0],
+                port: port(a[1])?,
+                timeout_ms: number(a[2])?,
+            })
+        }
         b"hang" => want(0).map(|()| Op::Hang),
         b"triple" => want(0).map(|()| Op::Triple),
         b"ignore-cad" => want(0).map(|()| Op::IgnoreCad),
@@ -176,6 +225,14 @@ pub fn number(text: &[u8]) -> Result<u64, &'static str> {
             .and_then(|n| n.checked_add(u64::from(b - b'0')))
             .ok_or("number too large")
     })
+}
+
+/// A port number, 1..=65535.
+fn port(text: &[u8]) -> Result<u16, &'static str> {
+    match u16::try_from(number(text)?) {
+        Ok(0) | Err(_) => Err("bad port"),
+        Ok(port) => Ok(port),
+    }
 }
 
 /// An exit code, 0..=255.

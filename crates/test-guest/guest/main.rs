@@ -21,7 +21,8 @@
 //! `sys` (system calls), `serial` (16550 output), `clock` (kvmclock), `kbd`
 //! (i8042, Ctrl+Alt+Del), `cmdline` (zero page and command line), `mmio`
 //! (the virtio-mmio transport), `vring` (virtqueues), `virtio` (block
-//! driver), `vsock` (vsock driver), `config` (the config drive), `job` (job
+//! driver), `vsock` (vsock driver), `net` (virtio-net driver, smoltcp stack
+//! and the network operations), `config` (the config drive), `job` (job
 //! parsing), `frame` (version 1 frame encoder), `report` (plain and version 1
 //! reporting), `agent` (runs the job, version 1), `agent2`, `session` and
 //! `retain` (version 2: the job, the connection, the unacked output).
@@ -39,6 +40,7 @@ mod frame;
 mod job;
 mod kbd;
 mod mmio;
+mod net;
 mod report;
 mod retain;
 mod serial;

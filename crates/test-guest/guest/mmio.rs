@@ -1,7 +1,8 @@
 //! The virtio-mmio transport (the "modern" register layout, version 2, which is
-//! what Firecracker implements), shared by the block driver (`virtio`) and the
-//! vsock driver (`vsock`): register access, device identification, feature
-//! negotiation (`VIRTIO_F_VERSION_1` only), queue setup and notification.
+//! what Firecracker implements), shared by the block driver (`virtio`), the
+//! vsock driver (`vsock`) and the network driver (`net`): register access,
+//! device identification, feature negotiation (`VIRTIO_F_VERSION_1` only),
+//! queue setup and notification.
 //!
 //! Registers are accessed from ring 3: `arch` maps the device window
 //! user-accessible and uncached, so each access is one VM exit and no system
@@ -9,6 +10,8 @@
 
 use core::ptr::{read_volatile, write_volatile};
 
+/// The virtio device id of a network device.
+pub const NET_DEVICE: u32 = 1;
 /// The virtio device id of a block device.
 pub const BLOCK_DEVICE: u32 = 2;
 /// The virtio device id of a socket (vsock) device.

@@ -1,10 +1,11 @@
 //! A polling virtio block driver over virtio-mmio (`mmio`).
 //!
 //! Drives are the block devices among the command line's `virtio_mmio.device`
-//! entries, numbered in that order from 0 (the probe hands a vsock device
-//! among them to `vsock`, without a drive number). A drive is initialised when first
-//! used; it gets a 4-entry queue of which each request uses 3 descriptors
-//! (header, data, status) — Firecracker expects exactly one data descriptor.
+//! entries, numbered in that order from 0 (the probe hands a vsock or network
+//! device among them to `vsock` or `net`, without a drive number). A drive is
+//! initialised when first used; it gets a 4-entry queue of which each request
+//! uses 3 descriptors (header, data, status) — Firecracker expects exactly one
+//! data descriptor.
 //! Interrupts stay masked; completion is found by polling the used ring.
 //! Buffers are plain guest memory: the guest is identity-mapped.
 
@@ -111,7 +112,8 @@ fn drives() -> &'static mut Drives {
 }
 
 /// Finds the block devices on the command line, numbering them in order, and
-/// hands the first vsock device to `vsock`.
+/// hands the first vsock device to `vsock` and the first network device to
+/// `net`.
 pub fn probe(cmdline: &[u8]) {
     let d = drives();
     for base in cmdline::virtio_devices(cmdline) {
@@ -127,6 +129,7 @@ pub fn probe(cmdline: &[u8]) {
                 d.count += 1;
             }
             Some(mmio::VSOCK_DEVICE) => crate::vsock::found(base),
+            Some(mmio::NET_DEVICE) => crate::net::found(base),
             _ => {}
         }
     }

@@ -28,6 +28,17 @@
 //! job, a failed copy) is a `fail` frame in agent mode and a
 //! `test-guest: <reason>` line followed by a triple fault in plain mode.
 //!
+//! Network: with a Firecracker network interface (the guest drives the
+//! virtio-net device with smoltcp, polling) and its address on the command
+//! line as [`ip_kernel_arg`] writes it, the network operations work:
+//! [`mmds`](Job::mmds), [`tcp_echo`](Job::tcp_echo),
+//! [`udp_echo`](Job::udp_echo) and [`connect`](Job::connect). The guest also
+//! takes `169.254.0.2/16`, so that Firecracker's MMDS at `169.254.169.254`
+//! (MMDS version 2, enabled on the interface) is on-link. The network
+//! operations are for plain mode and protocol 1; protocol 2 rejects them as
+//! a bad job. A network operation that fails (no device, no `ip=`, an MMDS
+//! error) fails the job as any guest failure does.
+//!
 //! Speed: the guest boots and prints in about a millisecond, but every byte of
 //! serial output is a VM exit (about 17 µs here), so 256 KiB of
 //! [`bulk`](Job::bulk) output (about 350 KB of frames) takes about 6 s over
@@ -53,7 +64,9 @@
 
 use std::fmt;
 use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// What the guest prints (followed by a newline) when it has no job.
 pub const GREETING: &str = "Hello from the fcexec test guest!";
@@ -82,6 +95,30 @@ pub fn write_kernel(dir: &Path) -> io::Result<PathBuf> {
     let path = dir.join(KERNEL_FILE_NAME);
     std::fs::write(&path, KERNEL)?;
     Ok(path)
+}
+
+/// The kernel parameter that gives the guest its address: Linux's
+/// `ip=<client>::<gateway>:<netmask>::eth0:off`. The gateway is the host's
+/// side of the TAP device.
+///
+/// ```
+/// use std::net::Ipv4Addr;
+///
+/// let arg = test_guest::ip_kernel_arg(
+///     Ipv4Addr::new(172, 31, 0, 2),
+///     Ipv4Addr::new(172, 31, 0, 1),
+///     Ipv4Addr::new(255, 255, 255, 252),
+/// );
+/// assert_eq!(arg, "ip=172.31.0.2::172.31.0.1:255.255.255.252::eth0:off");
+/// ```
+pub fn ip_kernel_arg(client: Ipv4Addr, gateway: Ipv4Addr, netmask: Ipv4Addr) -> String {
+    format!("ip={client}::{gateway}:{netmask}::eth0:off")
+}
+
+/// The line (with its newline) that [`Job::tcp_echo`] and [`Job::udp_echo`]
+/// write to stdout once they listen on `port`.
+pub fn listening_line(port: u16) -> String {
+    format!("listening on {port}\n")
 }
 
 /// One of the workload's output streams, for [`Job::chunked`].
@@ -225,6 +262,55 @@ impl Job {
         self.op("ignore-cancel".into())
     }
 
+    /// Keep the vCPU busy for `ms` milliseconds by the guest's clock, without
+    /// halting (for CPU quota tests). Over protocol 1 and in plain mode,
+    /// Ctrl+Alt+Del is noticed only afterwards; protocol 2 still notices a
+    /// cancel every millisecond.
+    pub fn spin(self, ms: u64) -> Self {
+        self.op(format!("spin:{ms}"))
+    }
+
+    /// Fetch `path` (for example `/latest/meta-data/id`) from Firecracker's
+    /// MMDS version 2 and write the response body to stdout, exactly as
+    /// received: `PUT /latest/api/token` with
+    /// `X-metadata-token-ttl-seconds: 60`, then `GET <path>` with
+    /// `X-metadata-token: <token>` and no `Accept` header (so a string value
+    /// comes as the bare string, an object as its keys, one a line). A
+    /// status other than 200, or no answer within 10 s, fails the job (the
+    /// reason names the status, e.g. `mmds: request: HTTP status 404`).
+    /// Network operations: see the crate docs.
+    pub fn mmds(self, path: &str) -> Self {
+        self.op(format!("mmds:{}", encode(path.as_bytes())))
+    }
+
+    /// Serve `connections` TCP connections on `port`, at most two at a time,
+    /// echoing all each peer sends until it closes; first write
+    /// [`listening_line`] to stdout once listening. No timeout.
+    pub fn tcp_echo(self, port: u16, connections: u64) -> Self {
+        self.op(format!("tcp-echo:{port}:{connections}"))
+    }
+
+    /// Send `datagrams` UDP datagrams received on `port` back to their
+    /// senders; first write [`listening_line`] to stdout once bound. No
+    /// timeout.
+    pub fn udp_echo(self, port: u16, datagrams: u64) -> Self {
+        self.op(format!("udp-echo:{port}:{datagrams}"))
+    }
+
+    /// Open a TCP connection to `addr` (waiting at most `timeout`, in whole
+    /// milliseconds) and write `connected\n` or `failed: <reason>\n` to stdout,
+    /// the reason being `connection refused`, `connection reset` or
+    /// `timed out`; then close it. The outcome does not fail the job or set
+    /// its exit code: later operations do.
+    pub fn connect(self, addr: SocketAddrV4, timeout: Duration) -> Self {
+        self.op(format!(
+            "connect:{}:{}:{}",
+            addr.ip(),
+            addr.port(),
+            timeout.as_millis()
+        ))
+    }
+
     /// True when the job has no operations.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
@@ -297,6 +383,25 @@ mod tests {
                 "5a".repeat(16)
             )
         );
+    }
+
+    #[test]
+    fn network_operations_have_their_syntax() {
+        let job = Job::new()
+            .spin(250)
+            .mmds("/latest/meta-data/a b")
+            .tcp_echo(7, 2)
+            .udp_echo(9, 3)
+            .connect(
+                SocketAddrV4::new(Ipv4Addr::new(172, 31, 0, 1), 8080),
+                Duration::from_millis(1500),
+            );
+        assert_eq!(
+            job.to_string(),
+            "spin:250,mmds:%2Flatest%2Fmeta-data%2Fa%20b,tcp-echo:7:2,udp-echo:9:3,\
+             connect:172.31.0.1:8080:1500"
+        );
+        assert_eq!(listening_line(7), "listening on 7\n");
     }
 
     #[test]

@@ -194,3 +194,44 @@ fn guest_rejects_bad_jobs() {
     assert_eq!(reason("poweroff:1"), Some("wrong number of arguments"));
     assert_eq!(reason("ignore-cancel:"), Some("wrong number of arguments"));
 }
+
+#[test]
+fn guest_parses_the_network_operations() {
+    let addr = std::net::SocketAddrV4::new(std::net::Ipv4Addr::new(172, 31, 0, 1), 8080);
+    let built = Job::new()
+        .spin(250)
+        .mmds("/latest/meta-data/x")
+        .tcp_echo(7, 2)
+        .udp_echo(9, 3)
+        .connect(addr, std::time::Duration::from_millis(1500))
+        .to_string();
+    let ops: Vec<_> = job::ops(built.as_bytes())
+        .map(|(_, op)| op.expect("valid"))
+        .collect();
+    let mut buf = [0u8; 64];
+    assert!(matches!(ops[0], job::Op::Spin(250)));
+    assert!(
+        matches!(ops[1], job::Op::Mmds(p) if job::decode(p, &mut buf) == b"/latest/meta-data/x")
+    );
+    assert!(matches!(ops[2], job::Op::TcpEcho { port: 7, count: 2 }));
+    assert!(matches!(ops[3], job::Op::UdpEcho { port: 9, count: 3 }));
+    assert!(matches!(
+        ops[4],
+        job::Op::Connect {
+            ip: b"172.31.0.1",
+            port: 8080,
+            timeout_ms: 1500
+        }
+    ));
+    let protocol_1_only: Vec<_> = ops.iter().map(job::Op::needs_protocol_1).collect();
+    assert_eq!(protocol_1_only, [false, true, true, true, true]);
+    let reason = |job: &str| job::ops(job.as_bytes()).find_map(|(_, op)| op.err());
+    assert_eq!(reason("tcp-echo:0:1"), Some("bad port"));
+    assert_eq!(reason("udp-echo:65536:1"), Some("bad port"));
+    assert_eq!(reason("connect:a.b:1:1"), Some("bad IPv4 address"));
+    assert_eq!(
+        reason("connect:1.2.3.4:1"),
+        Some("wrong number of arguments")
+    );
+    assert_eq!(reason("mmds:%z"), Some("bad percent escape"));
+}

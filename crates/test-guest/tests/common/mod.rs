@@ -1,8 +1,9 @@
 //! Test harness: runs the test guest under the real Firecracker
 //! (`firecracker --config-file`, with or without an API socket, with or
-//! without a vsock device), captures its stdout with arrival times, and
-//! decodes guest protocol frames ([`decode`]); [`host`] is a minimal
-//! protocol 2 host on the vsock socket.
+//! without a vsock device, with or without a network interface in a network
+//! namespace), captures its stdout with arrival times, and decodes guest
+//! protocol frames ([`decode`]); [`host`] is a minimal protocol 2 host on the
+//! vsock socket; [`netns`] makes throwaway network namespaces.
 
 #![allow(dead_code)] // each test binary uses a different part
 
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 mod decode;
 pub mod host;
+pub mod netns;
 #[allow(unused_imports)] // each test binary uses a different part
 pub use decode::{base64_decode, decode, Decoded};
 
@@ -37,6 +39,21 @@ pub struct VmSpec {
     pub api: bool,
     /// The vsock device's host socket (`uds_path`), guest CID 3.
     pub vsock: Option<PathBuf>,
+    /// A network interface, and the namespace the VMM runs in.
+    pub net: Option<NetSpec>,
+}
+
+/// A VM's network interface `eth0` on a TAP device in a network namespace,
+/// with MMDS version 2 enabled on it.
+pub struct NetSpec {
+    /// The network namespace (`ip netns` name) the VMM runs in.
+    pub netns: String,
+    /// The TAP device in that namespace.
+    pub tap: String,
+    /// The guest's MAC address.
+    pub guest_mac: String,
+    /// The MMDS's initial contents (`--metadata`), if any.
+    pub metadata: Option<String>,
 }
 
 impl VmSpec {
@@ -46,6 +63,7 @@ impl VmSpec {
             drives: Vec::new(),
             api: false,
             vsock: None,
+            net: None,
         }
     }
 
@@ -65,6 +83,11 @@ impl VmSpec {
 
     pub fn with_vsock(mut self, uds_path: &Path) -> Self {
         self.vsock = Some(uds_path.to_path_buf());
+        self
+    }
+
+    pub fn with_net(mut self, net: NetSpec) -> Self {
+        self.net = Some(net);
         self
     }
 }
@@ -143,9 +166,21 @@ pub fn spawn(vmm: &testkit::Vmm, spec: &VmSpec) -> Vm {
             )
         })
         .unwrap_or_default();
+    let net = spec
+        .net
+        .as_ref()
+        .map(|net| {
+            format!(
+                r#""network-interfaces":[{{"iface_id":"eth0","host_dev_name":{},"guest_mac":{}}}],
+"mmds-config":{{"version":"V2","network_interfaces":["eth0"]}},"#,
+                json_string(&net.tap),
+                json_string(&net.guest_mac)
+            )
+        })
+        .unwrap_or_default();
     let config = format!(
         r#"{{"boot-source":{{"kernel_image_path":{},"boot_args":{}}},
-"drives":[{}],{vsock}
+"drives":[{}],{vsock}{net}
 "machine-config":{{"vcpu_count":1,"mem_size_mib":32}},
 "logger":{{"log_path":{},"level":"Info"}}}}"#,
         json_string(&kernel.to_string_lossy()),
@@ -155,7 +190,20 @@ pub fn spawn(vmm: &testkit::Vmm, spec: &VmSpec) -> Vm {
     );
     let config_path = dir.path().join("vm.json");
     std::fs::write(&config_path, config).expect("write config");
-    let mut cmd = Command::new(&vmm.firecracker);
+    let mut cmd = match &spec.net {
+        Some(net) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &net.netns])
+                .arg(&vmm.firecracker);
+            if let Some(metadata) = &net.metadata {
+                let path = dir.path().join("metadata.json");
+                std::fs::write(&path, metadata).expect("write metadata");
+                cmd.arg("--metadata").arg(path);
+            }
+            cmd
+        }
+        None => Command::new(&vmm.firecracker),
+    };
     let api_sock = spec.api.then(|| dir.path().join("api.sock"));
     match &api_sock {
         Some(sock) => cmd.arg("--api-sock").arg(sock),

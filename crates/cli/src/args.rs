@@ -145,7 +145,7 @@ pub struct RunArgs {
         conflicts_with_all = [
             "kernel", "rootfs", "image", "initrd", "kernel_args", "cpus", "memory",
             "inputs", "outputs", "results_dir", "agent", "job",
-            "env", "workdir", "user", "command",
+            "env", "workdir", "user", "command", "publish", "network", "no_egress",
         ]
     )]
     pub request: Option<PathBuf>,
@@ -190,6 +190,18 @@ pub struct RunArgs {
     /// Where output images are copied when the execution ends.
     #[arg(long, value_name = "DIR")]
     pub results_dir: Option<PathBuf>,
+    /// Publish a guest port on every address of the host,
+    /// HOST_PORT:GUEST_PORT[/udp] (tcp by default); gives the VM a network.
+    /// Repeatable.
+    #[arg(long = "publish", short = 'p', value_name = "HOST:GUEST[/udp]")]
+    pub publish: Vec<String>,
+    /// Give the VM a network (its own namespace, NAT to the outside, MMDS)
+    /// even without published ports.
+    #[arg(long)]
+    pub network: bool,
+    /// With a network: the VM may not reach the outside.
+    #[arg(long)]
+    pub no_egress: bool,
     /// The execution id; overrides the one of a --request file [default:
     /// the file's execution_id, else run-<unix ms>-<pid>].
     #[arg(long, value_name = "ID")]

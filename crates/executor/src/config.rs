@@ -92,6 +92,16 @@ pub struct ExecutorConfig {
     /// keeps: past it the least recently used images are evicted, never
     /// one an execution is copying. Default 10 GiB; `None`: no limit.
     pub image_cache_limit: Option<u64>,
+    /// Execution networking: the address pool, egress (NAT through the
+    /// host's default route, on by default) and its allow list, DNS. An
+    /// execution gets a network when its request has `ports_to_bind` or
+    /// `gateway_ip` or sets `network: true`, or by `network_by_default`.
+    /// `None` turns networking off (such requests are refused). Each
+    /// executor on a host needs a pool of its own.
+    pub network: Option<fcexec_network::NetworkConfig>,
+    /// Give every execution a network unless its request says `network:
+    /// false`. Default off.
+    pub network_by_default: bool,
     /// Test seam: called before each host file is opened during
     /// validation (see [`crate::validate::OpenHook`]); a test blocks in it
     /// to stand in for a file system that does not answer.
@@ -123,6 +133,8 @@ impl Default for ExecutorConfig {
             cancel_grace: Duration::from_secs(5),
             agent_binary: None,
             image_cache_limit: Some(10 << 30),
+            network: Some(fcexec_network::NetworkConfig::default()),
+            network_by_default: false,
             validation_hook: None,
         }
     }

@@ -47,6 +47,16 @@ pub enum ExecutorError {
         #[source]
         source: LaunchError,
     },
+    /// The execution's network could not be made (a host port taken, a
+    /// `gateway_ip` outside the pool, a host without networking...).
+    #[error("execution {id:?}: cannot make its network: {source}")]
+    Network {
+        /// The execution.
+        id: String,
+        /// Why.
+        #[source]
+        source: Box<fcexec_network::NetworkError>,
+    },
     /// Starting it would take more than the executor's budget.
     #[error("execution {id:?} cannot start now: {reason}; wait for others to end, or raise ExecutorConfig::memory_budget_mib / max_live")]
     OverBudget {

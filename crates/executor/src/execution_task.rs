@@ -61,8 +61,10 @@ pub async fn launch_and_supervise(
         let (ctx, exec) = (task_ctx, task_exec);
         let launched = async {
             let spawned = ctx.launcher.spawn(&valid, &exec.paths).await?;
-            exec.transition(Phase::Booting)
-                .map_err(|e| internal(&exec, e))?;
+            if let Err(e) = exec.transition(Phase::Booting) {
+                ctx.launcher.discard(spawned).await;
+                return Err(internal(&exec, e));
+            }
             let launched = ctx.launcher.boot(spawned).await?;
             exec.transition(Phase::Running)
                 .map_err(|e| internal(&exec, e))?;
@@ -123,6 +125,7 @@ fn supervisor<M: Machine>(
         stop,
         settings,
         deadlines,
+        ctx.launcher.networks.clone(),
     )
 }
 

@@ -33,6 +33,32 @@ pub struct GuestJob {
     pub provision_scripts: Vec<Script>,
     /// How long the command gets to stop after a cancel before it is killed.
     pub cancel_grace_ms: u64,
+    /// The guest's network, when the execution has one (the kernel's `ip=`
+    /// argument configures `eth0`; the agent gives the workload its DNS).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<GuestNetwork>,
+}
+
+/// The guest's addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GuestNetwork {
+    /// The guest's address with its prefix, such as `10.213.0.6/30`.
+    pub address: String,
+    /// The gateway.
+    pub gateway: String,
+    /// The DNS server.
+    pub dns: String,
+}
+
+impl GuestNetwork {
+    /// The addresses of `net`.
+    pub fn of(net: &fcexec_network::ExecutionNetwork) -> GuestNetwork {
+        GuestNetwork {
+            address: format!("{}/{}", net.guest_ip, net.prefix_len),
+            gateway: net.gateway.to_string(),
+            dns: net.dns.to_string(),
+        }
+    }
 }
 
 /// A volume the agent mounts.
@@ -96,6 +122,7 @@ impl GuestJob {
                 })
                 .collect(),
             cancel_grace_ms: cancel_grace.as_millis() as u64,
+            network: None,
         })
     }
 

@@ -105,6 +105,8 @@ pub struct Launcher {
     pub image_cache_limit: Option<u64>,
     /// The agent's initrd, once built.
     pub agent_initrd: tokio::sync::OnceCell<PathBuf>,
+    /// Makes and removes executions' networks.
+    pub networks: Arc<crate::network::Networks>,
 }
 
 /// Launches doing their blocking part at once.
@@ -190,19 +192,33 @@ impl Launcher {
             },
             false => self.plan.clone(),
         };
-        let plan = VmPlan::new(valid, paths, key.clone(), &settings);
-        let record = new_record(valid, key.as_ref());
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| ExecutorError::ShuttingDown)?;
+        let mut plan = VmPlan::new(valid, paths, key.clone(), &settings);
+        let mut record = new_record(valid, key.as_ref());
+        let wanted = self.networks.wanted(
+            valid.network.as_ref(),
+            valid.spec.network,
+            valid.spec.egress,
+        );
+        if let Some(request) = wanted {
+            let net = self
+                .networks
+                .create(&id, &request)
+                .await
+                .map_err(|e| network_error(&id, e))?;
+            plan = plan.with_network(&net);
+            record.network = Some(net);
+        }
+        let network = record.network.clone();
+        let Ok(_slot) = self.slots.acquire().await else {
+            self.release_network(network.as_ref()).await;
+            return Err(ExecutorError::ShuttingDown);
+        };
         // Files and fork/exec block; on a worker thread they would delay every
         // other execution's supervision (seen as ~1 s of lag at 200 at once).
         let (paths, firecracker) = (paths.clone(), self.firecracker.clone());
         let (hook, max_output) = (self.hook.clone(), self.max_output);
         let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
+        let spawned = tokio::task::spawn_blocking(move || {
             let steps = Steps {
                 id: &id,
                 hook: hook.as_deref(),
@@ -220,7 +236,26 @@ impl Launcher {
             )
         })
         .await
-        .map_err(|e| creation(&valid.execution_id, LaunchError::Task(e.to_string())))?
+        .map_err(|e| creation(&valid.execution_id, LaunchError::Task(e.to_string())))
+        .and_then(|spawned| spawned);
+        if spawned.is_err() {
+            self.release_network(network.as_ref()).await;
+        }
+        spawned
+    }
+
+    /// Removes the network of a launch that failed, if it had one.
+    async fn release_network(&self, network: Option<&fcexec_network::ExecutionNetwork>) {
+        if let Some(net) = network {
+            self.networks.remove(net).await;
+        }
+    }
+
+    /// Stops a spawned VMM that will not be supervised (the launch failed
+    /// after the spawn) and removes what its launch made.
+    pub async fn discard(&self, mut spawned: Spawned) {
+        stop_quickly(&mut spawned.vmm).await;
+        self.release_network(spawned.record.network.as_ref()).await;
     }
 
     /// fcexec's guest agent initrd, built (once) from the agent binary.
@@ -269,7 +304,7 @@ impl Launcher {
         match waited.await {
             Ok(()) => Ok(Launched(spawned)),
             Err(source) => {
-                stop_quickly(&mut spawned.vmm).await;
+                self.discard(spawned).await;
                 Err(creation(&id, source))
             }
         }
@@ -398,6 +433,7 @@ fn spawn_blocking_part(
                     false => vec![],
                 },
                 jailer: None,
+                netns: record.network.as_ref().map(|n| n.netns.clone()),
             };
             runtime
                 .block_on(Vmm::spawn(options))
@@ -509,6 +545,7 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
         mem_mib: u64::from(valid.mem_mib),
         timeout_ms: valid.timeout.map(|t| t.as_millis() as u64),
         result: None,
+        network: None,
     }
 }
 
@@ -573,6 +610,15 @@ pub fn vmm_id(execution_id: &str) -> String {
     match id.starts_with('-') {
         true => format!("x{id}").chars().take(64).collect(),
         false => id,
+    }
+}
+
+/// A network that could not be made: the request's fault (a port taken,
+/// a gateway outside the pool) or the host's.
+fn network_error(id: &str, source: fcexec_network::NetworkError) -> ExecutorError {
+    ExecutorError::Network {
+        id: id.to_string(),
+        source: Box::new(source),
     }
 }
 

@@ -55,6 +55,7 @@ pub mod launch;
 pub mod lifecycle;
 pub mod logs;
 mod machine;
+pub mod network;
 pub mod outcome;
 pub mod plan;
 pub mod record;

@@ -22,6 +22,9 @@ use crate::validate::ValidatedRequest;
 /// so they need not differ; 3 is the first CID a guest may have).
 pub const GUEST_CID: u32 = 3;
 
+/// The guest network interface's id (Firecracker's `iface_id`).
+pub const IFACE_ID: &str = "eth0";
+
 /// The kernel command line used when the request gives none.
 pub const DEFAULT_KERNEL_ARGS: &str = "console=ttyS0 reboot=k panic=1";
 
@@ -57,6 +60,9 @@ pub struct VmPlan {
     pub config_drive: Option<ConfigDrive>,
     /// Protocol 2: the vsock device, through which the agent connects.
     pub vsock: Option<models::Vsock>,
+    /// The guest's network interface (`eth0`), when the execution is
+    /// networked; MMDS (version 2) answers on it.
+    pub network: Option<models::NetworkInterface>,
 }
 
 /// What the config drive tells the agent.
@@ -140,7 +146,37 @@ impl VmPlan {
             mmds: request.mmds.clone(),
             config_drive,
             vsock,
+            network: None,
         }
+    }
+
+    /// Attaches the execution's network: the interface on its TAP, MMDS
+    /// version 2 on that interface, and the guest's address, gateway and
+    /// DNS as the kernel's `ip=` argument (unless the request gave one) and
+    /// in the agent's job.
+    pub fn with_network(mut self, net: &fcexec_network::ExecutionNetwork) -> VmPlan {
+        self.network = Some(models::NetworkInterface {
+            guest_mac: Some(net.guest_mac.clone()),
+            host_dev_name: net.tap.clone(),
+            iface_id: IFACE_ID.to_string(),
+            mtu: None,
+            rx_rate_limiter: None,
+            tx_rate_limiter: None,
+        });
+        if let Some(args) = self.boot_source.boot_args.as_mut() {
+            if !args.split_whitespace().any(|a| a.starts_with("ip=")) {
+                args.push(' ');
+                args.push_str(&net.kernel_ip_arg());
+            }
+        }
+        if let Some(job) = self
+            .config_drive
+            .as_mut()
+            .and_then(|c| c.guest_job.as_mut())
+        {
+            job.network = Some(crate::guest_job::GuestNetwork::of(net));
+        }
+        self
     }
 
     /// The `--config-file` JSON.
@@ -152,6 +188,15 @@ impl VmPlan {
         });
         if let Some(vsock) = &self.vsock {
             config["vsock"] = json!(vsock);
+        }
+        if let Some(interface) = &self.network {
+            config["network-interfaces"] = json!([interface]);
+            config["mmds-config"] = json!(models::MmdsConfig {
+                version: Some(models::MmdsConfigVersion::V2),
+                network_interfaces: vec![interface.iface_id.clone()],
+                ipv4_address: None,
+                imds_compat: None,
+            });
         }
         config
     }

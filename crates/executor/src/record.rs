@@ -84,6 +84,9 @@ pub struct ExecutionRecord {
     /// The result, once terminal.
     #[serde(default)]
     pub result: Option<ExecutionResult>,
+    /// The execution's network, when it has one (removed when it ends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<fcexec_network::ExecutionNetwork>,
 }
 
 /// The end of an execution, as `result.json` holds it.
@@ -287,6 +290,7 @@ mod tests {
             mem_mib: 128,
             timeout_ms: None,
             result: None,
+            network: None,
         }
     }
 

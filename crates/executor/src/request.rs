@@ -103,6 +103,13 @@ pub struct PortBinding {
     /// Port inside the execution.
     #[serde(alias = "ExecutorPort")]
     pub executor_port: i64,
+    /// `tcp` (the default, also when empty) or `udp`: fcexec's extension.
+    #[serde(
+        alias = "Protocol",
+        skip_serializing_if = "String::is_empty",
+        deserialize_with = "null_as_default"
+    )]
+    pub protocol: String,
 }
 
 /// Requested resources (`types.Resources`).

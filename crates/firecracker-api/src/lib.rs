@@ -26,6 +26,7 @@
 //!     log_path: "/run/fcexec/demo.log".into(),
 //!     extra_sockets: vec![],
 //!     jailer: None,
+//!     netns: None,
 //! })
 //! .await?;
 //! vmm.wait_ready(Duration::from_secs(2)).await?;

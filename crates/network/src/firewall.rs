@@ -342,7 +342,11 @@ fn port_commands(id: &str, guest: Ipv4Addr, ports: &[PortMapping]) -> Vec<Value>
 }
 
 /// Publishes `ports` of execution `id` (DNAT to its guest), in one transaction.
-pub(crate) async fn publish(id: &str, guest: Ipv4Addr, ports: &[PortMapping]) -> Result<(), NetworkError> {
+pub(crate) async fn publish(
+    id: &str,
+    guest: Ipv4Addr,
+    ports: &[PortMapping],
+) -> Result<(), NetworkError> {
     if ports.is_empty() {
         return Ok(());
     }
@@ -375,7 +379,11 @@ pub(crate) async fn delete_where(
 
 /// The namespace's own table: anti-spoofing on the TAP, and DNS sent to the
 /// gateway forwarded to `dns_upstream`. Applied by a thread in the namespace.
-pub(crate) fn namespace_commands(block: &Block, dns_upstream: Option<Ipv4Addr>) -> Vec<Value> {
+pub(crate) fn namespace_commands(
+    block: &Block,
+    dns_upstream: Option<Ipv4Addr>,
+    egress: bool,
+) -> Vec<Value> {
     let t = |name: &str, kind: &str, hook: &str, prio: i32| {
         json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": name,
             "type": kind, "hook": hook, "prio": prio, "policy": "accept"}}})
@@ -394,6 +402,21 @@ pub(crate) fn namespace_commands(block: &Block, dns_upstream: Option<Ipv4Addr>) 
         ),
         r("input", vec![from_tap(), spoofed(), json!({"drop": null})]),
     ];
+    if !egress {
+        // This execution alone may not reach out: no new connection leaves
+        // the namespace from the guest (replies to published ports are
+        // established, and MMDS never leaves the VMM).
+        let to_veth = json!({"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": names::NS_VETH}});
+        cmds.push(r(
+            "forward",
+            vec![
+                from_tap(),
+                to_veth,
+                ct("state", json!("new")),
+                json!({"drop": null}),
+            ],
+        ));
+    }
     if let Some(up) = dns_upstream {
         for proto in ["udp", "tcp"] {
             let to_gw = field("ip", "daddr", "==", json!(block.gateway().to_string()));
@@ -444,7 +467,7 @@ mod tests {
             pool_commands(&policy(true, &["1.1.1.0/24"])),
             pool_commands(&policy(false, &[])),
             port_commands("e1", block.guest(), &ports),
-            namespace_commands(&block, Some(Ipv4Addr::new(192, 0, 2, 53))),
+            namespace_commands(&block, Some(Ipv4Addr::new(192, 0, 2, 53)), false),
         ];
         for cmds in batches {
             let doc = json!({ "nftables": cmds });

@@ -108,12 +108,24 @@ impl Network {
         request: &NetworkRequest,
     ) -> Result<ExecutionNetwork, NetworkError> {
         names::validate_id(id)?;
+        let egress = match (request.egress, self.inner.config.egress) {
+            (Some(true), false) => {
+                return Err(NetworkError::InvalidConfig(format!(
+                    "execution {id:?} asks for egress, which is off for this executor's pool; \
+                     leave egress out or turn it on in the executor's network configuration"
+                )))
+            }
+            (asked, pool) => asked.unwrap_or(pool),
+        };
         let block = self.alloc().reserve(id, request.gateway, &request.ports)?;
         if let Err(e) = ports_free_on_host(id, &request.ports).await {
             self.alloc().release(id);
             return Err(e);
         }
-        let net = self.record(id, block, &request.ports);
+        let net = ExecutionNetwork {
+            egress,
+            ..self.record(id, block, &request.ports)
+        };
         if net.netns.exists() {
             self.alloc().release(id);
             return Err(NetworkError::io(
@@ -222,7 +234,7 @@ impl Network {
         } else {
             None
         };
-        let ns_rules = firewall::namespace_commands(&block, upstream);
+        let ns_rules = firewall::namespace_commands(&block, upstream, net.egress);
         netns::run_in(&net.netns, move || {
             tap::create(TAP, tap_owner)?;
             netns::write_sysctl("/proc/sys/net/ipv4/ip_forward", "1")?;

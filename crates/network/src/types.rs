@@ -103,6 +103,10 @@ pub struct NetworkRequest {
     /// The uid allowed to attach to the TAP (a jailed VMM's); default root only.
     #[serde(default)]
     pub tap_owner: Option<u32>,
+    /// Whether this execution may reach the outside; `None`: the pool's
+    /// setting. Only `false` can differ from a pool whose egress is off.
+    #[serde(default)]
+    pub egress: Option<bool>,
 }
 
 /// One execution's network, as created: everything needed to configure the

@@ -1,5 +1,6 @@
 //! `fcexec ps`: the executor's executions as a table (ID, STATUS, JOB,
-//! CREATED, EXIT) or as JSON.
+//! CREATED, EXIT, NETWORK: the guest's address and published ports) or as
+//! JSON.
 //!
 //! The columns come from the persisted records ([`fcexec::inspect::list`]).
 //! When this process can open the executor, it does, so that VMs left running
@@ -91,10 +92,14 @@ fn table(all: &[Summary], now_ms: u64) -> String {
                 job,
                 output::ago(now_ms, s.created_ms),
                 exit,
+                s.network.clone().unwrap_or_else(|| "-".to_string()),
             ]
         })
         .collect();
-    output::table(&["ID", "STATUS", "JOB", "CREATED", "EXIT"], &rows)
+    output::table(
+        &["ID", "STATUS", "JOB", "CREATED", "EXIT", "NETWORK"],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -116,23 +121,26 @@ mod tests {
             error_msg: String::new(),
             killed,
             corrupt: None,
+            network: None,
         }
     }
 
     #[test]
     fn rows_show_exit_codes_and_kills() {
+        let mut running = summary("a", ExecutionStatus::Running, None, false);
+        running.network = Some("10.213.0.6 8080->80/tcp".into());
         let all = [
-            summary("a", ExecutionStatus::Running, None, false),
+            running,
             summary("b", ExecutionStatus::Failed, Some(-1), true),
             summary("c", ExecutionStatus::Success, Some(0), false),
             Summary::corrupt("d", "its record cannot be read: EOF".into(), 1_000),
         ];
         let text = table(&all, 61_000);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "ID   STATUS    JOB    CREATED   EXIT");
-        assert_eq!(lines[1], "a    running   demo   1m ago    -");
-        assert_eq!(lines[2], "b    failed    demo   1m ago    -1 (killed)");
-        assert_eq!(lines[3], "c    success   demo   1m ago    0");
-        assert_eq!(lines[4], "d    corrupt   -      1m ago    -");
+        assert_eq!(lines[0], "ID   STATUS    JOB    CREATED   EXIT          NETWORK");
+        assert_eq!(lines[1], "a    running   demo   1m ago    -             10.213.0.6 8080->80/tcp");
+        assert_eq!(lines[2], "b    failed    demo   1m ago    -1 (killed)   -");
+        assert_eq!(lines[3], "c    success   demo   1m ago    0             -");
+        assert_eq!(lines[4], "d    corrupt   -      1m ago    -             -");
     }
 }

@@ -15,6 +15,9 @@
 //! - A command after `--` implies agent mode with fcexec's guest agent: the
 //!   `command` engine param, with `--env` (`env`, as `NAME=value` strings),
 //!   `--workdir` (`working_dir`) and `--user` (`user`).
+//! - `--publish HOST:GUEST[/udp]` becomes a `ports_to_bind` entry (with
+//!   fcexec's `protocol` extension for UDP); `--network` the `network`
+//!   extension; `--no-egress` `network` and `egress: false`.
 //! - `--cpus N` is `resources.cpu.cores`; `--memory MIB` is `resources.ram.size`
 //!   in bytes (MiB × 1048576).
 //! - `--input PATH` and `--output PATH` become volumes with targets
@@ -39,7 +42,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use fcexec::request::{Cpu, Ram};
+use fcexec::request::{Cpu, PortBinding, Ram};
 use fcexec::{ExecutionRequest, Resources, SpecConfig, StorageVolume};
 
 use crate::args::RunArgs;
@@ -111,6 +114,17 @@ pub fn build(
             spec = spec.with_param("user", user.clone());
         }
     }
+    if args.network || args.no_egress {
+        spec = spec.with_param("network", true);
+    }
+    if args.no_egress {
+        spec = spec.with_param("egress", false);
+    }
+    let ports_to_bind = args
+        .publish
+        .iter()
+        .map(|p| publish(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let results_dir = match &args.results_dir {
         Some(dir) => path_param("--results-dir", dir)?,
         None => String::new(),
@@ -123,6 +137,7 @@ pub fn build(
         inputs: volumes(&args.inputs, "--input", "/mnt/input", true)?,
         outputs: volumes(&args.outputs, "--output", "/mnt/output", false)?,
         results_dir,
+        ports_to_bind,
         ..ExecutionRequest::default()
     };
     if let Some(timeout) = args.timeout {
@@ -272,6 +287,37 @@ fn volumes(
         .collect()
 }
 
+/// `--publish HOST:GUEST[/udp]` as a port binding.
+fn publish(text: &str) -> anyhow::Result<PortBinding> {
+    let bad = || {
+        anyhow!(
+            "--publish {text:?}: give HOST_PORT:GUEST_PORT, with /udp for UDP \
+             (e.g. 8080:80 or 5353:53/udp)"
+        )
+    };
+    let (ports, protocol) = match text.rsplit_once('/') {
+        Some((ports, p)) if p.eq_ignore_ascii_case("udp") || p.eq_ignore_ascii_case("tcp") => {
+            (ports, p.to_ascii_lowercase())
+        }
+        Some(_) => return Err(bad()),
+        None => (text, String::new()),
+    };
+    let (host, guest) = ports.split_once(':').ok_or_else(bad)?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(bad)
+    };
+    Ok(PortBinding {
+        ip: String::new(),
+        host_port: i64::from(port(host)?),
+        executor_port: i64::from(port(guest)?),
+        protocol,
+    })
+}
+
 /// `--image`: a path made absolute (see [`fcexec_images::looks_like_path`]),
 /// a registry reference as given.
 fn image_param(raw: &str) -> anyhow::Result<String> {
@@ -353,6 +399,33 @@ mod tests {
             job.engine_spec.unwrap().params["agent_job"],
             json!("exit:3")
         );
+    }
+
+    #[test]
+    fn published_ports_and_network_options() {
+        let r = build(
+            &run_args(&["-p", "8080:80", "--publish", "5353:53/udp", "--no-egress"]),
+            "n",
+            Some(&images()),
+        )
+        .unwrap();
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            v["ports_to_bind"],
+            json!([
+                {"ip": "", "host_port": 8080, "executor_port": 80},
+                {"ip": "", "host_port": 5353, "executor_port": 53, "protocol": "udp"},
+            ])
+        );
+        let params = &v["engine_spec"]["params"];
+        assert_eq!(
+            (&params["network"], &params["egress"]),
+            (&json!(true), &json!(false))
+        );
+        for bad in ["8080", "0:80", "8080:80/sctp", "x:80", "8080:70000"] {
+            let err = build(&run_args(&["-p", bad]), "n", Some(&images())).unwrap_err();
+            assert!(err.to_string().contains("--publish"), "{bad}: {err}");
+        }
     }
 
     #[test]

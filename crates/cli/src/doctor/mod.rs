@@ -11,6 +11,10 @@
 //!    directories owned by this user with mode 0700, or can be created; the
 //!    socket paths fit.
 //!
+//! 5. network (root, `/dev/net/tun`, netlink, nftables, `/run/netns`, IPv4
+//!    forwarding): `ok` lines, or warnings when missing, since only
+//!    executions with a network need them.
+//!
 //! Warnings, which do not fail the doctor, go to standard error as `warn
 //! <problem>; fix: <how>`:
 //!
@@ -93,6 +97,7 @@ pub async fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<Exit> {
         state_dir(global),
         data_dir(global),
     ];
+    checks.extend(network());
     if let Some(kernel) = &args.kernel {
         checks.extend(kernel::check(kernel));
     }
@@ -118,6 +123,23 @@ pub async fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<Exit> {
     } else {
         Exit::Failure
     })
+}
+
+/// Whether this host can network executions ([`fcexec_network::check`]):
+/// what is missing is a warning, since only networked executions need it.
+fn network() -> Vec<Check> {
+    fcexec_network::check()
+        .into_iter()
+        .map(|(what, outcome)| match outcome {
+            Ok(detail) => Check::Ok(format!("network: {what}: {detail}")),
+            Err(problem) => Check::Warn {
+                problem: format!("network: {what}: {problem}"),
+                fix: "needed only by executions with a network (ports_to_bind, gateway_ip, \
+                      fcexec run --publish or --network)"
+                    .into(),
+            },
+        })
+        .collect()
 }
 
 /// A warning while `policy` allows request paths from every directory.

@@ -33,6 +33,7 @@ use crate::launch::{Launcher, LAUNCH_SLOTS};
 use crate::lifecycle::Phase;
 use crate::logs::{LogOptions, Logs};
 use crate::plan::PlanSettings;
+use crate::record::ExecutionRecord;
 use crate::registry::{Budget, Registry};
 use crate::request::ExecutionRequest;
 use crate::resources::HostLimits;
@@ -103,6 +104,10 @@ impl Executor {
                 cache_dir: data_root.join(".cache"),
                 image_cache_limit: config.image_cache_limit,
                 agent_initrd: tokio::sync::OnceCell::new(),
+                networks: Arc::new(crate::network::Networks::new(
+                    config.network.clone(),
+                    config.network_by_default,
+                )),
             }),
             registry: registry.clone(),
             settings: Settings {
@@ -133,6 +138,23 @@ impl Executor {
             id: id.to_string(),
             reason: format!("recovery failed: {e}"),
         })?;
+        // Networks of live executions are kept; those of executions gone
+        // (a crash, a launch that died half way) are swept.
+        let mut kept = Vec::new();
+        for f in &found.found {
+            if let crate::recovery::FoundState::Live {
+                record:
+                    ExecutionRecord {
+                        network: Some(net), ..
+                    },
+                ..
+            } = &f.state
+            {
+                executor.ctx.launcher.networks.adopt(net).await;
+                kept.push(net.id.clone());
+            }
+        }
+        executor.ctx.launcher.networks.sweep(&kept).await;
         for f in found.found {
             executor.adopt(f);
         }

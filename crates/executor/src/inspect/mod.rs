@@ -123,6 +123,23 @@ pub struct Summary {
     /// `corrupt execution: <reason>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<String>,
+    /// The guest's address and published ports, while it has a network:
+    /// `10.213.0.6 8080->80/tcp`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// An execution's network in a few words: the guest's address, then each
+/// published port as `host->guest/protocol`.
+pub fn describe_network(net: &fcexec_network::ExecutionNetwork) -> String {
+    let mut text = net.guest_ip.to_string();
+    for p in &net.ports {
+        text.push_str(&format!(" {}->{}/{}", p.host, p.guest, p.protocol));
+    }
+    if !net.egress {
+        text.push_str(" no-egress");
+    }
+    text
 }
 
 impl From<&ExecutionRecord> for Summary {
@@ -148,6 +165,10 @@ impl From<&ExecutionRecord> for Summary {
                 .unwrap_or_default(),
             killed: r.result.as_ref().is_some_and(|x| x.killed),
             corrupt: None,
+            network: match r.phase.is_terminal() {
+                true => None,
+                false => r.network.as_ref().map(describe_network),
+            },
         }
     }
 }
@@ -169,6 +190,7 @@ impl Summary {
             error_msg: format!("corrupt execution: {reason}"),
             killed: false,
             corrupt: Some(reason),
+            network: None,
         }
     }
 }

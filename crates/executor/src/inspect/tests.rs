@@ -32,6 +32,7 @@ mod tests_support {
             mem_mib: 0,
             timeout_ms: None,
             result,
+            network: None,
         }
     }
 

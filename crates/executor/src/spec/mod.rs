@@ -187,6 +187,13 @@ pub struct EngineSpec {
     pub command: Option<Command>,
     /// The longest the execution may run (extension `timeout_ms`).
     pub timeout: Option<Duration>,
+    /// Whether the VM gets a network (extension `network`); `None`: when
+    /// `ports_to_bind` or `gateway_ip` ask for one, or by the executor's
+    /// default.
+    pub network: Option<bool>,
+    /// Whether a networked VM may reach the outside (extension `egress`);
+    /// `None`: the executor's setting.
+    pub egress: Option<bool>,
 }
 
 /// A spec that cannot be decoded; the message names the field.
@@ -290,6 +297,8 @@ impl EngineSpec {
             Some(Value::Bool(b)) => *b,
             Some(v) => return Err(wrong_type("agent", v, "a boolean")),
         };
+        let network = bool_param(p, "network")?;
+        let egress = bool_param(p, "egress")?;
         let transport = match string_param(p, "agent_transport")?.as_deref() {
             None => Transport::default(),
             Some(t) if t.trim().eq_ignore_ascii_case("vsock") => Transport::Vsock,
@@ -327,6 +336,8 @@ impl EngineSpec {
             transport,
             command: command::decode(p)?,
             timeout,
+            network,
+            egress,
         })
     }
 
@@ -355,6 +366,11 @@ impl EngineSpec {
         }
         if self.mode == Mode::Agent {
             spec = spec.with_param("agent", true);
+        }
+        for (key, value) in [("network", self.network), ("egress", self.egress)] {
+            if let Some(value) = value {
+                spec = spec.with_param(key, value);
+            }
         }
         if self.transport != Transport::default() {
             spec = spec.with_param("agent_transport", self.transport.as_str());
@@ -437,6 +453,15 @@ fn lookup<'a>(params: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
                 .map(|(_, v)| v)
         })
         .filter(|v| !v.is_null())
+}
+
+/// An optional boolean param.
+fn bool_param(p: &Map<String, Value>, key: &str) -> Result<Option<bool>, SpecError> {
+    match lookup(p, key) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(v) => Err(wrong_type(key, v, "a boolean")),
+    }
 }
 
 /// A string param; absent, null and "" give `None`.

@@ -28,6 +28,7 @@ use crate::capture::{watch_serial, Capture};
 use crate::execution::{Command, Execution, LogProgress};
 use crate::lifecycle::Phase;
 use crate::machine::{GuestState, KillOnPanic, Machine};
+use crate::network::Networks;
 use crate::outcome::{decide, Ending, StopReason};
 use crate::record::{now_ms, ExecutionRecord};
 use agent::next_event;
@@ -96,6 +97,8 @@ pub struct Supervisor<M: Machine> {
     stop: CancellationToken,
     settings: Settings,
     deadlines: Deadlines,
+    /// Removes the execution's network when it ends.
+    networks: Arc<Networks>,
 }
 
 impl<M: Machine> Supervisor<M> {
@@ -112,6 +115,7 @@ impl<M: Machine> Supervisor<M> {
         stop: CancellationToken,
         settings: Settings,
         deadlines: Deadlines,
+        networks: Arc<Networks>,
     ) -> Supervisor<M> {
         let (capture, link) = output;
         let serial_changes = match watch_serial(capture.path()) {
@@ -141,6 +145,7 @@ impl<M: Machine> Supervisor<M> {
             stop,
             settings,
             deadlines,
+            networks,
         }
     }
 
@@ -385,6 +390,11 @@ impl<M: Machine> Supervisor<M> {
         let mut result = decide(&ending);
         if let Some(mut machine) = self.machine.0.take() {
             machine.clean_up();
+        }
+        // The VMM is gone: its network (and published ports) go before the
+        // result is published, so a caller that saw it can reuse them.
+        if let Some(net) = self.record.network.take() {
+            self.networks.remove(&net).await;
         }
         if let Err(e) = crate::results::copy_outputs(&self.record).await {
             // The workload's own exit code stands; the failure is said beside it.

@@ -140,6 +140,7 @@ fn record(id: &str, mode: Mode, phase: Phase, key: &Key) -> ExecutionRecord {
         mem_mib: 128,
         timeout_ms: None,
         result: None,
+        network: None,
     }
 }
 
@@ -187,6 +188,7 @@ fn rig(options: Options) -> Rig {
             cache_dir: "/nonexistent".into(),
             image_cache_limit: None,
             agent_initrd: Default::default(),
+            networks: Arc::new(crate::network::Networks::new(None, false)),
         }),
         registry,
         settings: Settings {

@@ -9,7 +9,6 @@ use super::{
     MAX_PROVISION_BYTES, MAX_TARGET_LEN, MMDS_MAX_BYTES,
 };
 use crate::config_drive::max_job_len;
-use crate::request::ExecutionRequest;
 use crate::spec::{EngineSpec, Mode};
 
 /// Shortens a value for an error message.
@@ -163,31 +162,6 @@ pub(super) fn check_provision_scripts(
             len: total,
             max: MAX_PROVISION_BYTES,
             fix: "send less script text, or put large files on an input volume".into(),
-        });
-    }
-    Ok(())
-}
-
-/// `ports_to_bind`, `gateway_ip`: networking is not implemented yet.
-pub(super) fn check_network(request: &ExecutionRequest) -> Result<(), ValidationError> {
-    if let Some(p) = request.ports_to_bind.first() {
-        return Err(ValidationError::NotSupported {
-            field: "ports_to_bind".into(),
-            value: format!(
-                "{} binding(s), the first {}:{} -> {}",
-                request.ports_to_bind.len(),
-                p.ip,
-                p.host_port,
-                p.executor_port
-            ),
-            fix: "fcexec VMs have no network yet; remove ports_to_bind",
-        });
-    }
-    if !request.gateway_ip.trim().is_empty() {
-        return Err(ValidationError::NotSupported {
-            field: "gateway_ip".into(),
-            value: shorten(&request.gateway_ip),
-            fix: "fcexec VMs have no network yet; remove gateway_ip",
         });
     }
     Ok(())

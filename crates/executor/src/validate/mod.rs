@@ -51,8 +51,9 @@
 //!     millisecond (the unit retention is kept in, where 0 would mean the
 //!     executor's default: 1 ns must not become that); `provision_scripts`
 //!     names like IDs and at most [`MAX_PROVISION_BYTES`] in all.
-//! 11. `ports_to_bind`, `gateway_ip`: networking is not implemented, so a
-//!     non-empty value is refused rather than silently ignored.
+//! 11. `ports_to_bind` (ports 1–65535, each host port once per protocol,
+//!     `ip` empty or 0.0.0.0), `gateway_ip` (IPv4), and the `network`
+//!     extension not `false` with them (`network.rs`).
 //! 12. `agent_job`: agent mode only; one line that fits on the config drive.
 //!
 //! [`validate`] allows every directory; [`validate_with`] takes a
@@ -63,6 +64,7 @@ mod checks;
 mod error;
 mod files;
 mod limit;
+mod network;
 mod paths;
 mod policy;
 mod results_dir;
@@ -73,12 +75,13 @@ use std::time::Duration;
 
 pub use self::error::ValidationError;
 pub use self::limit::{validate_within, OpenHook, DEFAULT_VALIDATION_TIMEOUT};
+pub use self::network::NetworkAsk;
 pub use self::policy::PathPolicy;
 pub use crate::resources::HostLimits;
 
 use self::checks::{
-    check_agent_job, check_command, check_id, check_kernel_args, check_mmds, check_network,
-    check_persist_logs, check_provision_scripts,
+    check_agent_job, check_command, check_id, check_kernel_args, check_mmds, check_persist_logs,
+    check_provision_scripts,
 };
 use self::files::{host_file, FileId, HostFile, Want};
 use self::limit::Progress;
@@ -153,6 +156,9 @@ pub struct ValidatedRequest {
     /// resolved path or a registry reference); the root drive's path is
     /// replaced at launch by the execution's own copy of the built image.
     pub image: Option<fcexec_images::Source>,
+    /// The network the request asks for explicitly (ports, a gateway, or
+    /// `network: true`); the executor may give one by default too.
+    pub network: Option<NetworkAsk>,
 }
 
 impl ValidatedRequest {
@@ -357,7 +363,7 @@ fn validate_checked(
     let mmds = spec.mmds_message.as_deref().map(check_mmds).transpose()?;
     let persist_logs = check_persist_logs(request.persist_logs_duration)?;
     check_provision_scripts(&request.provision_scripts)?;
-    check_network(request)?;
+    let network = network::network_ask(request, &spec)?;
     check_agent_job(&spec)?;
     check_command(&spec)?;
 
@@ -381,6 +387,7 @@ fn validate_checked(
         transport: spec.transport,
         command: spec.command.clone(),
         image,
+        network,
         spec,
     })
 }

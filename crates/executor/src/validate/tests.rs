@@ -270,8 +270,8 @@ fn malformed_requests_name_their_field() {
         case!("negative log duration", |r, f| r.persist_logs_duration = -1, E::InvalidValue { .. }, "persist_logs_duration", "-1 is a negative"),
         case!("script traversal", |r, f| { r.provision_scripts.insert("../x".into(), vec![]); }, E::InvalidId { .. }, "provision_scripts[\"../x\"]", "\"../x\""),
         case!("scripts too big", |r, f| { r.provision_scripts.insert("a".into(), vec![0; (1 << 20) + 1]); }, E::TooLong { .. }, "provision_scripts", "1048577 bytes"),
-        case!("ports", |r, f| r.ports_to_bind = vec![PortBinding { ip: "0.0.0.0".into(), host_port: 8080, executor_port: 80 }], E::NotSupported { .. }, "ports_to_bind", "0.0.0.0:8080 -> 80"),
-        case!("gateway", |r, f| r.gateway_ip = "10.0.0.1".into(), E::NotSupported { .. }, "gateway_ip", "10.0.0.1"),
+        case!("ports", |r, f| r.ports_to_bind = vec![PortBinding { ip: "0.0.0.0".into(), host_port: 0, executor_port: 80, protocol: String::new() }], E::InvalidValue { .. }, "ports_to_bind[0].host_port", "0"),
+        case!("gateway", |r, f| r.gateway_ip = "10.0.0.300".into(), E::InvalidValue { .. }, "gateway_ip", "10.0.0.300"),
         case!("agent job in plain mode", |r, f| set(r, "agent_job", "exit:0"), E::InvalidValue { .. }, "engine_spec.params.agent_job", "plain mode"),
         case!("agent job too long", |r, f| { set(r, "agent", true); set(r, "agent_job", "x".repeat(600)); }, E::TooLong { .. }, "engine_spec.params.agent_job", "600 bytes"),
     ];

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod oci;
+pub mod outside;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -12,6 +12,7 @@
 //! path ends with the child reaped and the API socket removed.
 
 use std::fs::File;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -61,6 +62,9 @@ pub struct SpawnOptions {
     pub extra_sockets: Vec<PathBuf>,
     /// Run through the jailer with these options.
     pub jailer: Option<JailerOptions>,
+    /// A network namespace (such as `/run/netns/x`) the VMM runs in; under
+    /// the jailer, give it in [`JailerOptions::netns`] instead.
+    pub netns: Option<PathBuf>,
 }
 
 /// One running (or exited, not yet cleaned up) firecracker process.
@@ -175,6 +179,19 @@ impl Vmm {
             .stderr(Stdio::null())
             // Its own process group: a Ctrl-C meant for the caller does not reach it.
             .process_group(0);
+        if let (Some(netns), None) = (&options.netns, &jail) {
+            // Opened here, entered in the child: setns(2) is a plain system call.
+            let ns = File::open(netns).map_err(prepare(netns))?;
+            // SAFETY: setns on a descriptor we own, async-signal-safe.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         // SAFETY: between fork and exec only async-signal-safe calls are
         // allowed; close_range(2) is a plain system call.
         unsafe {
@@ -556,6 +573,7 @@ mod tests {
             log_path: dir.path().join("log"),
             extra_sockets: vec![],
             jailer: None,
+            netns: None,
         })
         .await
         .unwrap_err();

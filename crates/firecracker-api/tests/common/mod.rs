@@ -46,6 +46,7 @@ impl Fixture {
             log_path: self.path(&format!("{id}.log")),
             extra_sockets: vec![],
             jailer: None,
+            netns: None,
         }
     }
 

@@ -1,0 +1,163 @@
+//! "The outside" for network tests: a network namespace the test makes,
+//! joined to the host by a veth pair (`fcxt<n>` on the host at
+//! 10.250.<n>.1/30, `eth0` inside at 10.250.<n>.2/30), made with the `ip`
+//! command and deleted on drop. Traffic to and from it stays on this
+//! machine: it stands in for the world beyond the host, which tests never
+//! reach. Code given to [`Outside::spawn`] runs in a thread inside it.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+static NEXT: AtomicU8 = AtomicU8::new(0);
+
+/// Why network tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root (network namespaces, TAP devices and nftables need root)".into());
+    }
+    for tool in ["ip", "nft"] {
+        let ok = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            return Some(format!(
+                "the `{tool}` command is missing (iproute2, nftables)"
+            ));
+        }
+    }
+    None
+}
+
+/// The test's outside namespace; deleted on drop.
+pub struct Outside {
+    pub name: String,
+    host_link: String,
+    /// The host's address on the link (where published ports are reached).
+    pub host: Ipv4Addr,
+    /// The outside namespace's address.
+    pub addr: Ipv4Addr,
+}
+
+impl Outside {
+    /// Makes the namespace and its link to the host.
+    pub fn create() -> Outside {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag = (std::process::id() % 200) as u8 + n;
+        let o = Outside {
+            name: format!("fcxtest-out-{}-{n}", std::process::id()),
+            host_link: format!("fcxt{}{n}", std::process::id() % 10000),
+            host: Ipv4Addr::new(10, 250, tag, 1),
+            addr: Ipv4Addr::new(10, 250, tag, 2),
+        };
+        let (host, addr) = (format!("{}/30", o.host), format!("{}/30", o.addr));
+        ip(&["netns", "add", &o.name]);
+        ip(&[
+            "link",
+            "add",
+            &o.host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &o.name,
+        ]);
+        ip(&["addr", "add", &host, "dev", &o.host_link]);
+        ip(&["link", "set", &o.host_link, "up"]);
+        for args in [
+            &["addr", "add", addr.as_str(), "dev", "eth0"][..],
+            &["link", "set", "eth0", "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            let mut all = vec!["-n", o.name.as_str()];
+            all.extend_from_slice(args);
+            ip(&all);
+        }
+        o
+    }
+
+    /// Runs `f` in a new thread inside the namespace.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let file = File::open(&path).unwrap();
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns {path}");
+            f()
+        })
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        for args in [
+            &["link", "del", self.host_link.as_str()][..],
+            &["netns", "del", self.name.as_str()],
+        ] {
+            let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// What of fcexec's networking is on this host: namespaces `fcx-*`, host
+/// links `fcx<digits>`, routes into `pool`, and nftables rules commented
+/// `fcx:`; each as a line.
+pub fn leftovers(pool: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/run/netns") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("fcx-") {
+                found.push(format!("namespace {name}"));
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
+        for e in dir.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name
+                .strip_prefix("fcx")
+                .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                found.push(format!("link {name}"));
+            }
+        }
+    }
+    let routes = Command::new("ip")
+        .args(["route", "show", "root", pool])
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&routes.stdout).lines() {
+        found.push(format!("route {line}"));
+    }
+    let rules = Command::new("nft")
+        .args(["-a", "list", "ruleset"])
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&rules.stdout).lines() {
+        if line.contains("\"fcx:") {
+            found.push(format!("rule {}", line.trim()));
+        }
+    }
+    found
+}

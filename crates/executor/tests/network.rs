@@ -12,11 +12,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddrV4, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
-use common::outside::{leftovers, unavailable, Outside};
+use common::outside::{unavailable, Outside};
 use common::Harness;
 use fcexec::{ExecutionRequest, Executor, LogOptions};
 use serde_json::json;
 use test_guest::Job;
+use testkit::network::leftovers;
 
 const POOL: &str = "10.213.0.0/16";
 

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod linux_guest;
+pub mod network;
 pub mod protocol_vectors;
 pub mod tiny_guest;
 

@@ -137,8 +137,14 @@ mod tests {
         ];
         let text = table(&all, 61_000);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "ID   STATUS    JOB    CREATED   EXIT          NETWORK");
-        assert_eq!(lines[1], "a    running   demo   1m ago    -             10.213.0.6 8080->80/tcp");
+        assert_eq!(
+            lines[0],
+            "ID   STATUS    JOB    CREATED   EXIT          NETWORK"
+        );
+        assert_eq!(
+            lines[1],
+            "a    running   demo   1m ago    -             10.213.0.6 8080->80/tcp"
+        );
         assert_eq!(lines[2], "b    failed    demo   1m ago    -1 (killed)   -");
         assert_eq!(lines[3], "c    success   demo   1m ago    0             -");
         assert_eq!(lines[4], "d    corrupt   -      1m ago    -             -");

@@ -4,6 +4,7 @@
 //! command and deleted on drop. Traffic to and from it stays on this
 //! machine: it stands in for the world beyond the host, which tests never
 //! reach. Code given to [`Outside::spawn`] runs in a thread inside it.
+//! `testkit::network::leftovers` lists what of fcexec's networking remains.
 
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -117,47 +118,4 @@ fn ip(args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// What of fcexec's networking is on this host: namespaces `fcx-*`, host
-/// links `fcx<digits>`, routes into `pool`, and nftables rules commented
-/// `fcx:`; each as a line.
-pub fn leftovers(pool: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/run/netns") {
-        for e in dir.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("fcx-") {
-                found.push(format!("namespace {name}"));
-            }
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir("/sys/class/net") {
-        for e in dir.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name
-                .strip_prefix("fcx")
-                .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_hexdigit()))
-            {
-                found.push(format!("link {name}"));
-            }
-        }
-    }
-    let routes = Command::new("ip")
-        .args(["route", "show", "root", pool])
-        .output()
-        .unwrap();
-    for line in String::from_utf8_lossy(&routes.stdout).lines() {
-        found.push(format!("route {line}"));
-    }
-    let rules = Command::new("nft")
-        .args(["-a", "list", "ruleset"])
-        .output()
-        .unwrap();
-    for line in String::from_utf8_lossy(&rules.stdout).lines() {
-        if line.contains("\"fcx:") {
-            found.push(format!("rule {}", line.trim()));
-        }
-    }
-    found
 }

@@ -93,11 +93,32 @@ async fn the_guest_reads_its_mmds_message_through_mmds_v2() {
         &job,
         json!({"network": true, "mmds_message": "{\"greeting\": \"hello from mmds\"}"}),
     );
+    let mut r = r;
+    r.gateway_ip = "10.213.0.13".into();
     ex.start(&r).await.unwrap();
+    let net = fcexec::inspect::record(ex.state_dir(), "m")
+        .unwrap()
+        .network
+        .unwrap();
+    assert_eq!(
+        (net.gateway.to_string(), net.guest_ip.to_string()),
+        ("10.213.0.13".into(), "10.213.0.14".into())
+    );
     let result = ex.wait("m").await.unwrap();
     assert_eq!(result.exit_code, 0, "{result:?}");
     assert_eq!(result.stdout, "hello from mmds");
     ex.remove("m", Duration::from_secs(10)).await.unwrap();
+
+    // A gateway outside the pool, or not a gateway of it, is refused.
+    for (gateway, says) in [
+        ("192.0.2.1", "outside the network pool"),
+        ("10.213.0.14", "cannot be a gateway"),
+    ] {
+        let mut r = request(&h, "g", &Job::new().exit(0), json!({}));
+        r.gateway_ip = gateway.into();
+        let err = ex.start(&r).await.unwrap_err().to_string();
+        assert!(err.contains("gateway_ip") && err.contains(says), "{err}");
+    }
     assert_eq!(leftovers(POOL), Vec::<String>::new());
 }
 

@@ -26,8 +26,12 @@
 //!  "volumes": [{"drive": 1, "target": "/mnt/in", "read_only": true},
 //!              {"drive": 2, "target": "/mnt/out", "read_only": false}],
 //!  "provision_scripts": [{"name": "01-setup", "script_b64": "ZWNobyBoaQo="}],
-//!  "cancel_grace_ms": 5000}
+//!  "cancel_grace_ms": 5000,
+//!  "network": {"address": "10.213.0.6/30", "gateway": "10.213.0.5", "dns": "10.213.0.5"}}
 //! ```
+//!
+//! `network` is the guest's network (the kernel's `ip=` argument configures
+//! `eth0`); the agent gives the job `network.dns` as its `/etc/resolv.conf`.
 //!
 //! The config is parsed in two stages on purpose: a bad *header* (no magic, no key) leaves
 //! the agent unable to authenticate any report, so it can only say so on the
@@ -46,7 +50,7 @@ use fcexec_guest_protocol::{DEFAULT_PORT, KEY_LEN};
 mod spec;
 #[cfg(test)]
 use spec::base64_decode;
-pub use spec::{JobSpec, ProvisionScript, VolumeSpec};
+pub use spec::{Ipv4Cidr, JobSpec, NetworkSpec, ProvisionScript, VolumeSpec};
 
 /// The first line of the config text, by which the agent finds the drive.
 pub const MAGIC: &[u8] = b"FCXCFG1\n";

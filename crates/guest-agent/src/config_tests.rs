@@ -37,7 +37,9 @@ fn a_full_config_parses() {
             "volumes": [{{"drive": 1, "target": "/mnt/in", "read_only": true}},
                         {{"drive": 2, "target": "/mnt/out"}}],
             "provision_scripts": [{{"name": "01-setup", "script_b64": "{}"}}],
-            "cancel_grace_ms": 5000, "future_field": {{"ignored": true}}}}"#,
+            "cancel_grace_ms": 5000, "future_field": {{"ignored": true}},
+            "network": {{"address": "10.213.0.6/30", "gateway": "10.213.0.5",
+                         "dns": "10.213.0.5", "mtu": 1500}}}}"#,
         "ZWNobyBoaQo="
     );
     let config = AgentConfig::parse(&with_spec(&json)).unwrap();
@@ -88,6 +90,35 @@ fn a_full_config_parses() {
         }]
     );
     assert_eq!(spec.cancel_grace_ms, Some(5000));
+    let gateway = std::net::Ipv4Addr::new(10, 213, 0, 5);
+    assert_eq!(
+        spec.network,
+        Some(NetworkSpec {
+            address: Some(Ipv4Cidr {
+                addr: std::net::Ipv4Addr::new(10, 213, 0, 6),
+                prefix: 30
+            }),
+            gateway: Some(gateway),
+            dns: Some(gateway),
+        })
+    );
+}
+
+#[test]
+fn network_parts_are_each_optional_and_null_is_absent() {
+    let spec = JobSpec::parse(br#"{"command": ["x"], "network": null}"#).unwrap();
+    assert_eq!(spec.network, None);
+    let spec = JobSpec::parse(br#"{"command": ["x"], "network": {}}"#).unwrap();
+    assert_eq!(spec.network, Some(NetworkSpec::default()));
+    let json = br#"{"command": ["x"], "network": {"address": null, "dns": "192.0.2.53"}}"#;
+    let network = JobSpec::parse(json).unwrap().network.unwrap();
+    assert_eq!(network.dns, Some(std::net::Ipv4Addr::new(192, 0, 2, 53)));
+    assert_eq!((network.address, network.gateway), (None, None));
+    for (address, prefix) in [("0.0.0.0/0", 0), ("10.0.0.1/32", 32), ("10.0.0.1/08", 8)] {
+        let json = format!(r#"{{"command": ["x"], "network": {{"address": "{address}"}}}}"#);
+        let network = JobSpec::parse(json.as_bytes()).unwrap().network.unwrap();
+        assert_eq!(network.address.map(|a| a.prefix), Some(prefix), "{address}");
+    }
 }
 
 #[test]
@@ -299,6 +330,46 @@ fn bad_fields_are_named_with_the_value() {
         (
             r#"{"command": ["x"], "provision_scripts": [{"name": "a"}]}"#,
             "`provision_scripts[0].script_b64`: is missing",
+        ),
+        (
+            r#"{"command": ["x"], "network": "10.0.0.1"}"#,
+            "`network`: expected an object, got \"10.0.0.1\"",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"dns": "10.0.0.256"}}"#,
+            "`network.dns`: \"10.0.0.256\" is not an IPv4 address",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"dns": "::1"}}"#,
+            "`network.dns`: \"::1\" is not an IPv4 address",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"dns": 167772161}}"#,
+            "`network.dns`: expected a string, got 167772161",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"gateway": "10.0.0.1/30"}}"#,
+            "`network.gateway`: \"10.0.0.1/30\" is not an IPv4 address",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"address": "10.0.0.2"}}"#,
+            "`network.address`: \"10.0.0.2\" is not an IPv4 address with a prefix length",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"address": "10.0.0.2/33"}}"#,
+            "`network.address`: \"10.0.0.2/33\" is not an IPv4 address with a prefix",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"address": "10.0.0.2/+3"}}"#,
+            "`network.address`: \"10.0.0.2/+3\" is not",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"address": "10.0.0/24"}}"#,
+            "`network.address`: \"10.0.0/24\" is not",
+        ),
+        (
+            r#"{"command": ["x"], "network": {"address": "10.0.0.2/"}}"#,
+            "`network.address`: \"10.0.0.2/\" is not",
         ),
         (
             r#"{"command": ["x"], "cancel_grace_ms": 1.5}"#,

@@ -7,11 +7,30 @@
 //! as PID 1), syncs and unmounts in reverse order, so the output volumes'
 //! images are consistent before the end is reported.
 //!
+//! When the spec's `network` has a `dns` server, the job gets it as its
+//! `/etc/resolv.conf` (`nameserver <dns>`), the way container runtimes do
+//! it, without writing to the rootfs:
+//!
+//! - a regular file there is covered by a read-only bind mount of
+//!   [`RESOLV_CONF`] (on the `/run` tmpfs), also on a read-only rootfs;
+//! - a symlink (to `../run/systemd/resolve/stub-resolv.conf`, say) is
+//!   followed inside the rootfs, and when it leads onto the `/run` tmpfs the
+//!   file is written there; a link elsewhere is left;
+//! - when there is none, and `/etc` is a directory on a read-write rootfs,
+//!   an empty file is created as the mount point and removed once the bind
+//!   mount is unmounted at the end (on a read-only rootfs it is left);
+//! - anything else (a directory, no `/run` in a read-only rootfs) is left.
+//!
+//! What is left is said in one line on the console; the job runs anyway.
+//! This happens right after `/run` is mounted, so a volume mounted over
+//! `/etc` hides it.
+//!
 //! Provision scripts run as root, as `/bin/sh /run/fcexec/<name>` in `/`,
 //! with the job's environment. Their output is not part of the job's: it
 //! is captured and shown only in the fail reason of a script that fails.
 
-use std::os::unix::fs::PermissionsExt;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,12 +41,18 @@ use nix::unistd::Pid;
 use crate::config::JobSpec;
 use crate::devices::describe;
 use crate::job::{Credentials, Launch, Output, DEFAULT_PATH};
-use crate::mounts::{dir_in_root, populate_dev, Fs, Mounts};
+use crate::mounts::{dir_in_root, populate_dev, resolve_in_root, Fs, Mounts};
 use crate::supervise::{Script, Steps, Workload};
 use crate::{sys, user};
 
 /// Where the provision scripts are written, inside the rootfs.
 pub const SCRIPT_DIR: &str = "/run/fcexec";
+/// Where the job's `/etc/resolv.conf` is written, inside the rootfs (on
+/// the `/run` tmpfs; not in [`SCRIPT_DIR`], where a script could be named
+/// `resolv.conf`).
+pub const RESOLV_CONF: &str = "/run/fcexec-net/resolv.conf";
+/// [`RESOLV_CONF`] relative to `/run`.
+const RESOLV_CONF_IN_RUN: &str = "fcexec-net/resolv.conf";
 
 /// The job spec, run in the rootfs (see the module docs).
 #[derive(Debug)]
@@ -109,16 +134,21 @@ impl GuestWorkload {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             Some("mode=0755"),
         );
-        match dir_in_root(&root, "/run", "/run") {
-            Ok(point) => self
-                .mounts
-                .mount(run, &point, "a tmpfs", "/run")
-                .map_err(|e| e.to_string())?,
+        let run = match dir_in_root(&root, "/run", "/run") {
+            Ok(point) => {
+                self.mounts
+                    .mount(run, &point, "a tmpfs", "/run")
+                    .map_err(|e| e.to_string())?;
+                Some(point)
+            }
             // A read-only rootfs without /run: only the scripts need it.
             Err(e) if !spec.provision_scripts.is_empty() => {
                 return Err(format!("{e} (the provision scripts are written there)"))
             }
-            Err(_) => {}
+            Err(_) => None,
+        };
+        if let Some(dns) = spec.network.as_ref().and_then(|n| n.dns) {
+            self.give_dns(dns, run.as_deref(), spec.root_read_only)?;
         }
         for volume in &spec.volumes {
             let volumes = 1..self.config_index;
@@ -166,6 +196,92 @@ impl GuestWorkload {
         Ok(())
     }
 
+    /// Gives the job `dns` as its `/etc/resolv.conf` without writing to the
+    /// rootfs (see the module docs); `run` is where the agent mounted the
+    /// rootfs's `/run` tmpfs, if it did. What cannot be done is said on the
+    /// console and left; only a failing write or mount fails the job.
+    fn give_dns(
+        &mut self,
+        dns: Ipv4Addr,
+        run: Option<&Path>,
+        read_only: bool,
+    ) -> Result<(), String> {
+        let root = self.root.clone();
+        let leave = |why: &str| {
+            sys::console(&format!(
+                "the job's DNS server {dns} is not set: {why}; /etc/resolv.conf is left as it is"
+            ));
+            Ok(())
+        };
+        let Some(run) = run else {
+            return leave("the rootfs has no /run to mount a tmpfs on");
+        };
+        let text = format!("nameserver {dns}\n");
+        let shown = |path: &Path| {
+            let inside = path.strip_prefix(&root).unwrap_or(path);
+            Path::new("/").join(inside).display().to_string()
+        };
+        let etc = match resolve_in_root(&root, "/etc") {
+            Ok(etc) => etc,
+            Err(e) => return leave(&format!("cannot resolve /etc in the rootfs: {e}")),
+        };
+        let conf = etc.join("resolv.conf");
+        let meta = match std::fs::symlink_metadata(&conf) {
+            Ok(meta) => Some(meta),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return leave(&format!("cannot look at it: {e}")),
+        };
+        let source = run.join(RESOLV_CONF_IN_RUN);
+        let write_source = || write_public(&source, RESOLV_CONF, &text);
+        let created = match meta {
+            Some(meta) if meta.file_type().is_symlink() => {
+                // Written where the link leads, when that is on the tmpfs.
+                let target = match resolve_in_root(&root, "/etc/resolv.conf") {
+                    Ok(target) => target,
+                    Err(e) => return leave(&format!("cannot follow its symlink: {e}")),
+                };
+                if !target.starts_with(run) || target == run {
+                    return leave(&format!(
+                        "it is a symlink to {}, which is not on the /run tmpfs the agent mounted",
+                        shown(&target)
+                    ));
+                }
+                return write_public(&target, &shown(&target), &text);
+            }
+            Some(meta) if meta.is_file() => {
+                write_source()?;
+                false
+            }
+            Some(_) => return leave("it is not a regular file"),
+            None if read_only => {
+                return leave("it does not exist and the rootfs is read-only");
+            }
+            None if !std::fs::symlink_metadata(&etc).is_ok_and(|m| m.is_dir()) => {
+                return leave("it does not exist and /etc is not a directory");
+            }
+            None => {
+                write_source()?;
+                // An empty mount point, removed once it is unmounted.
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o644)
+                    .open(&conf)
+                    .map_err(|e| format!("cannot create /etc/resolv.conf as a mount point: {e}"))?;
+                true
+            }
+        };
+        self.mounts
+            .bind_read_only(
+                &source,
+                &conf,
+                created,
+                &format!("{RESOLV_CONF} (nameserver {dns})"),
+                "/etc/resolv.conf",
+            )
+            .map_err(|e| e.to_string())
+    }
+
     fn write_scripts(
         &self,
         spec: &JobSpec,
@@ -202,6 +318,17 @@ impl GuestWorkload {
         }
         Ok(scripts)
     }
+}
+
+/// Writes `text` to `file` (`shown` as the job sees it), readable by all,
+/// creating its directories.
+fn write_public(file: &Path, shown: &str, text: &str) -> Result<(), String> {
+    let failed = |e: std::io::Error| format!("cannot write {shown} in the rootfs: {e}");
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    std::fs::write(file, text).map_err(failed)?;
+    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).map_err(failed)
 }
 
 fn rw(read_only: bool) -> &'static str {

@@ -71,7 +71,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use config::{AgentConfig, ConfigError, Header, JobSpec, ProvisionScript, VolumeSpec};
+pub use config::{
+    AgentConfig, ConfigError, Header, Ipv4Cidr, JobSpec, NetworkSpec, ProvisionScript, VolumeSpec,
+};
 pub use devices::{Devices, FixedDevices, SysfsDevices};
 pub use session::{End, Session};
 pub use supervise::Report;

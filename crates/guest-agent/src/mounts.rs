@@ -90,7 +90,15 @@ impl<'a> Fs<'a> {
 /// The mounts made, in order.
 #[derive(Debug, Default)]
 pub struct Mounts {
-    points: Vec<PathBuf>,
+    points: Vec<Point>,
+}
+
+/// A mount made: where, and whether its mount point is to be removed once
+/// it is unmounted (a file the agent created for a bind mount).
+#[derive(Debug)]
+struct Point {
+    path: PathBuf,
+    remove: bool,
 }
 
 impl Mounts {
@@ -121,8 +129,58 @@ impl Mounts {
                 hint,
             }
         })?;
-        self.points.push(target.to_path_buf());
+        self.points.push(Point {
+            path: target.to_path_buf(),
+            remove: false,
+        });
         Ok(())
+    }
+
+    /// Bind-mounts the file `source` over the file `target`, read-only,
+    /// `nosuid`, `nodev` and `noexec`. `created`: the agent created
+    /// `target` as the mount point, and removes it once it is unmounted.
+    /// `what` and `shown` (the target as the job sees it) are for the error.
+    /// The mount is held (and unmounted at the end) even when making it
+    /// read-only fails; a created `target` is removed at once when the bind
+    /// mount itself fails.
+    pub fn bind_read_only(
+        &mut self,
+        source: &Path,
+        target: &Path,
+        created: bool,
+        what: &str,
+        shown: &str,
+    ) -> Result<(), MountError> {
+        let failed = |errno: Errno| MountError::Mount {
+            what: what.to_string(),
+            target: shown.to_string(),
+            source: errno.into(),
+            hint: "",
+        };
+        if let Err(errno) = mount(
+            Some(source),
+            target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        ) {
+            if created {
+                let _ = std::fs::remove_file(target);
+            }
+            return Err(failed(errno));
+        }
+        self.points.push(Point {
+            path: target.to_path_buf(),
+            remove: created,
+        });
+        // A bind mount takes its own flags only when remounted.
+        let flags = MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC;
+        mount(None::<&str>, target, None::<&str>, flags, None::<&str>).map_err(failed)
     }
 
     /// How many mounts are held.
@@ -141,8 +199,17 @@ impl Mounts {
         let mut warnings = Vec::new();
         nix::unistd::sync();
         while let Some(point) = self.points.pop() {
-            if let Some(warning) = unmount(&point) {
+            if let Some(warning) = unmount(&point.path) {
                 warnings.push(warning);
+            }
+            if point.remove {
+                match std::fs::remove_file(&point.path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => warnings.push(format!(
+                        "cannot remove the mount point {}: {e}",
+                        point.path.display()
+                    )),
+                    _ => {}
+                }
             }
         }
         nix::unistd::sync();

@@ -524,3 +524,147 @@ fn a_read_only_rootfs_cannot_be_written() {
     let run = Vm::new().run(spec);
     assert_eq!(run.stored.out(), "READ-ONLY\ntmp-too\n");
 }
+
+/// A job spec that runs `cat /etc/resolv.conf` with `network.dns`.
+fn dns_spec() -> Value {
+    json!({
+        "command": ["cat", "/etc/resolv.conf"],
+        "network": {"address": "10.213.0.6/30", "gateway": "10.213.0.5", "dns": "10.213.0.5"},
+    })
+}
+
+const IMAGE_RESOLV: &str = "nameserver 192.0.2.1\nsearch example.test\n";
+
+#[test]
+fn network_dns_covers_resolv_conf_without_changing_the_image() {
+    require_root!();
+    let vm =
+        Vm::with_root(|tree| std::fs::write(tree.join("etc/resolv.conf"), IMAGE_RESOLV).unwrap());
+    // As a user, who can read it but not write it.
+    let mut spec = dns_spec();
+    spec["command"] = json!([
+        "/bin/sh",
+        "-c",
+        "cat /etc/resolv.conf; echo x >> /etc/resolv.conf 2>/dev/null && echo WROTE || echo READ-ONLY"
+    ]);
+    spec["user"] = json!("alice");
+    let run = vm.run(spec);
+    assert_eq!(
+        run.stored.out(),
+        "nameserver 10.213.0.5\nREAD-ONLY\n",
+        "{}\n{}",
+        run.stored.err(),
+        run.console
+    );
+    assert_eq!(run.status(), Some(ExitStatus::Code(0)));
+    // As root, who can write neither.
+    let mut spec = dns_spec();
+    spec["command"] = json!([
+        "/bin/sh",
+        "-c",
+        "echo x > /etc/resolv.conf 2>/dev/null && echo WROTE; cat /etc/resolv.conf"
+    ]);
+    let run = vm.run(spec);
+    assert_eq!(
+        run.stored.out(),
+        "nameserver 10.213.0.5\n",
+        "{}",
+        run.console
+    );
+    assert_eq!(vm.read_back(0, "/etc/resolv.conf"), IMAGE_RESOLV);
+    // Without `network`, the image's own.
+    let run = vm.run(json!({"command": ["cat", "/etc/resolv.conf"]}));
+    assert_eq!(run.stored.out(), IMAGE_RESOLV);
+}
+
+#[test]
+fn network_dns_on_a_read_only_rootfs() {
+    require_root!();
+    let vm =
+        Vm::with_root(|tree| std::fs::write(tree.join("etc/resolv.conf"), IMAGE_RESOLV).unwrap());
+    let mut spec = dns_spec();
+    spec["root_read_only"] = json!(true);
+    let run = vm.run(spec);
+    assert_eq!(
+        run.stored.out(),
+        "nameserver 10.213.0.5\n",
+        "{}",
+        run.console
+    );
+    // No /etc/resolv.conf on a read-only rootfs: left, and said so.
+    let vm = Vm::new();
+    let mut spec = dns_spec();
+    spec["root_read_only"] = json!(true);
+    let run = vm.run(spec);
+    assert_eq!(run.status(), Some(ExitStatus::Code(1)));
+    assert!(
+        run.console.contains(
+            "the job's DNS server 10.213.0.5 is not set: it does not exist and the rootfs is \
+             read-only; /etc/resolv.conf is left as it is"
+        ),
+        "{}",
+        run.console
+    );
+}
+
+#[test]
+fn network_dns_without_resolv_conf_leaves_no_file_behind() {
+    require_root!();
+    let vm = Vm::new();
+    let run = vm.run(dns_spec());
+    assert_eq!(
+        run.stored.out(),
+        "nameserver 10.213.0.5\n",
+        "{}",
+        run.console
+    );
+    let etc = sh(Command::new(harness::tool("debugfs"))
+        .args(["-R", "ls /etc"])
+        .arg(&vm.images[0]));
+    assert!(etc.contains("passwd"), "{etc}");
+    assert!(!etc.contains("resolv.conf"), "{etc}");
+}
+
+#[test]
+fn network_dns_follows_a_symlink_onto_run_and_leaves_others() {
+    require_root!();
+    // systemd-resolved's layout: the link leads onto the /run tmpfs.
+    let vm = Vm::with_root(|tree| {
+        std::os::unix::fs::symlink(
+            "../run/systemd/resolve/stub-resolv.conf",
+            tree.join("etc/resolv.conf"),
+        )
+        .unwrap();
+    });
+    let mut spec = dns_spec();
+    spec["command"] = json!([
+        "/bin/sh",
+        "-c",
+        "cat /etc/resolv.conf; readlink /etc/resolv.conf"
+    ]);
+    let run = vm.run(spec);
+    assert_eq!(
+        run.stored.out(),
+        "nameserver 10.213.0.5\n../run/systemd/resolve/stub-resolv.conf\n",
+        "{}\n{}",
+        run.stored.err(),
+        run.console
+    );
+    // A link into the image itself: left as it is, and said so.
+    let vm = Vm::with_root(|tree| {
+        std::fs::create_dir_all(tree.join("usr/share")).unwrap();
+        std::fs::write(tree.join("usr/share/resolv.conf"), IMAGE_RESOLV).unwrap();
+        std::os::unix::fs::symlink("/usr/share/resolv.conf", tree.join("etc/resolv.conf")).unwrap();
+    });
+    let run = vm.run(dns_spec());
+    assert_eq!(run.stored.out(), IMAGE_RESOLV);
+    assert!(
+        run.console.contains(
+            "the job's DNS server 10.213.0.5 is not set: it is a symlink to \
+             /usr/share/resolv.conf, which is not on the /run tmpfs the agent mounted"
+        ),
+        "{}",
+        run.console
+    );
+    assert_eq!(vm.read_back(0, "/usr/share/resolv.conf"), IMAGE_RESOLV);
+}

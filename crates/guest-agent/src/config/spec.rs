@@ -6,6 +6,8 @@
 //! add some; every field but `command` is optional, and `null` counts as
 //! absent.
 
+use std::net::Ipv4Addr;
+
 use serde_json::{Map, Value};
 
 use super::{ConfigError, MAX_SCRIPT_NAME};
@@ -30,6 +32,30 @@ pub struct ProvisionScript {
     pub script: Vec<u8>,
 }
 
+/// An IPv4 address with its prefix length, written `10.213.0.6/30`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// The prefix length, 0 to 32.
+    pub prefix: u8,
+}
+
+/// The guest's network, as the host set it up.
+///
+/// The kernel's `ip=` argument configures `eth0` (address, gateway) before
+/// the agent starts; the agent itself only uses `dns`, which it gives the
+/// job as its `/etc/resolv.conf` (see `guest.rs`). Each part may be absent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NetworkSpec {
+    /// The guest's address on `eth0`, with its prefix (`address`).
+    pub address: Option<Ipv4Cidr>,
+    /// The default gateway (`gateway`).
+    pub gateway: Option<Ipv4Addr>,
+    /// The DNS server the job should use (`dns`).
+    pub dns: Option<Ipv4Addr>,
+}
+
 /// The job: what to run, how, and with which volumes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct JobSpec {
@@ -51,6 +77,8 @@ pub struct JobSpec {
     pub provision_scripts: Vec<ProvisionScript>,
     /// Grace between SIGTERM and SIGKILL when the agent itself stops the job.
     pub cancel_grace_ms: Option<u64>,
+    /// The guest's network, when the VM has one.
+    pub network: Option<NetworkSpec>,
 }
 
 impl JobSpec {
@@ -111,6 +139,9 @@ impl JobSpec {
         }
         if let Some(grace) = get(&top, "cancel_grace_ms") {
             spec.cancel_grace_ms = Some(number(grace, "cancel_grace_ms")?);
+        }
+        if let Some(network) = get(&top, "network") {
+            spec.network = Some(parse_network(network)?);
         }
         Ok(spec)
     }
@@ -284,6 +315,52 @@ fn parse_volumes(value: &Value) -> Result<Vec<VolumeSpec>, ConfigError> {
         });
     }
     Ok(volumes)
+}
+
+/// An IPv4 address in dotted-quad form.
+fn ipv4(value: &Value, field: &str) -> Result<Ipv4Addr, ConfigError> {
+    let text = string(value, field)?;
+    text.parse().map_err(|_| {
+        bad(
+            field,
+            format!("{} is not an IPv4 address like 10.0.0.1", show(value)),
+        )
+    })
+}
+
+/// An IPv4 address with a prefix length: `a.b.c.d/n`, `n` 0 to 32.
+fn ipv4_cidr(value: &Value, field: &str) -> Result<Ipv4Cidr, ConfigError> {
+    let text = string(value, field)?;
+    let parsed = text.split_once('/').and_then(|(addr, prefix)| {
+        let addr = addr.parse().ok()?;
+        let digits = (1..=2).contains(&prefix.len()) && prefix.bytes().all(|b| b.is_ascii_digit());
+        let prefix: u8 = prefix.parse().ok().filter(|&p| digits && p <= 32)?;
+        Some(Ipv4Cidr { addr, prefix })
+    });
+    parsed.ok_or_else(|| {
+        bad(
+            field,
+            format!(
+                "{} is not an IPv4 address with a prefix length like 10.0.0.2/30",
+                show(value)
+            ),
+        )
+    })
+}
+
+fn parse_network(value: &Value) -> Result<NetworkSpec, ConfigError> {
+    let map = object(value, "network")?;
+    let mut network = NetworkSpec::default();
+    if let Some(address) = get(map, "address") {
+        network.address = Some(ipv4_cidr(address, "network.address")?);
+    }
+    if let Some(gateway) = get(map, "gateway") {
+        network.gateway = Some(ipv4(gateway, "network.gateway")?);
+    }
+    if let Some(dns) = get(map, "dns") {
+        network.dns = Some(ipv4(dns, "network.dns")?);
+    }
+    Ok(network)
 }
 
 fn parse_scripts(value: &Value) -> Result<Vec<ProvisionScript>, ConfigError> {

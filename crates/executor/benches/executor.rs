@@ -32,6 +32,8 @@
 //!   guest protocol 2 (vsock) and 256 KiB over protocol 1 (serial), MB/s and
 //!   their ratio; the one-line job over each, A/B; the jitter of `logs(follow)`
 //!   delivering lines the guest writes 100 ms apart;
+//! - N: one execution with a network (`network: true`) vs the same without,
+//!   interleaved A/B, `FCEXEC_BENCH_PAIRS` pairs (root only);
 //! - E: endurance: sequential executions, then a batch at once, each removed,
 //!   with fds, threads, memory, files, sockets and processes before and after;
 //! - C: the CLI as users start it: `fcexec run` (demo guest) as a whole
@@ -230,6 +232,9 @@ async fn sections(ctx: &Arc<Ctx>, cfg: &Cfg) -> Result<(), String> {
     }
     if cfg.wants("T") {
         throughput(ctx, cfg).await?;
+    }
+    if cfg.wants("N") {
+        sections::network::network(ctx, cfg.pairs).await?;
     }
     if cfg.wants("E") {
         endurance(ctx, cfg.endurance_runs, cfg.endurance_batch).await?;

@@ -1,6 +1,6 @@
 //! The sections of the bench, one module each, and the warm-up that runs
 //! before them. `benches/executor.rs` runs them in this order: 4, 1, 2, 5, 3,
-//! B, T, E, C, H (C and H last: H writes tens of thousands of files).
+//! B, T, N, E, C, H (C and H last: H writes tens of thousands of files).
 
 pub mod breakdown;
 pub mod cli;
@@ -11,6 +11,7 @@ pub mod endurance;
 pub mod first_output;
 pub mod history;
 pub mod memory;
+pub mod network;
 pub mod throughput;
 
 use crate::support::context::{exec_once, exec_over, hi_job, Ctx};

@@ -272,12 +272,16 @@ impl Network {
                 first.get_or_insert(e);
             }
         };
-        let rule_tag = tag.clone();
-        note(
-            firewall::delete_where(move |r| r.comment.as_deref() == Some(rule_tag.as_str()))
-                .await
-                .map(|_| ()),
-        );
+        // Host rules exist only for published ports (the namespace's own
+        // table goes with the namespace): without ports, no `nft` run.
+        if !net.ports.is_empty() {
+            let rule_tag = tag.clone();
+            note(
+                firewall::delete_where(move |r| r.comment.as_deref() == Some(rule_tag.as_str()))
+                    .await
+                    .map(|_| ()),
+            );
+        }
         // The host veth, unless another execution holds that name now.
         let ours = match links::list_links(host).await {
             Ok(all) => all

@@ -68,7 +68,9 @@ fn main() -> ExitCode {
 }
 
 /// Logs to stderr: warnings by default, more with each `-v`; `RUST_LOG`
-/// overrides both.
+/// overrides both. netlink-packet-route warns on every link listing of a
+/// kernel newer than it knows (attributes it does not decode, harmless):
+/// only its errors are shown.
 fn init_logging(verbose: u8) {
     let level = match verbose {
         0 => "warn",
@@ -76,7 +78,8 @@ fn init_logging(verbose: u8) {
         2 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},netlink_packet_route=error")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

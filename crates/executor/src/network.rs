@@ -20,6 +20,8 @@ use crate::validate::NetworkAsk;
 pub struct Networks {
     /// The configuration; `None`: networking is off for this executor.
     config: Option<NetworkConfig>,
+    /// What this executor's network ids start with (see [`Networks::new`]).
+    scope: String,
     /// Give executions a network unless they say `network: false`.
     by_default: bool,
     /// The manager, once made (or why it could not be).
@@ -28,13 +30,30 @@ pub struct Networks {
 
 impl Networks {
     /// Networks with `config` (`None`: off); `by_default` networks every
-    /// execution that does not say otherwise.
-    pub fn new(config: Option<NetworkConfig>, by_default: bool) -> Networks {
+    /// execution that does not say otherwise. `executor_dir` (the
+    /// executor's runtime directory) scopes the network ids: an execution's
+    /// network is named `<8 hex digits of its hash>-<execution id>`, and the
+    /// sweep touches only ids of that prefix, so executors sharing a pool
+    /// never sweep each other's networks.
+    pub fn new(config: Option<NetworkConfig>, by_default: bool, executor_dir: &Path) -> Networks {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(executor_dir.as_os_str().as_encoded_bytes());
+        let scope: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        let scope = format!("{scope}-");
         Networks {
-            config,
+            config: config.map(|c| NetworkConfig {
+                sweep_scope: scope.clone(),
+                ..c
+            }),
+            scope,
             by_default,
             manager: OnceCell::new(),
         }
+    }
+
+    /// The network id of execution `id`.
+    pub fn network_id(&self, id: &str) -> String {
+        format!("{}{id}", self.scope)
     }
 
     /// The network an execution gets: what it asks for, or the executor's
@@ -78,13 +97,16 @@ impl Networks {
             .map_err(|e| NetworkError::InvalidConfig(e.clone()))
     }
 
-    /// Makes execution `id`'s network.
+    /// Makes execution `id`'s network (named [`Networks::network_id`]).
     pub async fn create(
         &self,
         id: &str,
         request: &NetworkRequest,
     ) -> Result<ExecutionNetwork, NetworkError> {
-        self.manager().await?.create(id, request).await
+        self.manager()
+            .await?
+            .create(&self.network_id(id), request)
+            .await
     }
 
     /// Removes `net`; failures are logged (the next sweep retries).

@@ -134,8 +134,9 @@ async fn malformed_requests_name_the_field_and_leave_nothing_behind() {
         (s("outputs"), Some(json!([{"source": img, "target": "/out"}])), "results_dir"),
         (s("results_dir"), Some(json!("relative/dir")), "results_dir"),
         (s("persist_logs_duration"), Some(json!(-1)), "persist_logs_duration"),
-        (s("ports_to_bind"), Some(json!([{"IP": "0.0.0.0", "HostPort": 80, "ExecutorPort": 80}])), "ports_to_bind"),
-        (s("gateway_ip"), Some(json!("10.0.0.1")), "gateway_ip"),
+        (s("ports_to_bind"), Some(json!([{"IP": "0.0.0.0", "HostPort": 0, "ExecutorPort": 80}])), "ports_to_bind[0].host_port"),
+        (s("ports_to_bind"), Some(json!([{"HostPort": 80, "ExecutorPort": 80, "Protocol": "sctp"}])), "ports_to_bind[0].protocol"),
+        (s("gateway_ip"), Some(json!("10.0.0.300")), "gateway_ip"),
     ];
     assert!(cases.len() >= 25);
     let before_files = files_under(ex.state_dir());

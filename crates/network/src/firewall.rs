@@ -35,6 +35,38 @@ pub const TABLE: &str = "fcexec";
 /// that follow it do not race another task's.
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The lock file that serialises them between processes (two executors, or
+/// an executor and `fcexec ps`, may change the table at once: a listing's
+/// handles must still be there when its deletions run).
+const HOST_LOCK: &str = "/run/fcexec-nftables.lock";
+
+/// An exclusive `flock(2)` on [`HOST_LOCK`], held until dropped.
+struct HostLock {
+    _file: std::fs::File,
+}
+
+impl HostLock {
+    fn acquire() -> Result<HostLock, NetworkError> {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(HOST_LOCK)
+            .map_err(|e| NetworkError::io(format!("open {HOST_LOCK}"), e))?;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(HostLock { _file: file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
+                return Err(NetworkError::io(format!("lock {HOST_LOCK}"), err));
+            }
+        }
+    }
+}
+
 /// A rule of the host table as removal and the sweep need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleInfo {
@@ -141,12 +173,17 @@ pub async fn list() -> Result<Vec<RuleInfo>, NetworkError> {
     blocking(list_blocking).await
 }
 
+/// Runs `f` (which lists or changes the host table) on the blocking pool,
+/// under the cross-process lock.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, NetworkError> + Send + 'static,
 ) -> Result<T, NetworkError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| NetworkError::io("run nft", std::io::Error::other(e.to_string())))?
+    tokio::task::spawn_blocking(move || {
+        let _host = HostLock::acquire()?;
+        f()
+    })
+    .await
+    .map_err(|e| NetworkError::io("run nft", std::io::Error::other(e.to_string())))?
 }
 
 fn prefix(net: Ipv4Net) -> Value {

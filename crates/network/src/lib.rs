@@ -23,6 +23,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! netlink-packet-route logs a warning (through `log`) on every link
+//! listing of a kernel newer than it knows; a subscriber should filter it,
+//! as fcexec's CLI does: `netlink_packet_route=error`.
+//!
 //! # Layout
 //!
 //! - [`types`]: configuration, requests, the record of one execution's network.

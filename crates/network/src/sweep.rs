@@ -62,8 +62,8 @@ enum Belongs {
 
 impl Network {
     /// Removes every fcexec namespace, link, route and rule of this pool
-    /// whose execution is neither in `keep` nor created or adopted by this
-    /// manager. Failures are collected in the report; the error is for when
+    /// whose execution id starts with the configured `sweep_scope` and is
+    /// neither in `keep` nor created or adopted by this manager. Failures are collected in the report; the error is for when
     /// the host cannot even be listed. Namespaces without an address yet are
     /// removed only once older than [`SWEEP_GRACE`].
     pub async fn sweep(&self, keep: &[String]) -> Result<SweepReport, NetworkError> {
@@ -87,7 +87,8 @@ impl Network {
         };
         let is_doomed = {
             let protected = protected.clone();
-            move |id: &str| !protected.contains(id)
+            let scope = self.inner.config.sweep_scope.clone();
+            move |id: &str| id.starts_with(scope.as_str()) && !protected.contains(id)
         };
         let mut report = SweepReport::default();
         let mut swept: HashSet<String> = HashSet::new();

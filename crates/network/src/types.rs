@@ -32,6 +32,12 @@ pub struct NetworkConfig {
     /// IPv4 `nameserver` of the host's `/etc/resolv.conf`; without one, the
     /// gateway does not answer DNS.
     pub dns_upstream: Option<Ipv4Addr>,
+    /// The sweep removes only objects of executions whose ids start with
+    /// this (default: empty, every id): an executor passes the prefix it
+    /// gives its executions' ids, so that it never sweeps the networks of
+    /// another executor sharing the pool.
+    #[serde(default)]
+    pub sweep_scope: String,
 }
 
 impl Default for NetworkConfig {
@@ -42,6 +48,7 @@ impl Default for NetworkConfig {
             egress_allow: Vec::new(),
             dns: None,
             dns_upstream: None,
+            sweep_scope: String::new(),
         }
     }
 }

@@ -107,6 +107,7 @@ impl Executor {
                 networks: Arc::new(crate::network::Networks::new(
                     config.network.clone(),
                     config.network_by_default,
+                    state.runtime_path(),
                 )),
             }),
             registry: registry.clone(),

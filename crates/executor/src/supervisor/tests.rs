@@ -188,7 +188,11 @@ fn rig(options: Options) -> Rig {
             cache_dir: "/nonexistent".into(),
             image_cache_limit: None,
             agent_initrd: Default::default(),
-            networks: Arc::new(crate::network::Networks::new(None, false)),
+            networks: Arc::new(crate::network::Networks::new(
+                None,
+                false,
+                std::path::Path::new("/nonexistent"),
+            )),
         }),
         registry,
         settings: Settings {

@@ -92,6 +92,10 @@ pub struct ExecutorConfig {
     /// keeps: past it the least recently used images are evicted, never
     /// one an execution is copying. Default 10 GiB; `None`: no limit.
     pub image_cache_limit: Option<u64>,
+    /// Jailing: every VMM under Firecracker's jailer with its own uid,
+    /// chroot, PID namespace and cgroup limits. On by default when running
+    /// as root; see [`crate::jail`].
+    pub jail: crate::jail::JailSettings,
     /// Test seam: called before each host file is opened during
     /// validation (see [`crate::validate::OpenHook`]); a test blocks in it
     /// to stand in for a file system that does not answer.
@@ -123,6 +127,7 @@ impl Default for ExecutorConfig {
             cancel_grace: Duration::from_secs(5),
             agent_binary: None,
             image_cache_limit: Some(10 << 30),
+            jail: crate::jail::JailSettings::default(),
             validation_hook: None,
         }
     }

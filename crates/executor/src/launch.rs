@@ -105,6 +105,8 @@ pub struct Launcher {
     pub image_cache_limit: Option<u64>,
     /// The agent's initrd, once built.
     pub agent_initrd: tokio::sync::OnceCell<PathBuf>,
+    /// Jails every VMM, when jailing is on.
+    pub jail: Option<Arc<crate::jail::Jailer>>,
 }
 
 /// Launches doing their blocking part at once.
@@ -119,6 +121,8 @@ pub struct Spawned {
     capture: Capture,
     link: Option<LinkParts>,
     created: CreatedDir,
+    /// Released (after the VMM and the directory went) unless the launch succeeds.
+    jail: crate::jail::JailGuard,
 }
 
 /// A VM whose guest started (or ran and ended already), still guarded.
@@ -136,8 +140,10 @@ impl Launched {
             capture,
             link,
             mut created,
+            mut jail,
         } = self.0;
         created.keep();
+        jail.keep();
         vmm.set_kill_on_drop(false);
         (vmm, record, capture, link)
     }
@@ -191,6 +197,13 @@ impl Launcher {
             false => self.plan.clone(),
         };
         let plan = VmPlan::new(valid, paths, key.clone(), &settings);
+        let jail = match &self.jail {
+            Some(jailer) => Some((
+                jailer.clone(),
+                crate::jail::Jailer::limits(valid).map_err(|e| creation(&id, e.into()))?,
+            )),
+            None => None,
+        };
         let record = new_record(valid, key.as_ref());
         let _slot = self
             .slots
@@ -212,11 +225,12 @@ impl Launcher {
                 &handle,
                 &firecracker,
                 &paths,
-                &plan,
+                plan,
                 record,
                 key,
                 max_output,
                 rootfs,
+                jail,
             )
         })
         .await
@@ -317,11 +331,12 @@ fn spawn_blocking_part(
     runtime: &tokio::runtime::Handle,
     firecracker: &std::path::Path,
     paths: &ExecPaths,
-    plan: &VmPlan,
+    mut plan: VmPlan,
     mut record: ExecutionRecord,
     key: Option<Key>,
     max_output: u64,
     rootfs: Option<(fcexec_images::CachedImage, PathBuf)>,
+    jail: Option<(Arc<crate::jail::Jailer>, fcexec_isolation::CgroupLimits)>,
 ) -> Result<Spawned, ExecutorError> {
     let id = steps.id;
     let created = steps
@@ -349,6 +364,22 @@ fn spawn_blocking_part(
             plan.write(paths).map_err(LaunchError::Files)
         })
         .map_err(fail)?;
+    // Jailed: a uid, a chroot holding the plan's files, a cgroup.
+    let jail_cfg = jail;
+    let prepared = match &jail_cfg {
+        Some((jailer, limits)) => Some(
+            steps
+                .run(LaunchStep::WriteFiles, || {
+                    Ok(jailer.prepare(id, *limits, paths, &mut plan)?)
+                })
+                .map_err(fail)?,
+        ),
+        None => None,
+    };
+    if let Some(prepared) = &prepared {
+        prepared.record_in(&mut record);
+    }
+    let jail = crate::jail::JailGuard::new(record.isolation.clone());
     let vsock = plan.agent_port().is_some();
     let serial = match vsock {
         true => paths.console(),
@@ -357,10 +388,15 @@ fn spawn_blocking_part(
     let (capture, link) = steps
         .run(LaunchStep::OpenOutput, || {
             let (sink, link) = match (key, vsock) {
-                (Some(key), true) => (
-                    Sink::console(),
-                    Some(LinkParts::open(paths, &key, max_output).map_err(LaunchError::Output)?),
-                ),
+                (Some(key), true) => {
+                    let link =
+                        LinkParts::open(paths, &key, max_output).map_err(LaunchError::Output)?;
+                    if let Some(iso) = &record.isolation {
+                        let socket = paths.agent_socket(fcexec_guest_protocol::DEFAULT_PORT);
+                        crate::jail::hand_over_socket(&socket, iso).map_err(LaunchError::Output)?;
+                    }
+                    (Sink::console(), Some(link))
+                }
                 (Some(key), false) => (
                     Sink::agent(key, &paths.stdout(), &paths.stderr())
                         .map_err(LaunchError::Output)?,
@@ -387,7 +423,11 @@ fn spawn_blocking_part(
         .run(LaunchStep::Spawn, || {
             let options = SpawnOptions {
                 firecracker: firecracker.to_path_buf(),
-                id: vmm_id(id),
+                // A jailed VMM's id names its chroot and cgroup.
+                id: match &record.isolation {
+                    Some(iso) => iso.jail_id.clone(),
+                    None => vmm_id(id),
+                },
                 api_socket: Some(paths.api_socket()),
                 config_file: Some(paths.vm_config()),
                 metadata,
@@ -397,13 +437,18 @@ fn spawn_blocking_part(
                     true => vec![paths.vsock()],
                     false => vec![],
                 },
-                jailer: None,
+                jailer: prepared.map(|p| p.options),
             };
             runtime
                 .block_on(Vmm::spawn(options))
                 .map_err(LaunchError::Vmm)
         })
         .map_err(fail)?;
+    if let (Some((jailer, _)), Some(iso)) = (&jail_cfg, &record.isolation) {
+        if let Err(e) = jailer.account(iso, vmm.pid()) {
+            tracing::warn!(%id, error = %e, "cannot count the jailed VMM's CPU time");
+        }
+    }
     record.pid = Some(vmm.pid());
     record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
     let saved = steps.run(LaunchStep::SaveVmm, || {
@@ -421,6 +466,7 @@ fn spawn_blocking_part(
         capture,
         link,
         created,
+        jail,
     })
 }
 
@@ -503,6 +549,7 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
         cancel_requested: false,
         outputs,
         results_dir: valid.results_dir.as_ref().map(|d| d.display().to_string()),
+        isolation: None,
         created_ms: now_ms(),
         finished_ms: None,
         persist_ms: valid.persist_logs.as_millis() as u64,

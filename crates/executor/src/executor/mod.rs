@@ -76,6 +76,9 @@ impl Executor {
             None => HostLimits::detect().map_err(ExecutorError::HostLimits)?,
         };
         let state = Arc::new(StateDir::open(&run_root, &data_root, id)?);
+        let jail = crate::jail::Jailer::new(&config.jail, &state, &firecracker)
+            .map_err(ExecutorError::Jail)?
+            .map(Arc::new);
         if let Some(answer) = probed {
             crate::version_cache::remember(state.runtime_path(), &answer);
         }
@@ -103,6 +106,7 @@ impl Executor {
                 cache_dir: data_root.join(".cache"),
                 image_cache_limit: config.image_cache_limit,
                 agent_initrd: tokio::sync::OnceCell::new(),
+                jail,
             }),
             registry: registry.clone(),
             settings: Settings {
@@ -125,8 +129,13 @@ impl Executor {
         };
         let (state, max_output) = (executor.state.clone(), executor.config.max_output);
         let firecracker = executor.ctx.launcher.firecracker.clone();
+        let jail = executor.ctx.launcher.jail.clone();
         let found = tokio::task::spawn_blocking(move || {
-            crate::recovery::scan(&state, max_output, &firecracker)
+            let scan = crate::recovery::scan(&state, max_output, &firecracker);
+            if let Some(jail) = jail {
+                jail.sweep(&scan.live_jails());
+            }
+            scan
         })
         .await
         .map_err(|e| ExecutorError::Internal {

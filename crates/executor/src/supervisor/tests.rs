@@ -134,6 +134,7 @@ fn record(id: &str, mode: Mode, phase: Phase, key: &Key) -> ExecutionRecord {
         cancel_requested: false,
         outputs: vec![],
         results_dir: None,
+        isolation: None,
         created_ms: now_ms(),
         finished_ms: None,
         persist_ms: 0,
@@ -187,6 +188,7 @@ fn rig(options: Options) -> Rig {
             cache_dir: "/nonexistent".into(),
             image_cache_limit: None,
             agent_initrd: Default::default(),
+            jail: None,
         }),
         registry,
         settings: Settings {

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | kernel, initrd, read-only inputs, world-readable | `/kernel`, `/initrd`, `/drive-<id>` | read-only bind mount of the user's file: owner, mode and contents unchanged |
 //! | the same, not world-readable | same | a private copy, owned by the jailed uid, mode 0400, bind-mounted read-only (the jailed uid could not read the original, and fcexec never changes its mode) |
-//! | writable root file system, outputs | `/drive-<id>` | a private copy in `<execution dir>/jail/` (reflinked where the file system can), owned by the jailed uid, mode 0600, bind-mounted |
+//! | writable root file system, outputs | `/drive-<id>` | a private copy in `<execution dir>/jail/` (reflinked where the file system can, else copied keeping holes), owned by the jailed uid, mode 0600, bind-mounted |
 //! | fcexec's own files (config drive, an image's root copy) | same | handed to the jailed uid and bind-mounted |
 //! | the vsock socket | `/run/v.sock` | the VMM binds it in the jail's `run/`; the executor's agent listener is `<chroot>/run/v.sock_<port>` |
 //!
@@ -114,8 +114,8 @@ fn private_copy(
     let source = File::open(from)?;
     let target = File::options().write(true).create_new(true).open(to)?;
     if !reflink(&source, &target) {
-        drop(target);
-        std::fs::copy(from, to)?;
+        // Holes stay holes: a large, mostly empty output image copies at once.
+        crate::results::copy_sparse(&source, &target)?;
     }
     std::os::unix::fs::chown(to, Some(uid), Some(gid))?;
     let mode = if read_only { 0o400 } else { 0o600 };

@@ -97,7 +97,7 @@ fn ps_lists_and_logs_print_after_the_end() {
             (id, status, "demo"),
             "{line}"
         );
-        assert_eq!(cells.last(), Some(&exit), "{line}");
+        assert_eq!(cells[5], exit, "{line}");
     }
     let json = f.run(&["ps", "--json"]).expect(0);
     let list: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
@@ -266,8 +266,9 @@ fn doctor_passes_here() {
     let f = Fcexec::new();
     let doctor = f.run(&["doctor"]).expect(0);
     let lines: Vec<&str> = doctor.stdout.lines().collect();
-    assert_eq!(lines.len(), 5, "{doctor:?}");
+    assert_eq!(lines.len(), 6, "{doctor:?}");
     assert!(lines[4].starts_with("ok   data directory"), "{doctor:?}");
+    assert!(lines[5].starts_with("ok   isolation: "), "{doctor:?}");
     assert!(lines.iter().all(|l| l.starts_with("ok   ")), "{doctor:?}");
     assert!(lines[0].starts_with("ok   firecracker v1.16"), "{doctor:?}");
     // The test guest is an ELF kernel, but no Linux one.
@@ -334,7 +335,7 @@ fn records_and_output_live_in_the_data_directory_sockets_in_the_state_directory(
     let exec_run = f.state().join("cli/d1");
     assert!(exec_data.join("record.json").exists());
     assert!(exec_data.join("console.log").exists());
-    assert!(exec_run.join("api.sock").exists());
+    assert!(exec_run.join("vm.json").exists());
     assert!(!exec_run.join("record.json").exists());
     assert!(f.state().join("cli/lock").exists());
     let logs = f.run(&["--data-dir", data_arg, "logs", "d1"]).expect(0);

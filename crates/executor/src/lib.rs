@@ -43,6 +43,7 @@ mod agent_link;
 mod capture;
 pub mod config;
 pub mod config_drive;
+pub mod disk_limits;
 pub mod error;
 mod execution;
 mod execution_task;

@@ -246,3 +246,96 @@ async fn unjailed_mode_is_a_setting() {
     assert_eq!(result.stdout, "hi\n");
     assert!(record(&h, "plainvm", "u1").isolation.is_none());
 }
+
+/// The executor `kill_9_...` runs in a child process: starts the requests in
+/// `<dir>/requests.json`, writes `<dir>/ready`, then waits to be killed.
+async fn executor_to_be_killed(dir: PathBuf) {
+    let requests: Vec<fcexec::ExecutionRequest> =
+        serde_json::from_slice(&std::fs::read(dir.join("requests.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let ex = Executor::new(
+        "crash",
+        fcexec::ExecutorConfig {
+            state_root: Some(PathBuf::from(config["state"].as_str().unwrap())),
+            firecracker: Some(PathBuf::from(config["firecracker"].as_str().unwrap())),
+            ..fcexec::ExecutorConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    for request in &requests {
+        ex.start(request).await.unwrap();
+    }
+    std::fs::write(dir.join("ready"), b"").unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+}
+
+#[tokio::test]
+async fn kill_9_of_the_executor_with_three_jailed_vms_then_recovery_and_cleanup_leave_nothing() {
+    const NAME: &str =
+        "kill_9_of_the_executor_with_three_jailed_vms_then_recovery_and_cleanup_leave_nothing";
+    if let Some(dir) = std::env::var_os("FCEXEC_JAIL_TEST_CHILD") {
+        return executor_to_be_killed(PathBuf::from(dir)).await;
+    }
+    let h = Harness::new(testkit::require_vmm!());
+    let requests: Vec<_> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|id| h.agent(id, &Job::new().out("up\n").hang()))
+        .collect();
+    std::fs::write(
+        h.path("requests.json"),
+        serde_json::to_vec(&requests).unwrap(),
+    )
+    .unwrap();
+    let config = json!({"state": h.state_root(), "firecracker": h.vmm.firecracker});
+    std::fs::write(h.path("config.json"), config.to_string()).unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", NAME, "--nocapture"])
+        .env("FCEXEC_JAIL_TEST_CHILD", h.dir.path())
+        .spawn()
+        .unwrap();
+    let ready = h.path("ready");
+    assert!(eventually(Duration::from_secs(20), || ready.exists()).await);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let jails: Vec<(u32, Isolation)> = ["k1", "k2", "k3"]
+        .iter()
+        .map(|id| {
+            let rec = record(&h, "crash", id);
+            (rec.pid.unwrap(), rec.isolation.unwrap())
+        })
+        .collect();
+    for (pid, iso) in &jails {
+        assert!(Path::new(&format!("/proc/{pid}")).exists(), "{iso:?}");
+    }
+
+    let ex = h.executor("crash").await;
+    let listed: Vec<_> = ex.list().into_iter().map(|i| i.execution_id).collect();
+    assert_eq!(listed, ["k1", "k2", "k3"]);
+    for id in ["k1", "k2", "k3"] {
+        assert_eq!(
+            ex.status(id).unwrap(),
+            fcexec::ExecutionStatus::Running,
+            "{id}"
+        );
+    }
+    ex.cleanup().await.unwrap();
+    for (pid, iso) in &jails {
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map_or(true, |s| s.contains(") Z "))
+            })
+            .await,
+            "VMM {pid} still runs"
+        );
+        assert_released(iso);
+    }
+    assert!(common::firecracker_pids(h.dir.path()).is_empty());
+    let jail_dir = h.state_root().join("crash/.jail/firecracker");
+    let left: Vec<_> = std::fs::read_dir(&jail_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -104,7 +104,7 @@ pub fn firecracker_pids(needle: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// The (device, inode) of every jail root (`.../jail/firecracker/<id>/root`)
+/// The (device, inode) of every jail root (`.../.jail/firecracker/<id>/root`)
 /// under `dir`: a jailed VMM's command line holds only paths inside its
 /// chroot, so it is found by its root directory instead.
 fn jail_roots(dir: &Path) -> Vec<(u64, u64)> {
@@ -121,7 +121,7 @@ fn jail_roots(dir: &Path) -> Vec<(u64, u64)> {
                 continue;
             }
             let p = e.path();
-            if p.ends_with("jail/firecracker") {
+            if p.ends_with(".jail/firecracker") {
                 for jail in std::fs::read_dir(&p).into_iter().flatten().flatten() {
                     if let Ok(m) = std::fs::metadata(jail.path().join("root")) {
                         out.push((m.dev(), m.ino()));
@@ -134,10 +134,10 @@ fn jail_roots(dir: &Path) -> Vec<(u64, u64)> {
     }
     let mut out = Vec::new();
     walk(dir, 4, &mut out);
-    // An execution's directory: its jail is `../jail/firecracker/<id>-<hash>`.
+    // An execution's directory: its jail is `../.jail/firecracker/<id>-<hash>`.
     if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
         let prefix = format!("{}-", name.to_string_lossy().replace(['_', '.'], "-"));
-        let jails = parent.join("jail/firecracker");
+        let jails = parent.join(".jail/firecracker");
         for jail in std::fs::read_dir(jails).into_iter().flatten().flatten() {
             let id = jail.file_name().to_string_lossy().into_owned();
             let is_it = id

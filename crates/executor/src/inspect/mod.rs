@@ -123,6 +123,9 @@ pub struct Summary {
     /// `corrupt execution: <reason>`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub corrupt: Option<String>,
+    /// The VMM's jail (uid, chroot, cgroup), when it ran under the jailer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::jail::Isolation>,
 }
 
 impl From<&ExecutionRecord> for Summary {
@@ -148,6 +151,7 @@ impl From<&ExecutionRecord> for Summary {
                 .unwrap_or_default(),
             killed: r.result.as_ref().is_some_and(|x| x.killed),
             corrupt: None,
+            isolation: r.isolation.clone(),
         }
     }
 }
@@ -169,6 +173,7 @@ impl Summary {
             error_msg: format!("corrupt execution: {reason}"),
             killed: false,
             corrupt: Some(reason),
+            isolation: None,
         }
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! 1. leases a uid (and the gid of the same number) from the configured
 //!    range through [`fcexec_isolation::UidPool`], keyed by the jail id;
-//! 2. creates the chroot `<runtime dir>/jail/firecracker/<jail id>/root`;
+//! 2. creates the chroot `<runtime dir>/.jail/firecracker/<jail id>/root` (a name no execution id can take);
 //! 3. stages the plan's files into it ([`stage`]): read-only files are bind
 //!    mounts of the user's own files, writable drives private copies in
 //!    `<execution data dir>/jail/` owned by the jailed uid, and the plan is
@@ -82,7 +82,7 @@ impl Default for JailSettings {
 
 /// What isolation an execution got, as its record keeps it: enough to show
 /// it (`ps`, `inspect`) and to undo it after a restart.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Isolation {
     /// The jailer's `--id`: also the cgroup's name and the uid lease's key.
     pub jail_id: String,
@@ -143,7 +143,7 @@ pub struct Jailer {
     jailer: PathBuf,
     /// The firecracker binary the jailer copies in (names the jail's dirs).
     firecracker: PathBuf,
-    /// `<runtime dir>/jail`: the chroot base.
+    /// `<runtime dir>/.jail`: the chroot base.
     base: PathBuf,
     /// Ends every jail id of this executor.
     suffix: String,
@@ -166,11 +166,8 @@ impl Jailer {
             return Ok(None);
         }
         let jailer = find_jailer(settings.jailer.as_deref(), firecracker)?;
-        let base = state.runtime_path().join("jail");
-        std::fs::create_dir_all(&base).map_err(|source| JailError::Stage {
-            path: base.clone(),
-            source,
-        })?;
+        // Created with each jail, removed with the last one.
+        let base = state.runtime_path().join(".jail");
         let uids = UidPool::new(
             settings.first_uid,
             settings.uid_count,
@@ -284,8 +281,11 @@ impl Jailer {
             uid_range: (self.settings.first_uid, self.settings.uid_count),
             uid_lock_dir: self.settings.uid_lock_dir.clone(),
         };
+        // Retried once: the last jail's release may remove the empty base
+        // directories just as this one is made.
         let staged = jail
             .prepare()
+            .or_else(|_| jail.prepare())
             .map_err(|source| JailError::Stage {
                 path: jail.root().to_path_buf(),
                 source,

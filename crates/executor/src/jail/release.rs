@@ -47,6 +47,15 @@ fn remove_jail_dir(dir: &Path) {
     if let Err(e) = remove_dir(dir) {
         tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a jail");
     }
+    // `<base>/<exec name>` and `<base>` go with the last jail (only when
+    // empty: a jail being prepared meanwhile keeps them, see `prepare`).
+    let exec_dir = dir.parent();
+    for empty in [exec_dir, exec_dir.and_then(Path::parent)]
+        .into_iter()
+        .flatten()
+    {
+        let _ = std::fs::remove_dir(empty);
+    }
 }
 
 fn remove_dir(dir: &Path) -> std::io::Result<()> {

@@ -130,6 +130,8 @@ pub struct ValidatedRequest {
     pub cores: f64,
     /// Memory in MiB.
     pub mem_mib: u32,
+    /// Every drive's rate limiter, from `resources.disk` ([`crate::disk_limits`]).
+    pub disk_limiter: Option<firecracker_api::models::RateLimiter>,
     /// Drives in drive order: root file system, inputs, outputs. In agent
     /// mode the executor appends the config drive after these.
     pub drives: Vec<Drive>,
@@ -373,6 +375,9 @@ fn validate_checked(
         kernel_args: spec.kernel_args.clone(),
         vcpus: size.vcpus,
         cores: cores_of(request, size.vcpus),
+        disk_limiter: crate::disk_limits::rate_limiter(
+            request.resources.as_ref().and_then(|r| r.disk.as_ref()),
+        ),
         mem_mib: size.mem_mib,
         drives,
         mmds,

@@ -19,15 +19,11 @@ fn usage_ns(cgroups: &[PathBuf]) -> u64 {
         if let Ok(text) = std::fs::read_to_string(dir.join("cpuacct.usage")) {
             return text.trim().parse().unwrap();
         }
-        if let Ok(text) = std::fs::read_to_string(dir.join("cpu.stat")) {
-            let usec: u64 = text
-                .lines()
-                .find_map(|l| l.strip_prefix("usage_usec "))
-                .unwrap()
-                .trim()
-                .parse()
-                .unwrap();
-            return usec * 1000;
+    }
+    for dir in cgroups {
+        let text = std::fs::read_to_string(dir.join("cpu.stat")).unwrap_or_default();
+        if let Some(usec) = text.lines().find_map(|l| l.strip_prefix("usage_usec ")) {
+            return usec.trim().parse::<u64>().unwrap() * 1000;
         }
     }
     panic!("no CPU usage in {cgroups:?}");

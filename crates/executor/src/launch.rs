@@ -445,9 +445,15 @@ fn spawn_blocking_part(
         })
         .map_err(fail)?;
     if let (Some((jailer, _)), Some(iso)) = (&jail_cfg, &record.isolation) {
-        if let Err(e) = jailer.account(iso, vmm.pid()) {
-            tracing::warn!(%id, error = %e, "cannot count the jailed VMM's CPU time");
-        }
+        // Off the launch's path: a cgroup v1 move waits for the kernel
+        // (an RCU grace period, milliseconds); the VMM's first moments go
+        // uncounted. Short and bounded, so not tracked.
+        let (jailer, iso, pid, id) = (jailer.clone(), iso.clone(), vmm.pid(), id.to_string());
+        runtime.spawn_blocking(move || {
+            if let Err(e) = jailer.account(&iso, pid) {
+                tracing::warn!(%id, error = %e, "cannot count the jailed VMM's CPU time");
+            }
+        });
     }
     record.pid = Some(vmm.pid());
     record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());

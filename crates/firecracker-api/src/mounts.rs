@@ -42,6 +42,23 @@ pub fn bind_file(source: &Path, target: &Path, read_only: bool) -> std::io::Resu
     Ok(())
 }
 
+/// Makes `source` appear at `target` (which must not exist): a hard link
+/// when `source` is on the same file system and `link` allows it (no mount
+/// to make and undo: each costs the kernel a namespace update), else a bind
+/// mount ([`bind_file`]). Neither changes `source`'s owner, mode or
+/// contents. Returns true when it linked.
+pub fn link_or_bind(
+    source: &Path,
+    target: &Path,
+    read_only: bool,
+    link: bool,
+) -> std::io::Result<bool> {
+    if link && std::fs::hard_link(source, target).is_ok() {
+        return Ok(true);
+    }
+    bind_file(source, target, read_only).map(|()| false)
+}
+
 /// The mount points at or below `dir` in this mount namespace, deepest
 /// first (from `/proc/self/mountinfo`).
 pub fn mounts_under(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

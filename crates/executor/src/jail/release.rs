@@ -105,18 +105,17 @@ pub fn sweep_jails(jailer: &Jailer, live: &[String]) {
     }
     present.sort();
     present.dedup();
-    let kept: Vec<&str> = present
-        .iter()
-        .map(String::as_str)
-        .filter(|id| keep(id))
-        .collect();
-    match fcexec_isolation::sweep(&jailer.cgroups, parent, &kept, DEFAULT_REMOVE_GRACE) {
-        Ok(outcome) => {
-            for (id, e) in outcome.failed {
-                tracing::warn!(cgroup = %id, error = %e, "cannot remove a cgroup left by an earlier run");
+    // Only this executor's, one by one: a keep-list sweep of the shared
+    // parent would also take cgroups other executors make meanwhile.
+    for id in present.iter().filter(|id| !keep(id)) {
+        let removed = Cgroup::open(&jailer.cgroups, parent, id)
+            .and_then(|cgroup| cgroup.remove(DEFAULT_REMOVE_GRACE));
+        match removed {
+            Ok(()) => tracing::info!(cgroup = %id, "removed a cgroup left by an earlier run"),
+            Err(e) => {
+                tracing::warn!(cgroup = %id, error = %e, "cannot remove a cgroup left by an earlier run")
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot sweep cgroups"),
     }
     if let Err(e) = jailer.uids.sweep(keep) {
         tracing::warn!(error = %e, "cannot sweep uid leases");

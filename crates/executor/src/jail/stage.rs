@@ -2,10 +2,15 @@
 //!
 //! | file | in the jail | how |
 //! |---|---|---|
-//! | kernel, initrd, read-only inputs, world-readable | `/kernel`, `/initrd`, `/drive-<id>` | read-only bind mount of the user's file: owner, mode and contents unchanged |
-//! | the same, not world-readable | same | a private copy, owned by the jailed uid, mode 0400, bind-mounted read-only (the jailed uid could not read the original, and fcexec never changes its mode) |
-//! | writable root file system, outputs | `/drive-<id>` | a private copy in `<execution dir>/jail/` (reflinked where the file system can, else copied keeping holes), owned by the jailed uid, mode 0600, bind-mounted |
-//! | fcexec's own files (config drive, an image's root copy) | same | handed to the jailed uid and bind-mounted |
+//! | kernel, initrd, read-only inputs, world-readable | `/kernel`, `/initrd`, `/drive-<id>` | the user's own file, owner, mode and contents unchanged: a hard link when it is on the jail's file system and writable by its owner only, else a read-only bind mount |
+//! | the same, not world-readable | same | a private copy, owned by the jailed uid, mode 0400 (the jailed uid could not read the original, and fcexec never changes its mode) |
+//! | writable root file system, outputs | `/drive-<id>` | a private copy in `<execution dir>/jail/` (reflinked where the file system can, else copied keeping holes), owned by the jailed uid, mode 0600 |
+//! | fcexec's own files (config drive, an image's root copy) | same | handed to the jailed uid |
+//!
+//! Copies and fcexec's files are hard-linked into the jail when on its file
+//! system, else bind-mounted: a mount and its removal cost the kernel a
+//! mount-namespace update each (measured: most of what jailing added to a
+//! short execution before links were used).
 //! | the vsock socket | `/run/v.sock` | the VMM binds it in the jail's `run/`; the executor's agent listener is `<chroot>/run/v.sock_<port>` |
 //!
 //! Bind mounts never follow a path the VMM controls: they are made before
@@ -17,7 +22,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use firecracker_api::mounts::bind_file;
+use firecracker_api::mounts::link_or_bind;
 
 use super::{Isolation, JailError};
 use crate::plan::VmPlan;
@@ -73,26 +78,23 @@ impl Stager<'_> {
         };
         let target = self.iso.chroot.join(name);
         let ours = host.starts_with(self.paths.dir()) || host.starts_with(self.paths.runtime_dir());
-        let source = if ours {
+        let mode = std::fs::metadata(host).map_err(err)?.mode();
+        let (source, link) = if ours {
             std::os::unix::fs::chown(host, Some(self.iso.uid), Some(self.iso.gid)).map_err(err)?;
-            host.to_path_buf()
-        } else if read_only && world_readable(host).map_err(err)? {
-            host.to_path_buf()
+            (host.to_path_buf(), true)
+        } else if read_only && mode & 0o004 != 0 {
+            // A link gives the VMM the file's own mode: only when no one
+            // but its owner may write it (a read-only mount holds anyway).
+            (host.to_path_buf(), mode & 0o022 == 0)
         } else {
             let copy = self.iso.copies.join(name);
             private_copy(host, &copy, self.iso.uid, self.iso.gid, read_only).map_err(err)?;
             copies.push((host.to_path_buf(), copy.clone()));
-            copy
+            (copy, true)
         };
-        bind_file(&source, &target, read_only).map_err(err)?;
+        link_or_bind(&source, &target, read_only, link).map_err(err)?;
         Ok(format!("/{name}"))
     }
-}
-
-/// True when others may read `path` (the jailed uid is neither its owner
-/// nor in its group).
-fn world_readable(path: &Path) -> std::io::Result<bool> {
-    Ok(std::fs::metadata(path)?.mode() & 0o004 != 0)
 }
 
 /// Copies `from` to `to` (reflinked when the file system can), owned by

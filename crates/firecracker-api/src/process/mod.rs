@@ -481,11 +481,12 @@ const JAILER_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Makes the host log file `log` the jailed VMM's `--log-path`: created if
 /// absent, given to the jail's uid (it is the executor's own file, in a
-/// directory only the executor can reach) and bind-mounted at `inside`.
+/// directory only the executor can reach) and hard-linked at `inside`, or
+/// bind-mounted there from another file system.
 fn jailed_log(log: &Path, inside: &Path, opts: &JailerOptions) -> std::io::Result<()> {
     File::options().create(true).append(true).open(log)?;
     std::os::unix::fs::chown(log, Some(opts.uid), Some(opts.gid))?;
-    crate::mounts::bind_file(log, inside, false)
+    crate::mounts::link_or_bind(log, inside, false, true).map(|_| ())
 }
 
 /// After the jailer forked firecracker into a new PID namespace and exited:

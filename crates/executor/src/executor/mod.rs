@@ -422,6 +422,18 @@ impl Executor {
             .into_iter()
             .filter_map(|(id, r)| r.err().map(|e| (id, e)))
             .collect();
+        // Whatever of this executor's jails is still about (an execution
+        // that ended while no executor watched it) goes with them.
+        if let Some(jail) = self.ctx.launcher.jail.clone() {
+            let live: Vec<String> = self
+                .registry
+                .all()
+                .iter()
+                .filter(|e| !e.phase().is_terminal())
+                .map(|e| jail.jail_id(&e.id))
+                .collect();
+            let _ = tokio::task::spawn_blocking(move || jail.sweep(&live)).await;
+        }
         if failures.is_empty() {
             Ok(())
         } else {

@@ -18,6 +18,10 @@
 //!    [`fcexec_isolation::CgroupLimits::for_vm`] (cores as a CPU quota,
 //!    guest memory plus the VMM's overhead, a pids limit).
 //!
+//! Networking: the jailer joins the VMM to a network namespace through
+//! `--netns`; a launch with a namespace sets [`Prepared::options`]'
+//! `netns` to its path before the spawn (nothing else changes here).
+//!
 //! The jail id is `<vmm id>-<8 hex digits>`, the digits a hash of the
 //! executor's runtime directory, so executors sharing the host (and the
 //! cgroup parent and uid leases) never collide and each sweeps only its own.

@@ -48,6 +48,10 @@ pub struct Global {
         value_name = "ID"
     )]
     pub executor: String,
+    /// Run VMMs unjailed even as root (no jailer, no per-execution uid,
+    /// chroot or cgroup limits). As root every VMM is jailed by default.
+    #[arg(long, global = true, env = "FCEXEC_NO_JAIL")]
+    pub no_jail: bool,
     /// Log to stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -67,6 +71,8 @@ pub enum Command {
     Wait(WaitArgs),
     /// Stop a running execution (its result says killed).
     Cancel(IdArg),
+    /// Print one execution as JSON, with its isolation (uid, chroot, cgroup).
+    Inspect(IdArg),
     /// Remove an execution and its files, stopping it first if it runs.
     Rm(RmArgs),
     /// Stop and remove every execution of this executor.

@@ -33,6 +33,8 @@ pub struct Context {
     pub data_root: PathBuf,
     /// The executor id.
     pub executor_id: String,
+    /// `--no-jail`: VMMs unjailed even as root.
+    pub no_jail: bool,
 }
 
 /// The executor, or a read-only view of its directory.
@@ -72,6 +74,7 @@ impl Context {
             root,
             data_root,
             executor_id: global.executor.clone(),
+            no_jail: global.no_jail,
         })
     }
 
@@ -94,6 +97,10 @@ impl Context {
                 inner: crate::fault::pause_from_env(),
                 progress: crate::progress::ImageProgress::new(),
             })),
+            jail: fcexec::JailSettings {
+                enabled: fcexec::JailSettings::default().enabled && !self.no_jail,
+                ..fcexec::JailSettings::default()
+            },
             ..ExecutorConfig::default()
         }
     }

@@ -97,7 +97,7 @@ fn ps_lists_and_logs_print_after_the_end() {
             (id, status, "demo"),
             "{line}"
         );
-        assert_eq!(cells[cells.len() - 2], exit, "{line}");
+        assert_eq!(cells[5], exit, "{line}");
         assert_eq!(cells.last(), Some(&"-"), "no network: {line}");
     }
     let json = f.run(&["ps", "--json"]).expect(0);
@@ -272,8 +272,9 @@ fn doctor_passes_here() {
         .lines()
         .partition(|l| l.starts_with("ok   network: ") || l.contains("warn network: "));
     assert_eq!(network.len(), 6, "{doctor:?}");
-    assert_eq!(lines.len(), 5, "{doctor:?}");
+    assert_eq!(lines.len(), 6, "{doctor:?}");
     assert!(lines[4].starts_with("ok   data directory"), "{doctor:?}");
+    assert!(lines[5].starts_with("ok   isolation: "), "{doctor:?}");
     assert!(lines.iter().all(|l| l.starts_with("ok   ")), "{doctor:?}");
     assert!(lines[0].starts_with("ok   firecracker v1.16"), "{doctor:?}");
     // The test guest is an ELF kernel, but no Linux one.
@@ -340,7 +341,7 @@ fn records_and_output_live_in_the_data_directory_sockets_in_the_state_directory(
     let exec_run = f.state().join("cli/d1");
     assert!(exec_data.join("record.json").exists());
     assert!(exec_data.join("console.log").exists());
-    assert!(exec_run.join("api.sock").exists());
+    assert!(exec_run.join("vm.json").exists());
     assert!(!exec_run.join("record.json").exists());
     assert!(f.state().join("cli/lock").exists());
     let logs = f.run(&["--data-dir", data_arg, "logs", "d1"]).expect(0);

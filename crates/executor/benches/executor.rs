@@ -67,6 +67,7 @@
 //! | `FCEXEC_BENCH_SERIAL_BULK` | 262144 (65536) | bytes of stdout of section T's serial bulk job |
 //! | `FCEXEC_BENCH_TRANSPORT_PAIRS` | 10 (4) | A/B pairs (vsock, serial) of section T's one-line job |
 //! | `FCEXEC_BENCH_FOLLOW_RUNS` | 3 (1) | runs of section T's ticking job, each transport |
+//! | `FCEXEC_BENCH_JAIL_PAIRS` | 30 (8) | A/B pairs of section J (jailed vs unjailed executor; needs root) |
 //! | `FCEXEC_BENCH_SECTIONS` | all | only these sections, e.g. `1,5,B` (`E` runs endurance even in quick mode) |
 //! | `FCEXEC_BENCH_DIR` | the system's temporary directory | where the bench's directory (state dir, images) goes |
 //! | `FCEXEC_BENCH_GRACE_MS` | the executor's default | `ExecutorConfig::after_exit_grace`, for experiments |
@@ -113,6 +114,7 @@ use sections::end_to_end::end_to_end;
 use sections::endurance::endurance;
 use sections::first_output::first_output;
 use sections::history::history;
+use sections::jail::jail;
 use sections::memory::memory;
 use sections::throughput::throughput;
 use sections::warm_up;
@@ -235,6 +237,9 @@ async fn sections(ctx: &Arc<Ctx>, cfg: &Cfg) -> Result<(), String> {
     }
     if cfg.wants("N") {
         sections::network::network(ctx, cfg.pairs).await?;
+    }
+    if cfg.wants("J") {
+        jail(ctx, cfg.jail_pairs).await?;
     }
     if cfg.wants("E") {
         endurance(ctx, cfg.endurance_runs, cfg.endurance_batch).await?;

@@ -102,6 +102,10 @@ pub struct ExecutorConfig {
     /// Give every execution a network unless its request says `network:
     /// false`. Default off.
     pub network_by_default: bool,
+    /// Jailing: every VMM under Firecracker's jailer with its own uid,
+    /// chroot, PID namespace and cgroup limits. On by default when running
+    /// as root; see [`crate::jail`].
+    pub jail: crate::jail::JailSettings,
     /// Test seam: called before each host file is opened during
     /// validation (see [`crate::validate::OpenHook`]); a test blocks in it
     /// to stand in for a file system that does not answer.
@@ -135,6 +139,7 @@ impl Default for ExecutorConfig {
             image_cache_limit: Some(10 << 30),
             network: Some(fcexec_network::NetworkConfig::default()),
             network_by_default: false,
+            jail: crate::jail::JailSettings::default(),
             validation_hook: None,
         }
     }

@@ -19,6 +19,9 @@ pub enum ExecutorError {
     /// `/dev/kvm` cannot be used.
     #[error("/dev/kvm is not usable: {0}; load the kvm module and give this user read-write access to /dev/kvm (e.g. add it to the kvm group)")]
     Kvm(std::io::Error),
+    /// Jailing is on and cannot be set up (no jailer, no uid range, no cgroups).
+    #[error("cannot jail VMMs: {0}")]
+    Jail(#[source] crate::jail::JailError),
     /// The state directory cannot be used.
     #[error(transparent)]
     StateDir(#[from] StateDirError),
@@ -152,9 +155,15 @@ pub enum LaunchError {
     /// fcexec's guest agent initrd could not be had.
     #[error(transparent)]
     Initrd(#[from] crate::initrd::InitrdError),
+    /// The VMM's jail could not be prepared.
+    #[error(transparent)]
+    Jail(#[from] crate::jail::JailError),
     /// The launch task failed.
     #[error("the launch task failed: {0}")]
     Task(String),
+    /// The execution's network could not be handed to its jailed VMM.
+    #[error("cannot give the network to the jailed VMM")]
+    Network(#[source] Box<fcexec_network::NetworkError>),
     /// A launch hook failed this step (fault injection).
     #[error("launch step {step:?} failed: {reason}")]
     Injected {

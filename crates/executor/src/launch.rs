@@ -107,6 +107,8 @@ pub struct Launcher {
     pub agent_initrd: tokio::sync::OnceCell<PathBuf>,
     /// Makes and removes executions' networks.
     pub networks: Arc<crate::network::Networks>,
+    /// Jails every VMM, when jailing is on.
+    pub jail: Option<Arc<crate::jail::Jailer>>,
 }
 
 /// Launches doing their blocking part at once.
@@ -121,6 +123,8 @@ pub struct Spawned {
     capture: Capture,
     link: Option<LinkParts>,
     created: CreatedDir,
+    /// Released (after the VMM and the directory went) unless the launch succeeds.
+    jail: crate::jail::JailGuard,
 }
 
 /// A VM whose guest started (or ran and ended already), still guarded.
@@ -138,8 +142,10 @@ impl Launched {
             capture,
             link,
             mut created,
+            mut jail,
         } = self.0;
         created.keep();
+        jail.keep();
         vmm.set_kill_on_drop(false);
         (vmm, record, capture, link)
     }
@@ -193,6 +199,13 @@ impl Launcher {
             false => self.plan.clone(),
         };
         let mut plan = VmPlan::new(valid, paths, key.clone(), &settings);
+        let jail = match &self.jail {
+            Some(jailer) => Some((
+                jailer.clone(),
+                crate::jail::Jailer::limits(valid).map_err(|e| creation(&id, e.into()))?,
+            )),
+            None => None,
+        };
         let mut record = new_record(valid, key.as_ref());
         let wanted = self.networks.wanted(
             valid.network.as_ref(),
@@ -228,11 +241,12 @@ impl Launcher {
                 &handle,
                 &firecracker,
                 &paths,
-                &plan,
+                plan,
                 record,
                 key,
                 max_output,
                 rootfs,
+                jail,
             )
         })
         .await
@@ -352,11 +366,12 @@ fn spawn_blocking_part(
     runtime: &tokio::runtime::Handle,
     firecracker: &std::path::Path,
     paths: &ExecPaths,
-    plan: &VmPlan,
+    mut plan: VmPlan,
     mut record: ExecutionRecord,
     key: Option<Key>,
     max_output: u64,
     rootfs: Option<(fcexec_images::CachedImage, PathBuf)>,
+    jail: Option<(Arc<crate::jail::Jailer>, fcexec_isolation::CgroupLimits)>,
 ) -> Result<Spawned, ExecutorError> {
     let id = steps.id;
     let created = steps
@@ -384,6 +399,33 @@ fn spawn_blocking_part(
             plan.write(paths).map_err(LaunchError::Files)
         })
         .map_err(fail)?;
+    // Jailed: a uid, a chroot holding the plan's files, a cgroup.
+    let jail_cfg = jail;
+    let prepared = match &jail_cfg {
+        Some((jailer, limits)) => Some(
+            steps
+                .run(LaunchStep::WriteFiles, || {
+                    Ok(jailer.prepare(id, *limits, paths, &mut plan)?)
+                })
+                .map_err(fail)?,
+        ),
+        None => None,
+    };
+    if let Some(prepared) = &prepared {
+        prepared.record_in(&mut record);
+        if let Some(net) = &record.network {
+            // The jailed VMM opens the TAP as its own uid.
+            let uid = prepared.isolation.uid;
+            steps
+                .run(LaunchStep::WriteFiles, || {
+                    runtime
+                        .block_on(fcexec_network::tap::give_to(net, uid))
+                        .map_err(|e| LaunchError::Network(Box::new(e)))
+                })
+                .map_err(fail)?;
+        }
+    }
+    let jail = crate::jail::JailGuard::new(record.isolation.clone());
     let vsock = plan.agent_port().is_some();
     let serial = match vsock {
         true => paths.console(),
@@ -392,10 +434,15 @@ fn spawn_blocking_part(
     let (capture, link) = steps
         .run(LaunchStep::OpenOutput, || {
             let (sink, link) = match (key, vsock) {
-                (Some(key), true) => (
-                    Sink::console(),
-                    Some(LinkParts::open(paths, &key, max_output).map_err(LaunchError::Output)?),
-                ),
+                (Some(key), true) => {
+                    let link =
+                        LinkParts::open(paths, &key, max_output).map_err(LaunchError::Output)?;
+                    if let Some(iso) = &record.isolation {
+                        let socket = paths.agent_socket(fcexec_guest_protocol::DEFAULT_PORT);
+                        crate::jail::hand_over_socket(&socket, iso).map_err(LaunchError::Output)?;
+                    }
+                    (Sink::console(), Some(link))
+                }
                 (Some(key), false) => (
                     Sink::agent(key, &paths.stdout(), &paths.stderr())
                         .map_err(LaunchError::Output)?,
@@ -422,7 +469,11 @@ fn spawn_blocking_part(
         .run(LaunchStep::Spawn, || {
             let options = SpawnOptions {
                 firecracker: firecracker.to_path_buf(),
-                id: vmm_id(id),
+                // A jailed VMM's id names its chroot and cgroup.
+                id: match &record.isolation {
+                    Some(iso) => iso.jail_id.clone(),
+                    None => vmm_id(id),
+                },
                 api_socket: Some(paths.api_socket()),
                 config_file: Some(paths.vm_config()),
                 metadata,
@@ -432,7 +483,11 @@ fn spawn_blocking_part(
                     true => vec![paths.vsock()],
                     false => vec![],
                 },
-                jailer: None,
+                jailer: prepared.map(|mut p| {
+                    // The jailer joins the execution's network namespace.
+                    p.options.netns = record.network.as_ref().map(|n| n.netns.clone());
+                    p.options
+                }),
                 netns: record.network.as_ref().map(|n| n.netns.clone()),
             };
             runtime
@@ -440,6 +495,17 @@ fn spawn_blocking_part(
                 .map_err(LaunchError::Vmm)
         })
         .map_err(fail)?;
+    if let (Some((jailer, _)), Some(iso)) = (&jail_cfg, &record.isolation) {
+        // Off the launch's path: a cgroup v1 move waits for the kernel
+        // (an RCU grace period, milliseconds); the VMM's first moments go
+        // uncounted. Short and bounded, so not tracked.
+        let (jailer, iso, pid, id) = (jailer.clone(), iso.clone(), vmm.pid(), id.to_string());
+        runtime.spawn_blocking(move || {
+            if let Err(e) = jailer.account(&iso, pid) {
+                tracing::warn!(%id, error = %e, "cannot count the jailed VMM's CPU time");
+            }
+        });
+    }
     record.pid = Some(vmm.pid());
     record.pid_start_time = firecracker_api::attach::start_time(vmm.pid());
     let saved = steps.run(LaunchStep::SaveVmm, || {
@@ -457,6 +523,7 @@ fn spawn_blocking_part(
         capture,
         link,
         created,
+        jail,
     })
 }
 
@@ -539,6 +606,7 @@ fn new_record(valid: &ValidatedRequest, key: Option<&Key>) -> ExecutionRecord {
         cancel_requested: false,
         outputs,
         results_dir: valid.results_dir.as_ref().map(|d| d.display().to_string()),
+        isolation: None,
         created_ms: now_ms(),
         finished_ms: None,
         persist_ms: valid.persist_logs.as_millis() as u64,

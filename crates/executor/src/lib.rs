@@ -33,7 +33,8 @@
 //! execution (`execution_task`: launch, then supervision), so one execution's
 //! life, the [`lifecycle::Phase`] state machine, has one writer. Launch and
 //! recovery return values. Everything lives in the [`state_dir`]; [`record`]
-//! persists what recovery needs after a restart; [`logs`] streams stored
+//! persists what recovery needs after a restart; [`jail`] runs each VMM
+//! under the jailer (its own uid, chroot, PID namespace and cgroup); [`logs`] streams stored
 //! output; [`ExecutorConfig`] sets the limits (output cap, timeout, memory
 //! budget).
 #![warn(missing_docs)]
@@ -42,6 +43,7 @@ mod agent_link;
 mod capture;
 pub mod config;
 pub mod config_drive;
+pub mod disk_limits;
 pub mod error;
 mod execution;
 mod execution_task;
@@ -51,6 +53,7 @@ pub mod guest_protocol;
 mod image_root;
 pub mod initrd;
 pub mod inspect;
+pub mod jail;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;
@@ -78,6 +81,7 @@ pub use error::{CleanupError, ExecutorError, LaunchError};
 pub use executor::Executor;
 pub use firecracker_api::StopPolicy;
 pub use guest_protocol::{Event, FrameDecoder};
+pub use jail::{Isolation, JailSettings};
 pub use launch::{LaunchHook, LaunchStep};
 pub use lifecycle::Phase;
 pub use logs::{LogChunk, LogOptions, LogStream, Logs};

@@ -93,8 +93,9 @@ impl VmPlan {
         let mut drives: Vec<models::Drive> = request
             .drives
             .iter()
-            .map(|d| {
-                drive(
+            .map(|d| models::Drive {
+                rate_limiter: request.disk_limiter.clone(),
+                ..drive(
                     &d.drive_id,
                     d.path.display().to_string(),
                     d.is_root_device,

@@ -87,6 +87,9 @@ pub struct ExecutionRecord {
     /// The execution's network, when it has one (removed when it ends).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<fcexec_network::ExecutionNetwork>,
+    /// The VMM's jail, when it runs under the jailer (`None`: unjailed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::jail::Isolation>,
 }
 
 /// The end of an execution, as `result.json` holds it.
@@ -284,6 +287,7 @@ mod tests {
             cancel_requested: false,
             outputs: vec![],
             results_dir: None,
+            isolation: None,
             created_ms: 1,
             finished_ms: None,
             persist_ms: 0,

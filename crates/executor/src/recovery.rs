@@ -108,11 +108,25 @@ fn runtime_ids(state: &StateDir) -> std::collections::HashSet<String> {
         .collect()
 }
 
+impl Scan {
+    /// The jail ids of the executions loaded as live.
+    pub fn live_jails(&self) -> Vec<String> {
+        self.found
+            .iter()
+            .filter_map(|f| match &f.state {
+                FoundState::Live { record, .. } => record.isolation.as_ref(),
+                _ => None,
+            })
+            .map(|iso| iso.jail_id.clone())
+            .collect()
+    }
+}
+
 /// Loads one execution of `state` (see [`scan`]); `None` when there is
 /// none, or it expired and was removed.
 pub fn load_one(state: &StateDir, id: &str, max_output: u64, firecracker: &Path) -> Option<Found> {
     let paths = state.execution(id).ok()?;
-    let found = load(id, &paths, now_ms(), max_output, firecracker)?;
+    let (found, paths) = load(id, paths, now_ms(), max_output, firecracker)?;
     Some(Found {
         id: id.to_string(),
         paths,
@@ -122,11 +136,11 @@ pub fn load_one(state: &StateDir, id: &str, max_output: u64, firecracker: &Path)
 
 fn load(
     id: &str,
-    paths: &ExecPaths,
+    paths: ExecPaths,
     now: u64,
     max_output: u64,
     firecracker: &Path,
-) -> Option<FoundState> {
+) -> Option<(FoundState, ExecPaths)> {
     let mut record = match ExecutionRecord::load(&paths.record()) {
         Ok(r) => r,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -134,7 +148,7 @@ fn load(
             // VMM should exist. One that does anyway is stopped, not left.
             if let Some((pid, start_time)) = find_by_socket(&paths.api_socket()) {
                 tracing::warn!(%id, pid, "stopping a VMM whose execution has no record");
-                kill(id, paths, pid, start_time);
+                kill(id, &paths, pid, start_time);
             }
             tracing::warn!(%id, "removing an execution directory without a record (a launch that did not finish)");
             let _ = paths.remove();
@@ -142,10 +156,11 @@ fn load(
         }
         Err(e) => {
             tracing::warn!(%id, error = %e, "an execution's record cannot be read");
-            return Some(FoundState::Corrupt(format!(
+            let corrupt = FoundState::Corrupt(format!(
                 "its record {} cannot be read: {e}",
                 paths.record().display()
-            )));
+            ));
+            return Some((corrupt, paths));
         }
     };
     if record.expires_ms().is_some_and(|at| at <= now) {
@@ -153,25 +168,36 @@ fn load(
         return None;
     }
     if record.phase.is_terminal() {
-        return Some(FoundState::Finished(record));
+        return Some((FoundState::Finished(record), paths));
     }
+    // A jailed VMM's sockets are in its chroot.
+    let paths = match &record.isolation {
+        Some(iso) => paths.clone().jailed(iso.chroot.clone()).unwrap_or(paths),
+        None => paths,
+    };
+    let jail_id = record.isolation.as_ref().map(|i| i.jail_id.as_str());
     // Adopt only the VMM fcexec started: pid and start time, and a process
     // that is firecracker serving this execution's API socket. A record
     // without a pid is one whose launch was cut short after the spawn.
     let socket = paths.api_socket();
     let process = match (record.pid, record.pid_start_time) {
-        (Some(pid), Some(start)) if is_vmm_of(pid, &socket, firecracker) => Some((pid, start)),
+        (Some(pid), Some(start)) if is_vmm_of(pid, &socket, jail_id, firecracker) => {
+            Some((pid, start))
+        }
         (Some(pid), _) => {
             tracing::warn!(%id, pid, "the recorded pid is not this execution's VMM (any more); not adopting it");
             None
         }
-        (None, _) => find_by_socket(&socket),
+        (None, _) => match jail_id {
+            Some(jail_id) => find_by(&|a| has_id(a, jail_id)),
+            None => find_by_socket(&socket),
+        },
     };
     if let Some((pid, start)) = process {
         (record.pid, record.pid_start_time) = (Some(pid), Some(start));
     }
     let vmm = match process {
-        Some((pid, start_time)) => attach(id, paths, pid, start_time).unwrap_or_else(|e| {
+        Some((pid, start_time)) => attach(id, &paths, pid, start_time).unwrap_or_else(|e| {
             tracing::warn!(%id, error = %e, "cannot re-attach");
             None
         }),
@@ -188,12 +214,18 @@ fn load(
             // The agent connects again (and resends what is not stored)
             // once this socket is back; a dead VMM has no agent to serve.
             let link = vmm.as_ref().and_then(|_| {
-                LinkParts::open(paths, &key, max_output)
+                LinkParts::open(&paths, &key, max_output)
                     .inspect_err(
                         |e| tracing::warn!(%id, error = %e, "cannot serve the agent again"),
                     )
                     .ok()
             });
+            if let (Some(_), Some(iso)) = (&link, &record.isolation) {
+                let socket = paths.agent_socket(fcexec_guest_protocol::DEFAULT_PORT);
+                if let Err(e) = crate::jail::hand_over_socket(&socket, iso) {
+                    tracing::warn!(%id, error = %e, "cannot hand the agent's socket to the jail");
+                }
+            }
             (paths.console(), Sink::console(), link)
         }
         (Mode::Agent, Transport::Serial, Some(Ok(key))) => {
@@ -208,17 +240,19 @@ fn load(
     let capture = match Capture::open(&serial, sink, max_output) {
         Ok(capture) => capture,
         Err(e) => {
-            return Some(FoundState::Corrupt(format!(
+            let corrupt = FoundState::Corrupt(format!(
                 "its serial output {} cannot be read: {e}",
                 serial.display()
-            )))
+            ));
+            return Some((corrupt, paths));
         }
     };
-    Some(FoundState::Live {
+    let live = FoundState::Live {
         record,
         vmm,
         output: (capture, link),
-    })
+    };
+    Some((live, paths))
 }
 
 /// Stops the VMM `pid` (checked by its start time) of an execution that
@@ -263,9 +297,16 @@ fn serves(args: &[OsString], socket: &Path) -> bool {
         .any(|w| w[0] == "--api-sock" && Path::new(&w[1]) == socket)
 }
 
+/// True when `args` hold `--id <id>` (how the jailer names a jailed VMM,
+/// whose `--api-sock` is the same path inside every jail).
+fn has_id(args: &[OsString], id: &str) -> bool {
+    args.windows(2).any(|w| w[0] == "--id" && w[1] == id)
+}
+
 /// True when process `pid` runs the `firecracker` binary (by name: an
-/// upgraded binary shows as "... (deleted)") and serves `socket`.
-fn is_vmm_of(pid: u32, socket: &Path, firecracker: &Path) -> bool {
+/// upgraded binary shows as "... (deleted)") and serves `socket`, or, for
+/// a jailed VMM, carries its jail id.
+fn is_vmm_of(pid: u32, socket: &Path, jail_id: Option<&str>, firecracker: &Path) -> bool {
     let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
         return false;
     };
@@ -274,16 +315,24 @@ fn is_vmm_of(pid: u32, socket: &Path, firecracker: &Path) -> bool {
     let name = firecracker.file_name().map(|n| n.to_string_lossy());
     exe_name.is_some()
         && exe_name == name.as_deref()
-        && cmdline(pid).is_some_and(|a| serves(&a, socket))
+        && cmdline(pid).is_some_and(|a| match jail_id {
+            Some(id) => has_id(&a, id),
+            None => serves(&a, socket),
+        })
 }
 
 /// The running firecracker serving `socket`, with its start time: how a VMM
 /// spawned just before a crash (its pid not saved yet) is found.
 fn find_by_socket(socket: &Path) -> Option<(u32, u64)> {
+    find_by(&|a| serves(a, socket))
+}
+
+/// The first process whose command line `matches`, with its start time.
+fn find_by(matches: &dyn Fn(&[OsString]) -> bool) -> Option<(u32, u64)> {
     let entries = std::fs::read_dir("/proc").ok()?;
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .find(|&pid| cmdline(pid).is_some_and(|a| serves(&a, socket)))
+        .find(|&pid| cmdline(pid).is_some_and(|a| matches(&a)))
         .and_then(|pid| Some((pid, firecracker_api::attach::start_time(pid)?)))
 }
 
@@ -299,6 +348,7 @@ mod tests {
         assert!(!is_vmm_of(
             me,
             socket,
+            None,
             Path::new("/usr/local/bin/firecracker")
         ));
         assert!(find_by_socket(socket).is_none());

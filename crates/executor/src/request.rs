@@ -126,7 +126,8 @@ pub struct Resources {
     pub gpus: Vec<Gpu>,
     /// Memory request.
     pub ram: Option<Ram>,
-    /// Disk request (accepted, not enforced: the drives are the images named).
+    /// Disk request: speeds and IOPS become the drives' rate limiters
+    /// ([`crate::disk_limits`]); the size is not enforced.
     pub disk: Option<Disk>,
 }
 
@@ -171,7 +172,7 @@ pub struct Ram {
     pub kind: Option<String>,
 }
 
-/// Disk request (`types.Disk`); not enforced.
+/// Disk request (`types.Disk`): see [`crate::disk_limits`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Disk {
@@ -195,6 +196,9 @@ pub struct Disk {
     /// Write speed in bytes per second.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub write_speed: Option<u64>,
+    /// Operations per second (fcexec's extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iops: Option<u64>,
 }
 
 /// A GPU (`types.GPU`).

@@ -17,7 +17,8 @@
 //! | `mem_mib` > the host's total memory | error |
 //! | `gpus` not empty | error: Firecracker has no device passthrough |
 //!
-//! `disk.size` is accepted and not enforced: the drives are the images the
+//! `disk.size` is accepted and not enforced (the disk speeds and IOPS become
+//! rate limiters, see [`crate::disk_limits`]): the drives are the images the
 //! request names. The host's limits are [`HostLimits`]: the CPUs this process
 //! may use and the total memory (`MemTotal`), which a request can never
 //! exceed; free memory changes from moment to moment and is not checked.

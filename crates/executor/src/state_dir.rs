@@ -33,7 +33,11 @@ use std::fs::{DirBuilder, File};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use firecracker_api::process::MAX_SOCKET_PATH;
+use firecracker_api::process::{JAILED_SOCKET as JAILED_API_SOCKET, MAX_SOCKET_PATH};
+
+/// A jailed VMM's vsock `uds_path`, as it sees it (in the jail's `run/`,
+/// which belongs to its uid).
+pub const JAILED_VSOCK: &str = "/run/v.sock";
 
 /// Why the state directory or a path in it cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +208,7 @@ impl StateDir {
         let paths = ExecPaths {
             run: self.run.join(execution_id),
             data: self.data.join(execution_id),
+            chroot: None,
         };
         let socket = paths.api_socket();
         let len = socket.as_os_str().len();
@@ -324,6 +329,8 @@ pub struct ExecPaths {
     run: PathBuf,
     /// `<data root>/<executor id>/<execution id>`.
     data: PathBuf,
+    /// A jailed VMM's chroot: its sockets are inside it.
+    chroot: Option<PathBuf>,
 }
 
 impl ExecPaths {
@@ -333,6 +340,7 @@ impl ExecPaths {
         ExecPaths {
             run: dir.to_path_buf(),
             data: dir.to_path_buf(),
+            chroot: None,
         }
     }
 
@@ -437,21 +445,56 @@ impl ExecPaths {
         self.data.join("firecracker.log")
     }
 
-    /// The VMM's API socket.
+    /// The VMM's API socket (in its chroot when jailed).
     pub fn api_socket(&self) -> PathBuf {
-        self.run.join("api.sock")
+        match &self.chroot {
+            Some(root) => root.join(JAILED_API_SOCKET.trim_start_matches('/')),
+            None => self.run.join("api.sock"),
+        }
     }
 
-    /// The vsock device's `uds_path` (protocol 2): Firecracker listens on it
-    /// for host-initiated connections.
+    /// The vsock device's `uds_path` (protocol 2), on the host: Firecracker
+    /// listens on it for host-initiated connections.
     pub fn vsock(&self) -> PathBuf {
-        self.run.join("v.sock")
+        match &self.chroot {
+            Some(root) => root.join(JAILED_VSOCK.trim_start_matches('/')),
+            None => self.run.join("v.sock"),
+        }
     }
 
     /// Where the executor listens for the agent's connection to `port`
     /// (`<uds_path>_<port>`, Firecracker's naming).
     pub fn agent_socket(&self, port: u32) -> PathBuf {
-        self.run.join(format!("v.sock_{port}"))
+        let mut path = self.vsock().into_os_string();
+        path.push(format!("_{port}"));
+        PathBuf::from(path)
+    }
+
+    /// The same paths for a VMM jailed in `chroot` (host path of its `/`):
+    /// its sockets are inside the chroot. Fails when the API socket's path
+    /// would be too long for a Unix socket.
+    pub fn jailed(mut self, chroot: PathBuf) -> Result<ExecPaths, StateDirError> {
+        self.chroot = Some(chroot);
+        let socket = self.api_socket();
+        let len = socket.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(StateDirError::SocketPathTooLong {
+                field: "execution_id",
+                id: self
+                    .data
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                path: socket,
+                len,
+            });
+        }
+        Ok(self)
+    }
+
+    /// The jailed VMM's chroot, if jailed.
+    pub fn chroot(&self) -> Option<&Path> {
+        self.chroot.as_deref()
     }
 
     /// The guest's console (serial) when the agent reports over vsock: a

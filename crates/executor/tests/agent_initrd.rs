@@ -17,6 +17,7 @@ async fn a_command_boots_with_the_agent_initrd_and_its_job_on_the_config_drive()
     let agent = testkit::linux_guest::agent_binary().unwrap();
     let config = fcexec::ExecutorConfig {
         agent_binary: Some(agent.clone()),
+        jail: common::unjailed(),
         ..h.config()
     };
     let ex = Executor::new("agent", config).await.unwrap();

@@ -70,6 +70,7 @@ async fn an_image_request_runs_the_image_default_command_under_the_agent_as_pid1
     // The executor builds it, copies it for the execution and plans the job.
     let config = fcexec::ExecutorConfig {
         agent_binary: Some(testkit::linux_guest::agent_binary().unwrap()),
+        jail: common::unjailed(),
         ..h.config()
     };
     let ex = Executor::new("image-agent", config).await.unwrap();

@@ -76,6 +76,7 @@ async fn an_image_boots_from_its_own_copy_with_the_image_command_and_is_cached()
     );
     let config = fcexec::ExecutorConfig {
         agent_binary: Some(testkit::linux_guest::agent_binary().unwrap()),
+        jail: common::unjailed(),
         ..h.config()
     };
     let ex = Executor::new("images", config).await.unwrap();

@@ -42,7 +42,12 @@ async fn an_input_volume_is_copied_to_an_output_volume_under_results_dir() {
 #[tokio::test]
 async fn resources_and_mmds_reach_the_vmm() {
     let h = Harness::new(testkit::require_vmm!());
-    let ex = h.executor("res").await;
+    // Reads the VMM's API socket at its unjailed path.
+    let config = fcexec::ExecutorConfig {
+        jail: common::unjailed(),
+        ..h.config()
+    };
+    let ex = fcexec::Executor::new("res", config).await.unwrap();
     let mut request = h.request(
         "mmds",
         json!({"agent": true, "kernel_args": format!("console=ttyS0 {}", Job::new().hang().to_kernel_arg()),

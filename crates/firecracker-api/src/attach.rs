@@ -59,6 +59,34 @@ impl Pidfd {
         Ok(())
     }
 
+    /// Reaps the process if it has exited and is our child (a jailed VMM
+    /// re-parented to this subreaper), returning how it ended; `None` when
+    /// it is not our child or has not exited.
+    pub fn reap(&self) -> Option<crate::VmmExit> {
+        const P_PIDFD: libc::idtype_t = 3;
+        // SAFETY: zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid on our pidfd, writing only into `info`.
+        let rc = unsafe {
+            libc::waitid(
+                P_PIDFD,
+                self.fd.get_ref().as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG,
+            )
+        };
+        // SAFETY: after a successful waitid, si_pid and si_status are set
+        // (si_pid 0 when WNOHANG found nothing to reap).
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if rc != 0 || pid == 0 {
+            return None;
+        }
+        Some(match info.si_code {
+            libc::CLD_EXITED => crate::VmmExit::Exited(status),
+            _ => crate::VmmExit::Signaled(status),
+        })
+    }
+
     /// Sends a signal to the process (ignored once it has exited).
     pub fn signal(&self, signal: libc::c_int) {
         // SAFETY: pidfd_send_signal takes our pidfd, a signal number and null info.

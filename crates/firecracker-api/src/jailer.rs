@@ -6,7 +6,14 @@
 //! optional network namespace, drops to the given uid/gid, chroots and execs
 //! firecracker (same pid: we do not ask it to daemonize, so the VMM stays our
 //! child and its stdout stays ours). Every path given to firecracker is then
-//! inside the chroot; [`Jail::stage`] hard-links (or copies) host files in.
+//! inside the chroot; [`Jail::stage`] hard-links (or copies) host files in,
+//! and [`crate::mounts::bind_file`] bind-mounts them without touching the
+//! original.
+//!
+//! With [`JailerOptions::new_pid_ns`] the jailer clones firecracker into a
+//! new PID namespace, writes its pid (as seen from our namespace) to
+//! `<root>/<exec name>.pid` and exits 0: the VMM is then no longer our child.
+//! [`crate::Vmm::spawn`] reads that file and follows the VMM through a pidfd.
 
 use std::path::{Path, PathBuf};
 
@@ -25,6 +32,14 @@ pub struct JailerOptions {
     pub cgroup_version: u8,
     /// Optional network namespace to join (a path such as `/var/run/netns/x`).
     pub netns: Option<PathBuf>,
+    /// The cgroup under which the jailer creates the VMM's (`--parent-cgroup`);
+    /// `None`: the jailer's default (the exec file's name).
+    pub parent_cgroup: Option<String>,
+    /// `<file>=<value>` settings the jailer writes into the VMM's cgroup
+    /// (one `--cgroup` each).
+    pub cgroups: Vec<String>,
+    /// Run firecracker in a new PID namespace (`--new-pid-ns`).
+    pub new_pid_ns: bool,
 }
 
 /// The chroot of one jailed VMM.
@@ -71,6 +86,12 @@ impl Jail {
         self.root.join(inside.strip_prefix("/").unwrap_or(inside))
     }
 
+    /// `<root>/<exec name>.pid`: where the jailer writes the VMM's pid when
+    /// it runs it in a new PID namespace.
+    pub fn pid_file(&self, exec_name: &str) -> PathBuf {
+        self.root.join(format!("{exec_name}.pid"))
+    }
+
     /// Creates the chroot's root directory (and `run/`) ahead of the jailer,
     /// so that the API socket's directory can be watched from the start.
     pub fn prepare(&self) -> std::io::Result<()> {
@@ -113,11 +134,25 @@ impl Jail {
             args.push("--netns".to_string());
             args.push(netns.display().to_string());
         }
+        if let Some(parent) = &options.parent_cgroup {
+            args.push("--parent-cgroup".to_string());
+            args.push(parent.clone());
+        }
+        for cgroup in &options.cgroups {
+            args.push("--cgroup".to_string());
+            args.push(cgroup.clone());
+        }
+        if options.new_pid_ns {
+            args.push("--new-pid-ns".to_string());
+        }
         args
     }
 
-    /// Removes the chroot and the cgroup the jailer made for `id`.
+    /// Removes the chroot (unmounting whatever is mounted inside it first, so
+    /// that a bind-mounted file is never deleted through its mount point) and
+    /// the cgroup the jailer made for `id` under its default parent.
     pub fn remove(&self, id: &str, exec_name: &str) -> std::io::Result<()> {
+        crate::mounts::unmount_under(&self.instance_dir)?;
         for cgroup in [
             format!("/sys/fs/cgroup/{exec_name}/{id}"),
             format!("/sys/fs/cgroup/cpu/{exec_name}/{id}"),
@@ -148,6 +183,9 @@ mod tests {
             gid: 456,
             cgroup_version: 2,
             netns: None,
+            parent_cgroup: None,
+            cgroups: vec![],
+            new_pid_ns: false,
         }
     }
 
@@ -165,6 +203,9 @@ mod tests {
     fn args_carry_every_option() {
         let mut o = options();
         o.netns = Some("/var/run/netns/n1".into());
+        o.parent_cgroup = Some("fcexec".into());
+        o.cgroups = vec!["pids.max=64".into()];
+        o.new_pid_ns = true;
         let jail = Jail::new(&o, Path::new("/usr/bin/firecracker"), "vm1");
         let args = jail
             .args(&o, Path::new("/usr/bin/firecracker"), "vm1")
@@ -172,7 +213,8 @@ mod tests {
         assert_eq!(
             args,
             "--id vm1 --exec-file /usr/bin/firecracker --uid 123 --gid 456 \
-             --chroot-base-dir /srv/jailer --cgroup-version 2 --netns /var/run/netns/n1"
+             --chroot-base-dir /srv/jailer --cgroup-version 2 --netns /var/run/netns/n1 \
+             --parent-cgroup fcexec --cgroup pids.max=64 --new-pid-ns"
         );
     }
 }

@@ -50,6 +50,7 @@ pub mod client;
 pub mod exit;
 pub mod jailer;
 pub mod models;
+pub mod mounts;
 pub mod operations;
 pub mod process;
 pub mod version;

@@ -292,6 +292,9 @@ async fn a_jailed_vm_boots() {
         gid: 65534,
         cgroup_version: 2,
         netns: None,
+        parent_cgroup: None,
+        cgroups: vec![],
+        new_pid_ns: false,
     });
     let mut vm = firecracker_api::Vmm::spawn(options).await.unwrap();
     vm.wait_ready(Duration::from_secs(5)).await.unwrap();

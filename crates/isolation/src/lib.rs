@@ -57,7 +57,13 @@
 //! when that mount lacks the controller, so take the version from
 //! [`CgroupHost::detect`] rather than assuming 2; and on v1 it only joins
 //! `cpuacct` if a `cpuacct.*` flag is given, which is why `jailer_args` adds
-//! `cpuacct.usage=0`. Without the jailer, [`Cgroup::create`] plus
+//! `cpuacct.usage=0`. Caveat found by the executor: with that flag jailer
+//! 1.16 fails (EINVAL writing `cpuacct.usage`) once the parent has counted
+//! any CPU time, and succeeds right after the parent's count is reset to 0
+//! (the jailer seems to carry the parent's value into the new cgroup), so a
+//! shared parent such as `fcexec` only works for the first VMM; the executor
+//! drops the `cpuacct.*` flag and moves the VMM into `cpuacct` itself.
+//! Without the jailer, [`Cgroup::create`] plus
 //! [`CgroupJoin::join_current`] in a `pre_exec` hook gives the same
 //! guarantee.
 //!

@@ -65,7 +65,7 @@ pub mod names;
 pub mod netns;
 pub mod pool;
 mod sweep;
-mod tap;
+pub mod tap;
 pub mod types;
 
 pub use check::{check, CheckResult};

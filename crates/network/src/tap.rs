@@ -68,6 +68,14 @@ pub(crate) fn create(name: &str, owner: Option<u32>) -> Result<(), NetworkError>
     Ok(())
 }
 
+/// Lets `uid` attach to execution `net`'s TAP (a jailed VMM that runs as
+/// that uid, given it after the network was made): the persistent device is
+/// opened again by name and its owner set.
+pub async fn give_to(net: &crate::ExecutionNetwork, uid: u32) -> Result<(), NetworkError> {
+    let tap = net.tap.clone();
+    crate::netns::run_in(&net.netns, move || create(&tap, Some(uid))).await
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -84,8 +84,10 @@ pub fn stale_socket(path: &Path) {
 }
 
 /// The pids of firecracker processes whose command line mentions `needle`
-/// (a test's temporary directory): what a test must leave none of.
+/// (a test's temporary directory), or, jailed, whose root directory is a
+/// jail under it: what a test must leave none of.
 pub fn firecracker_pids(needle: &Path) -> Vec<u32> {
+    let jails = jail_roots(needle);
     let needle = needle.display().to_string();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -96,9 +98,65 @@ pub fn firecracker_pids(needle: &Path) -> Vec<u32> {
             let pid = entry.file_name().to_string_lossy().parse::<u32>().ok()?;
             let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.contains("firecracker") && cmdline.contains(&needle)).then_some(pid)
+            let ours =
+                cmdline.contains(&needle) || root_of(pid).is_some_and(|r| jails.contains(&r));
+            (cmdline.contains("firecracker") && ours).then_some(pid)
         })
         .collect()
+}
+
+/// The (device, inode) of every jail root (`.../.jail/firecracker/<id>/root`)
+/// under `dir`: a jailed VMM's command line holds only paths inside its
+/// chroot, so it is found by its root directory instead.
+fn jail_roots(dir: &Path) -> Vec<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<(u64, u64)>) {
+        if depth == 0 {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let p = e.path();
+            if p.ends_with(".jail/firecracker") {
+                for jail in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                    if let Ok(m) = std::fs::metadata(jail.path().join("root")) {
+                        out.push((m.dev(), m.ino()));
+                    }
+                }
+            } else {
+                walk(&p, depth - 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, 4, &mut out);
+    // An execution's directory: its jail is `../.jail/firecracker/<id>-<hash>`.
+    if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+        let prefix = format!("{}-", name.to_string_lossy().replace(['_', '.'], "-"));
+        let jails = parent.join(".jail/firecracker");
+        for jail in std::fs::read_dir(jails).into_iter().flatten().flatten() {
+            let id = jail.file_name().to_string_lossy().into_owned();
+            let is_it = id
+                .strip_prefix(&prefix)
+                .is_some_and(|hash| hash.len() == 8 && hash.bytes().all(|b| b.is_ascii_hexdigit()));
+            if let (true, Ok(m)) = (is_it, std::fs::metadata(jail.path().join("root"))) {
+                out.push((m.dev(), m.ino()));
+            }
+        }
+    }
+    out
+}
+
+/// The (device, inode) of process `pid`'s root directory.
+fn root_of(pid: u32) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{pid}/root/")).ok()?;
+    Some((m.dev(), m.ino()))
 }
 
 /// Every file under `dir`, relative to it, sorted.

@@ -32,6 +32,7 @@ pub async fn execute(cli: Cli) -> anyhow::Result<Exit> {
         Command::Logs(args) => logs::run(&ctx, args).await,
         Command::Wait(args) => wait::run(&ctx, args).await,
         Command::Cancel(args) => manage::cancel(&ctx, args).await,
+        Command::Inspect(args) => ps::inspect(&ctx, args).await,
         Command::Rm(args) => manage::rm(&ctx, args).await,
         Command::Cleanup => manage::cleanup(&ctx).await,
         Command::Doctor(args) => crate::doctor::run(&cli.global, &args).await,

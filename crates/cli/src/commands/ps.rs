@@ -1,6 +1,7 @@
 //! `fcexec ps`: the executor's executions as a table (ID, STATUS, JOB,
-//! CREATED, EXIT, NETWORK: the guest's address and published ports) or as
-//! JSON.
+//! CREATED, EXIT, ISOLATION, NETWORK: the guest's address and published
+//! ports) or as JSON; `fcexec inspect ID`: one of them
+//! as JSON, with its isolation in full (uid, chroot, cgroup, limits).
 //!
 //! The columns come from the persisted records ([`fcexec::inspect::list`]).
 //! When this process can open the executor, it does, so that VMs left running
@@ -19,7 +20,7 @@ use std::time::Duration;
 use fcexec::inspect::{self, Summary};
 use fcexec::record::now_ms;
 
-use crate::args::PsArgs;
+use crate::args::{IdArg, PsArgs};
 use crate::context::{Access, Context};
 use crate::exit::Exit;
 use crate::output;
@@ -92,14 +93,50 @@ fn table(all: &[Summary], now_ms: u64) -> String {
                 job,
                 output::ago(now_ms, s.created_ms),
                 exit,
+                isolation(s),
                 s.network.clone().unwrap_or_else(|| "-".to_string()),
             ]
         })
         .collect();
     output::table(
-        &["ID", "STATUS", "JOB", "CREATED", "EXIT", "NETWORK"],
+        &[
+            "ID",
+            "STATUS",
+            "JOB",
+            "CREATED",
+            "EXIT",
+            "ISOLATION",
+            "NETWORK",
+        ],
         &rows,
     )
+}
+
+/// The ISOLATION column: `jailed uid <n>`, or `none` for an unjailed VMM.
+fn isolation(s: &Summary) -> String {
+    match &s.isolation {
+        Some(iso) => format!("jailed uid {}", iso.uid),
+        None if s.corrupt.is_some() => "-".to_string(),
+        None => "none".to_string(),
+    }
+}
+
+/// Runs `fcexec inspect ID`: the execution's summary as JSON, isolation
+/// included.
+pub async fn inspect(ctx: &Context, args: IdArg) -> anyhow::Result<Exit> {
+    crate::context::check_execution_id(&args.id)?;
+    let dir = match ctx.open_or_view().await? {
+        Access::Owner(executor) => {
+            let dir = executor.state_dir().to_path_buf();
+            executor.shutdown().await;
+            dir
+        }
+        Access::ReadOnly { dir, .. } => dir,
+    };
+    let record = inspect::record(&dir, &args.id)
+        .map_err(|e| anyhow::anyhow!("execution {}: {e}", args.id))?;
+    output::print_json(&Summary::from(&record))?;
+    Ok(Exit::Success)
 }
 
 #[cfg(test)]
@@ -122,6 +159,7 @@ mod tests {
             killed,
             corrupt: None,
             network: None,
+            isolation: None,
         }
     }
 
@@ -139,14 +177,23 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "ID   STATUS    JOB    CREATED   EXIT          NETWORK"
+            "ID   STATUS    JOB    CREATED   EXIT          ISOLATION   NETWORK"
         );
         assert_eq!(
             lines[1],
-            "a    running   demo   1m ago    -             10.213.0.6 8080->80/tcp"
+            "a    running   demo   1m ago    -             none        10.213.0.6 8080->80/tcp"
         );
-        assert_eq!(lines[2], "b    failed    demo   1m ago    -1 (killed)   -");
-        assert_eq!(lines[3], "c    success   demo   1m ago    0             -");
-        assert_eq!(lines[4], "d    corrupt   -      1m ago    -             -");
+        assert_eq!(
+            lines[2],
+            "b    failed    demo   1m ago    -1 (killed)   none        -"
+        );
+        assert_eq!(
+            lines[3],
+            "c    success   demo   1m ago    0             none        -"
+        );
+        assert_eq!(
+            lines[4],
+            "d    corrupt   -      1m ago    -             -           -"
+        );
     }
 }

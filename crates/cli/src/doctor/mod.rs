@@ -20,7 +20,10 @@
 //!
 //! 5. request paths: the executor's [`fcexec::validate::PathPolicy`] allows
 //!    every host directory (the CLI's always does; a node embedding fcexec
-//!    should restrict it, see the README's "Restricting request paths").
+//!    should restrict it, see the README's "Restricting request paths");
+//! 6. isolation: jailed mode off. As root it is on unless `--no-jail`
+//!    (`FCEXEC_NO_JAIL`) turns it off, which warns; as another user VMMs
+//!    run unjailed (the jailer needs root), said on its own `ok` line.
 //!
 //! With `--kernel PATH`, the kernel is looked into too ([`kernel`]):
 //! it must be an x86_64 ELF Linux kernel; what it shows of the features
@@ -90,12 +93,17 @@ impl std::fmt::Display for Check {
 
 /// Runs `fcexec doctor`.
 pub async fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<Exit> {
+    let config = match Context::new(global) {
+        Ok(ctx) => ctx.config(),
+        Err(_) => fcexec::ExecutorConfig::default(),
+    };
     let mut checks = vec![
         binary("firecracker", "FIRECRACKER_BIN").await,
         binary("jailer", "JAILER_BIN").await,
         kvm(Path::new("/dev/kvm")),
         state_dir(global),
         data_dir(global),
+        jailing(&config.jail, geteuid().is_root()),
     ];
     checks.extend(network());
     if let Some(kernel) = &args.kernel {
@@ -107,10 +115,6 @@ pub async fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<Exit> {
     for check in checks.iter().filter(|c| matches!(c, Check::Warn { .. })) {
         eprintln!("{check}");
     }
-    let config = match Context::new(global) {
-        Ok(ctx) => ctx.config(),
-        Err(_) => fcexec::ExecutorConfig::default(),
-    };
     if let Some(warning) = path_policy(&config.path_policy) {
         eprintln!("{warning}");
     }
@@ -153,6 +157,28 @@ fn path_policy(policy: &fcexec::validate::PathPolicy) -> Option<Check> {
               Restricting request paths)"
             .into(),
     })
+}
+
+/// Whether VMMs are jailed (see the module doc, item 6).
+fn jailing(settings: &fcexec::JailSettings, root: bool) -> Check {
+    match (settings.enabled, root) {
+        (true, _) => Check::Ok(format!(
+            "isolation: jailed mode on: every VMM under the jailer with its own uid (from {} \
+             uids at {}), chroot, PID namespace, seccomp and cgroup limits (under {:?})",
+            settings.uid_count, settings.first_uid, settings.cgroup_parent
+        )),
+        (false, true) => Check::Warn {
+            problem: "isolation: jailed mode is off (--no-jail or FCEXEC_NO_JAIL): VMMs run as \
+                      root, unchrooted, without cgroup limits"
+                .into(),
+            fix: "drop --no-jail / FCEXEC_NO_JAIL".into(),
+        },
+        (false, false) => Check::Ok(
+            "isolation: not root, so VMMs run unjailed as this user (no jailer, no per-execution \
+             uid, chroot or cgroup limits); run fcexec as root for jailed mode"
+                .into(),
+        ),
+    }
 }
 
 /// Checks a Firecracker binary: present, executable, a supported version.
@@ -360,6 +386,23 @@ fn directory_problem(path: &Path, what: &str, flag: &str) -> Option<Check> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jailed_mode_off_as_root_warns_and_unjailed_as_a_user_is_said_plainly() {
+        let on = fcexec::JailSettings {
+            enabled: true,
+            ..fcexec::JailSettings::default()
+        };
+        let off = fcexec::JailSettings {
+            enabled: false,
+            ..on.clone()
+        };
+        assert!(jailing(&on, true).to_string().contains("jailed mode on"));
+        assert!(matches!(jailing(&off, true), Check::Warn { .. }));
+        let user = jailing(&off, false);
+        assert!(matches!(user, Check::Ok(_)), "{user}");
+        assert!(user.to_string().contains("unjailed"), "{user}");
+    }
 
     #[test]
     fn lines_start_with_ok_or_fail() {

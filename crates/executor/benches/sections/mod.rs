@@ -1,6 +1,6 @@
 //! The sections of the bench, one module each, and the warm-up that runs
 //! before them. `benches/executor.rs` runs them in this order: 4, 1, 2, 5, 3,
-//! B, T, N, E, C, H (C and H last: H writes tens of thousands of files).
+//! B, T, N, J, E, C, H (C and H last: H writes tens of thousands of files).
 
 pub mod breakdown;
 pub mod cli;
@@ -10,6 +10,7 @@ pub mod end_to_end;
 pub mod endurance;
 pub mod first_output;
 pub mod history;
+pub mod jail;
 pub mod memory;
 pub mod network;
 pub mod throughput;

@@ -32,6 +32,8 @@ pub struct Cfg {
     pub serial_bulk: u64,
     /// Section T: A/B pairs of the one-line job, vsock vs serial.
     pub transport_pairs: usize,
+    /// Section J: A/B pairs, jailed vs unjailed.
+    pub jail_pairs: usize,
     /// Section T: runs of the ticking job, each transport.
     pub follow_runs: usize,
     /// Sections to run (`FCEXEC_BENCH_SECTIONS`, e.g. `1,B`); empty: all.
@@ -110,6 +112,7 @@ impl Cfg {
             serial_bulk: env_usize("FCEXEC_BENCH_SERIAL_BULK", q(256 << 10, 64 << 10)).max(1)
                 as u64,
             transport_pairs: env_usize("FCEXEC_BENCH_TRANSPORT_PAIRS", q(10, 4)).max(1),
+            jail_pairs: env_usize("FCEXEC_BENCH_JAIL_PAIRS", q(30, 8)).max(1),
             follow_runs: env_usize("FCEXEC_BENCH_FOLLOW_RUNS", q(3, 1)).max(1),
             sections: std::env::var("FCEXEC_BENCH_SECTIONS")
                 .unwrap_or_default()

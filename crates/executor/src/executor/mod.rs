@@ -77,6 +77,9 @@ impl Executor {
             None => HostLimits::detect().map_err(ExecutorError::HostLimits)?,
         };
         let state = Arc::new(StateDir::open(&run_root, &data_root, id)?);
+        let jail = crate::jail::Jailer::new(&config.jail, &state, &firecracker)
+            .map_err(ExecutorError::Jail)?
+            .map(Arc::new);
         if let Some(answer) = probed {
             crate::version_cache::remember(state.runtime_path(), &answer);
         }
@@ -109,6 +112,7 @@ impl Executor {
                     config.network_by_default,
                     state.runtime_path(),
                 )),
+                jail,
             }),
             registry: registry.clone(),
             settings: Settings {
@@ -131,8 +135,13 @@ impl Executor {
         };
         let (state, max_output) = (executor.state.clone(), executor.config.max_output);
         let firecracker = executor.ctx.launcher.firecracker.clone();
+        let jail = executor.ctx.launcher.jail.clone();
         let found = tokio::task::spawn_blocking(move || {
-            crate::recovery::scan(&state, max_output, &firecracker)
+            let scan = crate::recovery::scan(&state, max_output, &firecracker);
+            if let Some(jail) = jail {
+                jail.sweep(&scan.live_jails());
+            }
+            scan
         })
         .await
         .map_err(|e| ExecutorError::Internal {
@@ -436,6 +445,18 @@ impl Executor {
             .into_iter()
             .filter_map(|(id, r)| r.err().map(|e| (id, e)))
             .collect();
+        // Whatever of this executor's jails is still about (an execution
+        // that ended while no executor watched it) goes with them.
+        if let Some(jail) = self.ctx.launcher.jail.clone() {
+            let live: Vec<String> = self
+                .registry
+                .all()
+                .iter()
+                .filter(|e| !e.phase().is_terminal())
+                .map(|e| jail.jail_id(&e.id))
+                .collect();
+            let _ = tokio::task::spawn_blocking(move || jail.sweep(&live)).await;
+        }
         if failures.is_empty() {
             Ok(())
         } else {

@@ -127,6 +127,9 @@ pub struct Summary {
     /// `10.213.0.6 8080->80/tcp`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
+    /// The VMM's jail (uid, chroot, cgroup), when it ran under the jailer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<crate::jail::Isolation>,
 }
 
 /// An execution's network in a few words: the guest's address, then each
@@ -169,6 +172,7 @@ impl From<&ExecutionRecord> for Summary {
                 true => None,
                 false => r.network.as_ref().map(describe_network),
             },
+            isolation: r.isolation.clone(),
         }
     }
 }
@@ -191,6 +195,7 @@ impl Summary {
             killed: false,
             corrupt: Some(reason),
             network: None,
+            isolation: None,
         }
     }
 }

@@ -26,6 +26,7 @@ mod tests_support {
             cancel_requested: false,
             outputs: vec![],
             results_dir: None,
+            isolation: None,
             created_ms: id.len() as u64,
             finished_ms: None,
             persist_ms: 0,

@@ -427,6 +427,11 @@ impl<M: Machine> Supervisor<M> {
             if let Err(e) = exec.paths.remove_runtime() {
                 tracing::warn!(error = %e, "cannot remove the VM's runtime files");
             }
+            // The outputs were copied out above: the jail, its copies, its
+            // cgroup and its uid go.
+            if let Some(isolation) = &saved.isolation {
+                crate::jail::release(isolation);
+            }
         })
         .await;
         tracing::info!(exit_code = result.exit_code, error = %result.error_msg, killed = result.killed, "execution ended");

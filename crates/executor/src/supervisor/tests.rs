@@ -134,6 +134,7 @@ fn record(id: &str, mode: Mode, phase: Phase, key: &Key) -> ExecutionRecord {
         cancel_requested: false,
         outputs: vec![],
         results_dir: None,
+        isolation: None,
         created_ms: now_ms(),
         finished_ms: None,
         persist_ms: 0,
@@ -193,6 +194,7 @@ fn rig(options: Options) -> Rig {
                 false,
                 std::path::Path::new("/nonexistent"),
             )),
+            jail: None,
         }),
         registry,
         settings: Settings {

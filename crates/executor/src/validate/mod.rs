@@ -128,8 +128,13 @@ pub struct ValidatedRequest {
     pub kernel_args: String,
     /// vCPUs, 1..=32.
     pub vcpus: u8,
+    /// The CPU time the VM may use, in cores (`resources.cpu.cores`, else
+    /// `vcpus`): a jailed VMM's cgroup CPU quota. At most `vcpus`, at least 0.01.
+    pub cores: f64,
     /// Memory in MiB.
     pub mem_mib: u32,
+    /// Every drive's rate limiter, from `resources.disk` ([`crate::disk_limits`]).
+    pub disk_limiter: Option<firecracker_api::models::RateLimiter>,
     /// Drives in drive order: root file system, inputs, outputs. In agent
     /// mode the executor appends the config drive after these.
     pub drives: Vec<Drive>,
@@ -375,6 +380,10 @@ fn validate_checked(
         initrd,
         kernel_args: spec.kernel_args.clone(),
         vcpus: size.vcpus,
+        cores: cores_of(request, size.vcpus),
+        disk_limiter: crate::disk_limits::rate_limiter(
+            request.resources.as_ref().and_then(|r| r.disk.as_ref()),
+        ),
         mem_mib: size.mem_mib,
         drives,
         mmds,
@@ -390,6 +399,19 @@ fn validate_checked(
         network,
         spec,
     })
+}
+
+/// The cores a request asks for, held to `0.01..=vcpus` (the vCPU rule
+/// already rejected what cannot be honoured; this only trims float noise).
+fn cores_of(request: &ExecutionRequest, vcpus: u8) -> f64 {
+    request
+        .resources
+        .as_ref()
+        .and_then(|r| r.cpu.as_ref())
+        .and_then(|c| c.cores)
+        .filter(|c| c.is_finite() && *c > 0.0)
+        .unwrap_or(f64::from(vcpus))
+        .clamp(0.01, f64::from(vcpus))
 }
 
 /// Checks one volume, its source file (noted in `files`) and its target.

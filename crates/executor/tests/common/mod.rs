@@ -97,6 +97,15 @@ impl Harness {
     }
 }
 
+/// Jailing off: for tests that read the VMM's files (`vm.json`, its API
+/// socket) at their unjailed host paths.
+pub fn unjailed() -> fcexec::JailSettings {
+    fcexec::JailSettings {
+        enabled: false,
+        ..fcexec::JailSettings::default()
+    }
+}
+
 /// Waits until `f` holds, polling every 10 ms, at most `limit`.
 pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();

@@ -36,7 +36,7 @@ pub use stop::{StopPolicy, StopStep};
 pub const MAX_SOCKET_PATH: usize = 107;
 
 /// Where the jailed VMM's API socket lives, as the VMM sees it.
-const JAILED_SOCKET: &str = "/run/firecracker.socket";
+pub const JAILED_SOCKET: &str = "/run/firecracker.socket";
 /// Where the jailed VMM's log lives, as the VMM sees it.
 const JAILED_LOG: &str = "/firecracker.log";
 
@@ -56,7 +56,8 @@ pub struct SpawnOptions {
     pub metadata: Option<PathBuf>,
     /// The file that receives the guest's serial output (the VMM's stdout). Appended to.
     pub serial_output: PathBuf,
-    /// Firecracker's own log file (`--log-path`). Ignored under the jailer.
+    /// Firecracker's own log file (`--log-path`). Under the jailer it is
+    /// handed to the jail's uid and bind-mounted into the chroot.
     pub log_path: PathBuf,
     /// Other sockets the VMM creates (a vsock's `uds_path`), removed at cleanup.
     pub extra_sockets: Vec<PathBuf>,
@@ -106,13 +107,11 @@ impl Vmm {
             .jailer
             .as_ref()
             .map(|j| Jail::new(j, &options.firecracker, &options.id));
-        let (api_socket, log_path) = match &jail {
-            Some(jail) => (
-                Some(jail.host_path(Path::new(JAILED_SOCKET))),
-                jail.host_path(Path::new(JAILED_LOG)),
-            ),
-            None => (options.api_socket.clone(), options.log_path.clone()),
+        let api_socket = match &jail {
+            Some(jail) => Some(jail.host_path(Path::new(JAILED_SOCKET))),
+            None => options.api_socket.clone(),
         };
+        let log_path = options.log_path.clone();
         if api_socket.is_none() && options.config_file.is_none() {
             return Err(VmmError::NoApiNoConfig);
         }
@@ -133,7 +132,12 @@ impl Vmm {
         let mut command = match (&options.jailer, &jail) {
             (Some(opts), Some(jail)) => {
                 jail.prepare().map_err(prepare(jail.root()))?;
+                let inside_log = jail.host_path(Path::new(JAILED_LOG));
+                jailed_log(&log_path, &inside_log, opts).map_err(prepare(&log_path))?;
+                let stderr = File::create(jail.instance_dir().join(JAILER_STDERR))
+                    .map_err(prepare(jail.instance_dir()))?;
                 let mut c = Command::new(&opts.jailer);
+                c.stderr(stderr);
                 c.args(jail.args(opts, &options.firecracker, &options.id));
                 c.arg("--");
                 c.args(["--api-sock", JAILED_SOCKET, "--log-path", JAILED_LOG]);
@@ -173,10 +177,12 @@ impl Vmm {
                 c
             }
         };
+        if jail.is_none() {
+            command.stderr(Stdio::null());
+        }
         command
             .stdin(Stdio::null())
             .stdout(serial)
-            .stderr(Stdio::null())
             // Its own process group: a Ctrl-C meant for the caller does not reach it.
             .process_group(0);
         if let (Some(netns), None) = (&options.netns, &jail) {
@@ -201,14 +207,26 @@ impl Vmm {
             .jailer
             .as_ref()
             .map_or(&options.firecracker, |j| &j.jailer);
+        if options.jailer.as_ref().is_some_and(|j| j.new_pid_ns) {
+            become_subreaper();
+        }
         let child = command.spawn().map_err(|source| VmmError::Spawn {
             binary: binary.clone(),
             source,
         })?;
-        let pid = child.id().unwrap_or_default();
+        let (handle, pid) = match (&options.jailer, &jail) {
+            (Some(opts), Some(jail)) if opts.new_pid_ns => {
+                let (pidfd, pid) = follow_into_pid_ns(child, jail, &exec_name).await?;
+                (Handle::Pidfd(pidfd), pid)
+            }
+            _ => {
+                let pid = child.id().unwrap_or_default();
+                (Handle::Child(child), pid)
+            }
+        };
         tracing::debug!(pid, id = %options.id, jailed = jail.is_some(), "spawned firecracker");
         Ok(Vmm {
-            handle: Handle::Child(child),
+            handle,
             pid,
             id: options.id,
             api_socket,
@@ -340,7 +358,12 @@ impl Vmm {
                     .exited()
                     .await
                     .map_err(|source| VmmError::Wait { pid, source })?;
-                exit_from_log(&self.log_path).unwrap_or(VmmExit::Unknown)
+                // Our child (a jailed VMM re-parented to us): its status.
+                // Otherwise its log says how it ended, if it does.
+                match pidfd.reap() {
+                    Some(exit) => exit,
+                    None => exit_from_log(&self.log_path).unwrap_or(VmmExit::Unknown),
+                }
             }
             Handle::Detached => {
                 return Err(VmmError::Wait {
@@ -465,7 +488,85 @@ impl Vmm {
     }
 }
 
-/// What Firecracker logs once it has started a guest from a config file.
+/// The file in the jail's instance directory (outside its root) that gets
+/// the jailer's (and then firecracker's) stderr.
+pub const JAILER_STDERR: &str = "jailer.stderr";
+
+/// How long the jailer gets to set up a jail and hand over to firecracker
+/// in a new PID namespace.
+const JAILER_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Makes the host log file `log` the jailed VMM's `--log-path`: created if
+/// absent, given to the jail's uid (it is the executor's own file, in a
+/// directory only the executor can reach) and hard-linked at `inside`, or
+/// bind-mounted there from another file system.
+fn jailed_log(log: &Path, inside: &Path, opts: &JailerOptions) -> std::io::Result<()> {
+    File::options().create(true).append(true).open(log)?;
+    std::os::unix::fs::chown(log, Some(opts.uid), Some(opts.gid))?;
+    crate::mounts::link_or_bind(log, inside, false, true).map(|_| ())
+}
+
+/// After the jailer forked firecracker into a new PID namespace and exited:
+/// the VMM's pid (from the jailer's pid file) and a pidfd on it. The
+/// executor is made a child subreaper first (see [`become_subreaper`]), so
+/// the orphaned VMM becomes its child and is reaped through the pidfd.
+async fn follow_into_pid_ns(
+    mut jailer: Child,
+    jail: &Jail,
+    exec_name: &str,
+) -> Result<(Pidfd, u32), VmmError> {
+    let jailer_pid = jailer.id().unwrap_or_default();
+    let stderr = jail.instance_dir().join(JAILER_STDERR);
+    let status = match tokio::time::timeout(JAILER_DEADLINE, jailer.wait()).await {
+        Ok(status) => status.map_err(|source| VmmError::Wait {
+            pid: jailer_pid,
+            source,
+        })?,
+        Err(_) => {
+            let _ = jailer.kill().await;
+            return Err(VmmError::NotStarted {
+                deadline: JAILER_DEADLINE,
+            });
+        }
+    };
+    if !status.success() {
+        return Err(VmmError::ExitedEarly {
+            exit: status.into(),
+            log_tail: log_tail(&stderr, 3),
+        });
+    }
+    let pid_file = jail.pid_file(exec_name);
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .map_err(prepare(&pid_file))?
+        .trim()
+        .parse()
+        .map_err(|e| VmmError::Prepare {
+            path: pid_file.clone(),
+            source: std::io::Error::other(format!("not a pid: {e}")),
+        })?;
+    let gone = || VmmError::ExitedEarly {
+        exit: VmmExit::Unknown,
+        log_tail: log_tail(&stderr, 3),
+    };
+    let start = crate::attach::start_time(pid).ok_or_else(gone)?;
+    let pidfd = Pidfd::open(pid, start)
+        .map_err(|source| VmmError::Wait { pid, source })?
+        .ok_or_else(gone)?;
+    Ok((pidfd, pid))
+}
+
+/// Makes this process a child subreaper (`PR_SET_CHILD_SUBREAPER`): a VMM
+/// whose jailer exits after forking it into a new PID namespace is then
+/// re-parented to this process, not to init, and can be reaped here (init
+/// in a container often reaps nothing). Process-wide and idempotent.
+fn become_subreaper() {
+    // SAFETY: prctl with an integer argument; no memory is passed.
+    let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot become a child subreaper; jailed VMMs will be reaped by init");
+    }
+}
+
 /// What the VMM logs once it started the guest.
 pub const STARTED_LINE: &[u8] = b"Successfully started microvm";
 

@@ -69,6 +69,12 @@ impl Vmm {
             (libc::SIGTERM, policy.sigterm, StopStep::Sigterm),
             (libc::SIGKILL, policy.sigkill, StopStep::Sigkill),
         ] {
+            // The init of a PID namespace (a VMM the jailer ran with
+            // --new-pid-ns) gets from outside only the signals it handles;
+            // firecracker does not handle SIGTERM, so skip to SIGKILL.
+            if signal == libc::SIGTERM && is_pid_ns_init(self.pid) {
+                continue;
+            }
             self.signal(signal);
             if let Ok(exit) = tokio::time::timeout(grace, self.wait()).await {
                 self.cleanup();
@@ -98,4 +104,20 @@ impl Vmm {
             Handle::Detached => {}
         }
     }
+}
+
+/// True when process `pid` is the init (pid 1) of a PID namespace below ours
+/// (its `NSpid` line in `/proc/<pid>/status` ends in 1).
+pub(crate) fn is_pid_ns_init(pid: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))
+        .map(|ids| {
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            ids.len() > 1 && ids.last() == Some(&"1")
+        })
+        .unwrap_or(false)
 }

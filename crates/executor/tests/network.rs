@@ -96,10 +96,12 @@ async fn the_guest_reads_its_mmds_message_through_mmds_v2() {
     let mut r = r;
     r.gateway_ip = "10.213.0.13".into();
     ex.start(&r).await.unwrap();
-    let net = fcexec::inspect::record(ex.state_dir(), "m")
-        .unwrap()
-        .network
-        .unwrap();
+    let record = fcexec::inspect::record(ex.state_dir(), "m").unwrap();
+    assert!(
+        record.isolation.is_some(),
+        "as root the networked VMM is jailed too: the jailer joins its namespace"
+    );
+    let net = record.network.unwrap();
     assert_eq!(
         (net.gateway.to_string(), net.guest_ip.to_string()),
         ("10.213.0.13".into(), "10.213.0.14".into())

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::outside::{unavailable, Outside};
 use common::Harness;
-use fcexec::{ExecutionRequest, Executor, LogOptions};
+use fcexec::{ExecutionRequest, Executor};
 use serde_json::json;
 use test_guest::Job;
 use testkit::network::leftovers;
@@ -44,34 +44,6 @@ fn request(h: &Harness, id: &str, job: &Job, params: serde_json::Value) -> Execu
         a.extend(p.clone());
     }
     h.request(id, all)
-}
-
-/// Waits until `id`'s stdout holds `text`.
-async fn wait_for(ex: &Executor, id: &str, text: &str) {
-    let mut logs = ex
-        .logs(
-            id,
-            LogOptions {
-                follow: true,
-                tail: None,
-            },
-        )
-        .unwrap();
-    let mut seen = Vec::new();
-    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !String::from_utf8_lossy(&seen).contains(text) {
-        let chunk = tokio::time::timeout_at(give_up, logs.next())
-            .await
-            .unwrap_or_else(|_| {
-                panic!(
-                    "{id} never printed {text:?}; it printed {:?}",
-                    String::from_utf8_lossy(&seen)
-                )
-            })
-            .expect("the logs end early")
-            .unwrap();
-        seen.extend_from_slice(&chunk.data);
-    }
 }
 
 /// The guest address `ps` shows for `id`.
@@ -142,7 +114,7 @@ async fn published_tcp_and_udp_ports_reach_the_guest_from_outside() {
     ]))
     .unwrap();
     ex.start(&r).await.unwrap();
-    wait_for(&ex, "p", &test_guest::listening_line(7)).await;
+    common::wait_for_output(&ex, "p", &test_guest::listening_line(7)).await;
     let host = outside.host;
     let echoed = outside
         .spawn(move || {
@@ -161,7 +133,7 @@ async fn published_tcp_and_udp_ports_reach_the_guest_from_outside() {
         .unwrap();
     assert_eq!(echoed, b"ping over tcp");
     // The UDP echo starts once the TCP connection is done.
-    wait_for(
+    common::wait_for_output(
         &ex,
         "p",
         &format!(
@@ -236,7 +208,7 @@ async fn executions_cannot_reach_each_other_and_egress_is_per_execution() {
     ex.start(&request(&h, "a", &a, json!({"network": true})))
         .await
         .unwrap();
-    wait_for(&ex, "a", &test_guest::listening_line(7)).await;
+    common::wait_for_output(&ex, "a", &test_guest::listening_line(7)).await;
     let a_ip = guest_ip(&h, &ex, "a");
     let timeout = Duration::from_millis(1500);
     let b = Job::new()

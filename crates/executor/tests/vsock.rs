@@ -25,28 +25,6 @@ async fn executor(h: &Harness, id: &str, tune: impl FnOnce(&mut ExecutorConfig))
     Executor::new(id, config).await.unwrap()
 }
 
-/// Waits until the agent of `id` is attached (its console says nothing we
-/// can rely on, so this waits for the output the job writes first).
-async fn wait_for_output(ex: &Executor, id: &str, want: &str) {
-    let mut logs = ex
-        .logs(
-            id,
-            LogOptions {
-                follow: true,
-                tail: None,
-            },
-        )
-        .unwrap();
-    let mut seen = Vec::new();
-    while let Some(chunk) = logs.next().await {
-        seen.extend(chunk.unwrap().data);
-        if String::from_utf8_lossy(&seen).contains(want) {
-            return;
-        }
-    }
-    panic!("{id} ended before writing {want:?}");
-}
-
 #[tokio::test]
 async fn exit_codes_and_streams_arrive_over_vsock() {
     let h = Harness::new(testkit::require_vmm!());
@@ -139,7 +117,7 @@ async fn cancel_gives_the_workload_its_grace_period() {
         ex.start(&h.agent(id, &job.out("up\n").hang()))
             .await
             .unwrap();
-        wait_for_output(&ex, id, "up").await;
+        common::wait_for_output(&ex, id, "up").await;
         let asked = Instant::now();
         ex.cancel(id).await.unwrap();
         let result = ex.wait(id).await.unwrap();
@@ -177,7 +155,7 @@ async fn a_hung_agent_is_found_within_the_heartbeat_timeout() {
     ex.start(&h.agent("paused", &Job::new().out("up\n").sleep(300).exit(0)))
         .await
         .unwrap();
-    wait_for_output(&ex, "paused", "up").await;
+    common::wait_for_output(&ex, "paused", "up").await;
     ex.pause("paused").await.unwrap();
     tokio::time::sleep(Duration::from_millis(1200)).await;
     ex.resume("paused").await.unwrap();
@@ -187,7 +165,7 @@ async fn a_hung_agent_is_found_within_the_heartbeat_timeout() {
     ex.start(&h.agent("hung", &Job::new().out("up\n").no_heartbeat().hang()))
         .await
         .unwrap();
-    wait_for_output(&ex, "hung", "up").await;
+    common::wait_for_output(&ex, "hung", "up").await;
     let seen = Instant::now();
     let result = ex.wait("hung").await.unwrap();
     assert!(
@@ -283,8 +261,8 @@ async fn a_restarted_executor_resumes_wait_logs_and_cancel() {
         .start(&h.agent("cancelled", &Job::new().on_cancel(4).out("up\n").hang()))
         .await
         .unwrap();
-    wait_for_output(&first, "finishing", "before").await;
-    wait_for_output(&first, "cancelled", "up").await;
+    common::wait_for_output(&first, "finishing", "before").await;
+    common::wait_for_output(&first, "cancelled", "up").await;
     first.shutdown().await;
     drop(first);
 
@@ -321,7 +299,7 @@ async fn output_waits_in_the_guest_while_no_executor_listens() {
     let first = h.executor("away").await;
     let job = Job::new().out("start\n").sleep(200).bulk(3 << 20).exit(0);
     first.start(&h.agent("away", &job)).await.unwrap();
-    wait_for_output(&first, "away", "start").await;
+    common::wait_for_output(&first, "away", "start").await;
     first.shutdown().await;
     drop(first);
     // Nobody listens while the guest writes 3 MiB: more than it may hold.

@@ -1,5 +1,6 @@
-//! What of fcexec's execution networking is on this host, for tests that
-//! check that nothing is left behind.
+//! Network test fixtures: the `ip` command for a test's own namespaces and
+//! links, and what of fcexec's execution networking is on this host, for
+//! tests that check that nothing is left behind.
 
 use std::process::Command;
 
@@ -44,4 +45,16 @@ pub fn leftovers(pool: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Runs `ip` with `args` (a test's own fixture: fcexec itself never runs
+/// `ip`); panics with its stderr when it fails.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -158,3 +158,32 @@ pub async fn cancel_and_check(ex: &Executor, id: &str) {
         .unwrap();
     assert!(result.error_msg.contains("cancelled"), "{result:?}");
 }
+
+/// Follows `id`'s logs until its output holds `want`; panics when the
+/// execution ends first or 20 s pass.
+pub async fn wait_for_output(ex: &Executor, id: &str, want: &str) {
+    let mut logs = ex
+        .logs(
+            id,
+            fcexec::LogOptions {
+                follow: true,
+                tail: None,
+            },
+        )
+        .unwrap();
+    let mut seen = Vec::new();
+    let give_up = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        let chunk = tokio::time::timeout_at(give_up, logs.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{id} did not write {want:?} in 20 s; it wrote {:?}",
+                    String::from_utf8_lossy(&seen)
+                )
+            })
+            .unwrap_or_else(|| panic!("{id} ended before writing {want:?}"))
+            .unwrap();
+        seen.extend_from_slice(&chunk.data);
+    }
+}

@@ -10,7 +10,9 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
+
 use std::sync::atomic::{AtomicU8, Ordering};
+use testkit::network::ip;
 
 static NEXT: AtomicU8 = AtomicU8::new(0);
 
@@ -108,14 +110,4 @@ impl Drop for Outside {
             let _ = Command::new("ip").args(args).stderr(Stdio::null()).status();
         }
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

@@ -9,7 +9,9 @@ use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
+
 use std::sync::atomic::{AtomicUsize, Ordering};
+use testkit::network::ip;
 
 /// The host's side of the TAP: the guest's gateway.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 1);
@@ -117,14 +119,4 @@ impl Drop for Netns {
             .stderr(Stdio::null())
             .status();
     }
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }

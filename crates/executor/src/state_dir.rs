@@ -202,25 +202,16 @@ impl StateDir {
         &self.run
     }
 
-    /// The paths of one execution, after checking its id.
+    /// The paths of one execution, after checking its id. A new execution's
+    /// paths are then checked for its socket: [`ExecPaths::checked`] when
+    /// its VMM runs unjailed, [`ExecPaths::jailed`] otherwise.
     pub fn execution(&self, execution_id: &str) -> Result<ExecPaths, StateDirError> {
         check_id("execution_id", execution_id)?;
-        let paths = ExecPaths {
+        Ok(ExecPaths {
             run: self.run.join(execution_id),
             data: self.data.join(execution_id),
             chroot: None,
-        };
-        let socket = paths.api_socket();
-        let len = socket.as_os_str().len();
-        if len > MAX_SOCKET_PATH {
-            return Err(StateDirError::SocketPathTooLong {
-                field: "execution_id",
-                id: execution_id.to_string(),
-                path: socket,
-                len,
-            });
-        }
-        Ok(paths)
+        })
     }
 
     /// The ids of the execution directories present (in the data directory).
@@ -475,7 +466,20 @@ impl ExecPaths {
     /// would be too long for a Unix socket.
     pub fn jailed(mut self, chroot: PathBuf) -> Result<ExecPaths, StateDirError> {
         self.chroot = Some(chroot);
-        let socket = self.api_socket();
+        self.checked()
+    }
+
+    /// These paths, when the longest socket path of the execution (the
+    /// VMM's API socket, or the agent's vsock listener) fits in a Unix
+    /// socket's.
+    pub fn checked(self) -> Result<ExecPaths, StateDirError> {
+        let socket = [
+            self.api_socket(),
+            self.agent_socket(fcexec_guest_protocol::DEFAULT_PORT),
+        ]
+        .into_iter()
+        .max_by_key(|p| p.as_os_str().len())
+        .unwrap_or_default();
         let len = socket.as_os_str().len();
         if len > MAX_SOCKET_PATH {
             return Err(StateDirError::SocketPathTooLong {
@@ -591,13 +595,17 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let deep = root.path().join("d".repeat(60));
         let dir = StateDir::open(&deep, &deep, "ex").unwrap();
-        let err = dir.execution(&"e".repeat(64)).unwrap_err();
+        let err = dir
+            .execution(&"e".repeat(64))
+            .unwrap()
+            .checked()
+            .unwrap_err();
         assert!(
             matches!(err, StateDirError::SocketPathTooLong { .. }),
             "{err}"
         );
         assert!(err.to_string().contains("execution_id"));
-        let ok = dir.execution("short").unwrap();
+        let ok = dir.execution("short").unwrap().checked().unwrap();
         assert!(ok.api_socket().starts_with(dir.path()));
     }
 

@@ -234,6 +234,30 @@ async fn the_users_files_keep_owner_mode_and_contents_and_a_symlinked_result_is_
 }
 
 #[tokio::test]
+async fn a_long_execution_id_still_runs_jailed_under_a_shortened_jail_id() {
+    let h = Harness::new(testkit::require_vmm!());
+    let executor = "node-executor";
+    let ex = h.executor(executor).await;
+    // A UUID behind a prefix: 56 characters, and the jail's socket path
+    // would be far longer than a Unix socket allows with the id in full.
+    let id = "job-attempt-1-3f1c2a9e-7b4d-4c1e-9a2f-0d5e8b7c6a41-retry";
+    let result = ex
+        .run(&h.agent(id, &Job::new().out("long\n")))
+        .await
+        .unwrap();
+    assert_eq!(result.stdout, "long\n");
+    assert_eq!(result.exit_code, 0);
+    let iso = record(&h, executor, id)
+        .isolation
+        .expect("a default execution as root is jailed");
+    assert!(iso.jail_id.len() <= 64, "{}", iso.jail_id);
+    assert!(!iso.jail_id.contains(id), "not shortened: {}", iso.jail_id);
+    let socket = iso.chroot.join("run/firecracker.socket");
+    assert!(socket.as_os_str().len() <= 107, "{}", socket.display());
+    assert_released(&iso);
+}
+
+#[tokio::test]
 async fn unjailed_mode_is_a_setting() {
     let h = Harness::new(testkit::require_vmm!());
     let mut config = h.config();

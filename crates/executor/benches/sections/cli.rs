@@ -9,10 +9,13 @@
 //! console (protocol 1, the only transport `support/raw.rs` decodes), while
 //! `fcexec run` uses the executor's default, protocol 2 over vsock (the CLI
 //! has no switch for it); section T measures what that difference costs per
-//! execution. Both print the greeting and exit 0; both are checked. Three
-//! variants rotate: `fcexec run`, the raw VMM with `--no-api` (the target's
-//! baseline) and with `--api-sock` but no API call (the executor gives its
-//! VMMs a socket: that part of the difference is the VMM's). The CLI is timed
+//! execution. Both print the greeting and exit 0; both are checked. Four
+//! variants rotate: `fcexec run --no-jail` (like the raw VMM, unjailed: the
+//! target's row), the raw VMM with `--no-api` (the target's baseline) and
+//! with `--api-sock` but no API call (the executor gives its VMMs a socket:
+//! that part of the difference is the VMM's), and, as root, `fcexec run` as
+//! it runs by default (jailed: jailer, own uid, chroot, cgroups; section J
+//! has the jail's cost in process). The CLI is timed
 //! from spawn to reaped (`wait4`, which also gives the CPU of it and of the
 //! children it reaped: the VMM, and `firecracker --version` when the runtime
 //! directory does not remember the binary's version); the raw VMM as
@@ -48,11 +51,16 @@ pub fn greeting() -> String {
 
 /// Section C.
 pub async fn cli(ctx: &Ctx, pairs: usize, runs: usize, bin: &CliBin) -> Result<(), String> {
-    eprintln!("C: the CLI, {pairs} rounds of `fcexec run` / raw --no-api / raw --api-sock");
+    eprintln!("C: the CLI, {pairs} rounds of `fcexec run --no-jail` / raw --no-api / raw --api-sock / `fcexec run` (jailed as root)");
     let root = ctx.dir.join("c");
     let out = ctx.dir.join("c.out");
+    // SAFETY: geteuid has no preconditions.
+    let jailed = unsafe { libc::geteuid() } == 0;
     for _ in 0..2 {
-        run_demo(bin, &root, &out).await?;
+        run_demo(bin, &root, &out, UNJAILED).await?;
+        if jailed {
+            run_demo(bin, &root, &out, JAILED).await?;
+        }
     }
     let raw = RawVmm::prepare(
         &ctx.dir.join("rc"),
@@ -66,12 +74,19 @@ pub async fn cli(ctx: &Ctx, pairs: usize, runs: usize, bin: &CliBin) -> Result<(
             return Err(format!("raw VMM (demo): {e}"));
         }
     }
-    let (mut fc, mut no_api, mut api) = (Vec::new(), Vec::new(), Vec::new());
-    let mut failures = [0; 3];
+    let (mut fc, mut no_api, mut api, mut fc_jailed) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut failures = [0; 4];
+    let variants = if jailed { 4 } else { 3 };
     for i in 0..pairs {
-        for variant in (0..3).map(|k| (i + k) % 3) {
+        for variant in (0..variants).map(|k| (i + k) % variants) {
             let ok = match variant {
-                0 => run_demo(bin, &root, &out).await.map(|p| fc.push(p)),
+                0 => run_demo(bin, &root, &out, UNJAILED)
+                    .await
+                    .map(|p| fc.push(p)),
+                3 => run_demo(bin, &root, &out, JAILED)
+                    .await
+                    .map(|p| fc_jailed.push(p)),
                 1 => raw_costed(&raw, RawMode::NoApi)
                     .await
                     .map(|r| no_api.push(r)),
@@ -94,7 +109,7 @@ pub async fn cli(ctx: &Ctx, pairs: usize, runs: usize, bin: &CliBin) -> Result<(
     let ratio = dratio(f.p50, r.p50);
     ctx.add(&[
         "C".into(),
-        format!("`fcexec run` (demo guest) as a whole process vs raw VMM --no-api, same guest: median ({pairs} interleaved rounds)"),
+        format!("`fcexec run --no-jail` (demo guest) as a whole process vs raw VMM --no-api (unjailed both), same guest: median ({pairs} interleaved rounds)"),
         ms(f.p50),
         ms(r.p50),
         format!("{ratio:.2}"),
@@ -131,13 +146,38 @@ pub async fn cli(ctx: &Ctx, pairs: usize, runs: usize, bin: &CliBin) -> Result<(
     ]);
     ctx.add(&[
         "C".into(),
-        "failures: `fcexec run`; raw --no-api, --api-sock".into(),
+        "failures: `fcexec run --no-jail`; raw --no-api, --api-sock; `fcexec run` jailed".into(),
         failures[0].to_string(),
-        format!("{}, {}", failures[1], failures[2]),
+        format!("{}, {}; {}", failures[1], failures[2], failures[3]),
         String::new(),
         "0".into(),
-        verdict(failures == [0; 3]),
+        verdict(failures == [0; 4]),
     ]);
+    if jailed {
+        let (j, jcpu) = (wall(&fc_jailed), cpu(&fc_jailed));
+        ctx.add(&[
+            "C".into(),
+            "`fcexec run` as it runs by default as root (jailed) vs raw VMM --no-api (unjailed): median; then its CPU".into(),
+            format!("{}; CPU {}", ms(j.p50), ms2(jcpu.p50)),
+            format!("{}; CPU {}", ms(r.p50), ms2(rcpu.p50)),
+            format!("{:.2}; {:.2}", dratio(j.p50, r.p50), dratio(jcpu.p50, rcpu.p50)),
+            String::new(),
+            String::new(),
+        ]);
+        ctx.add(&[
+            "C".into(),
+            "`fcexec run` jailed vs `fcexec run --no-jail`: median wall; CPU".into(),
+            format!("{}; CPU {}", ms(j.p50), ms2(jcpu.p50)),
+            format!("{}; CPU {}", ms(f.p50), ms2(fcpu.p50)),
+            format!(
+                "{:.2}; {:.2}",
+                dratio(j.p50, f.p50),
+                dratio(jcpu.p50, fcpu.p50)
+            ),
+            String::new(),
+            String::new(),
+        ]);
+    }
     let baseline = anatomy::Baseline {
         cli: fc,
         no_api,
@@ -146,11 +186,22 @@ pub async fn cli(ctx: &Ctx, pairs: usize, runs: usize, bin: &CliBin) -> Result<(
     anatomy::anatomy(ctx, bin, &root, runs, &baseline).await
 }
 
-/// One `fcexec --state-dir <root> run`, checked; then the execution it
-/// left is deleted (not timed).
-async fn run_demo(bin: &CliBin, root: &Path, out: &Path) -> Result<Proc, String> {
+/// `fcexec run`'s flags for the unjailed variant.
+const UNJAILED: &[&str] = &["--no-jail", "--id", "c-run"];
+/// ... and for the jailed one (as root, the default). Both name the
+/// execution: the default id (`run-<ms>-<pid>`) makes the jailed VMM's
+/// socket path, under the bench's temporary directory, longer than a Unix
+/// socket allows.
+const JAILED: &[&str] = &["--id", "c-run"];
+
+/// One `fcexec --state-dir <root> run [flags]`, checked; then the execution
+/// it left is deleted (not timed).
+async fn run_demo(bin: &CliBin, root: &Path, out: &Path, flags: &[&str]) -> Result<Proc, String> {
     let greeting = greeting();
-    let run = bin.run(root, &["run"], out, |s| s == greeting).await;
+    let args: Vec<&str> = std::iter::once("run")
+        .chain(flags.iter().copied())
+        .collect();
+    let run = bin.run(root, &args, out, |s| s == greeting).await;
     remove_runs(root);
     run
 }

@@ -43,10 +43,11 @@ impl Starter {
         if valid.persist_logs.is_zero() {
             valid.persist_logs = self.config.default_retention.unwrap_or_default();
         }
-        let mut paths = self.state.execution(&valid.execution_id)?;
-        if let Some(jail) = &self.ctx.launcher.jail {
-            paths = paths.jailed(jail.chroot(&valid.execution_id))?;
-        }
+        let paths = self.state.execution(&valid.execution_id)?;
+        let paths = match &self.ctx.launcher.jail {
+            Some(jail) => paths.jailed(jail.chroot(&valid.execution_id))?,
+            None => paths.checked()?,
+        };
         let (commands, receiver) = mpsc::channel(8);
         let exec = Arc::new(Execution::new(
             valid.execution_id.clone(),

@@ -196,11 +196,29 @@ impl Jailer {
         &self.jailer
     }
 
-    /// The jail id of execution `id`: its VMM id, cut to leave room, and
-    /// this executor's suffix.
+    /// The jail id of execution `id`: its VMM id and this executor's
+    /// suffix; the VMM id shortened (see [`fit_vmm_id`]) when it is longer
+    /// than the jailer allows or than the jailed API socket's path leaves
+    /// room for, so that long execution ids (UUIDs under a long executor id
+    /// or state directory) still run jailed.
     pub fn jail_id(&self, id: &str) -> String {
-        let vmm: String = crate::launch::vmm_id(id).chars().take(55).collect();
-        format!("{}-{}", vmm.trim_end_matches('-'), self.suffix)
+        let vmm = fit_vmm_id(&crate::launch::vmm_id(id), self.vmm_id_room());
+        format!("{vmm}-{}", self.suffix)
+    }
+
+    /// How long the VMM-id part of a jail id may be: the jailer's 64
+    /// characters, and what keeps `<chroot>/run/firecracker.socket` (the
+    /// longest path inside a jail) within a Unix socket's limit.
+    fn vmm_id_room(&self) -> usize {
+        let options = self.options(0, 0, &ZERO);
+        // The socket's path for the one-character jail id `x`, less the `x`,
+        // plus the `-<suffix>` every jail id ends with.
+        let socket = Jail::new(&options, &self.firecracker, "x")
+            .host_path(Path::new(firecracker_api::process::JAILED_SOCKET));
+        let fixed = socket.as_os_str().len() - 1 + 1 + self.suffix.len();
+        firecracker_api::process::MAX_SOCKET_PATH
+            .saturating_sub(fixed)
+            .min(MAX_JAIL_ID - 1 - self.suffix.len())
     }
 
     /// True when `jail_id` is one of this executor's.
@@ -443,6 +461,25 @@ fn find_jailer(configured: Option<&Path>, firecracker: &Path) -> Result<PathBuf,
     Err(JailError::NoJailer(format!("tried {}", tried.join(", "))))
 }
 
+/// The longest id the jailer accepts.
+const MAX_JAIL_ID: usize = 64;
+
+/// `vmm` when it fits in `room` characters (and does not end in `-`, which
+/// the jail id's separator would hide); otherwise as much of its start as
+/// fits with a hash of the whole, `<start>-<8 hex digits>`, so that two ids
+/// sharing a long start still get jails of their own.
+fn fit_vmm_id(vmm: &str, room: usize) -> String {
+    if vmm.len() <= room && !vmm.ends_with('-') {
+        return vmm.to_string();
+    }
+    let start: String = vmm.chars().take(room.saturating_sub(9)).collect();
+    let hash = format!("{:08x}", fnv1a(vmm.as_bytes()));
+    match start.trim_end_matches('-') {
+        "" => hash,
+        start => format!("{start}-{hash}"),
+    }
+}
+
 /// FNV-1a, 32 bits: a stable hash for the jail id suffix.
 fn fnv1a(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0x811c_9dc5u32, |h, &b| {
@@ -453,6 +490,25 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vmm_ids_that_fit_are_kept_and_long_ones_get_a_start_and_a_hash() {
+        assert_eq!(fit_vmm_id("job-1", 20), "job-1");
+        let uuid = "3f1c2a9e-7b4d-4c1e-9a2f-0d5e8b7c6a41";
+        let fitted = fit_vmm_id(uuid, 24);
+        assert_eq!(fitted.len(), 24, "{fitted}");
+        assert!(fitted.starts_with("3f1c2a9e-7b4d-4"), "{fitted}");
+        // Two ids sharing their start get different jails; the same id
+        // always the same one.
+        let other = "3f1c2a9e-7b4d-4c1e-9a2f-0d5e8b7c6a42";
+        assert_ne!(fit_vmm_id(other, 24), fitted);
+        assert_eq!(fit_vmm_id(uuid, 24), fitted);
+        // An id ending in `-` is not confused with the same id without it.
+        assert_ne!(fit_vmm_id("a-", 20), "a");
+        assert_ne!(fit_vmm_id("a-", 20), fit_vmm_id("a", 20));
+        // No room at all: the hash alone.
+        assert_eq!(fit_vmm_id(uuid, 3).len(), 8);
+    }
 
     #[test]
     fn the_hash_is_stable() {

@@ -157,9 +157,10 @@ async fn runtime_cycle() -> Result<Duration, String> {
     .map_err(|e| e.to_string())?
 }
 
-/// One `fcexec run` with logging on, cut into phases by the log stamps.
+/// One `fcexec run --no-jail` (like the raw VMM it is compared with) with
+/// logging on, cut into phases by the log stamps.
 async fn logged_run(bin: &CliBin, root: &Path, out: &Path) -> Result<Phases, String> {
-    let mut cmd = bin.command(root, &["run"], out)?;
+    let mut cmd = bin.command(root, &["run", "--no-jail"], out)?;
     cmd.env("RUST_LOG", "fcexec=info,firecracker_api=debug")
         .env("NO_COLOR", "1");
     let proc = process::run(cmd).await?;

@@ -23,7 +23,10 @@
 //!    should restrict it, see the README's "Restricting request paths");
 //! 6. isolation: jailed mode off. As root it is on unless `--no-jail`
 //!    (`FCEXEC_NO_JAIL`) turns it off, which warns; as another user VMMs
-//!    run unjailed (the jailer needs root), said on its own `ok` line.
+//!    run unjailed (the jailer needs root), said on its own `ok` line;
+//! 7. with jailing on, what slows jailed launches on this host ([`tuning`]):
+//!    a runtime directory on a disk file system, cgroups without
+//!    `favordynmods`.
 //!
 //! With `--kernel PATH`, the kernel is looked into too ([`kernel`]):
 //! it must be an x86_64 ELF Linux kernel; what it shows of the features
@@ -38,6 +41,7 @@ use firecracker_api::version::{self, FIRST_UNSUPPORTED, MIN_SUPPORTED};
 use nix::unistd::{access, geteuid, AccessFlags};
 
 mod kernel;
+mod tuning;
 
 use crate::args::{DoctorArgs, Global};
 use crate::context::Context;
@@ -106,6 +110,10 @@ pub async fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<Exit> {
         jailing(&config.jail, geteuid().is_root()),
     ];
     checks.extend(network());
+    if config.jail.enabled && geteuid().is_root() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        checks.extend(tuning::checks(&runtime_root(global), &mountinfo));
+    }
     if let Some(kernel) = &args.kernel {
         checks.extend(kernel::check(kernel));
     }
@@ -254,6 +262,15 @@ fn kvm(path: &Path) -> Check {
              sudo setfacl -m u:$USER:rw /dev/kvm)",
         ),
         Err(e) => Check::fail(format!("cannot open {}: {e}", path.display()), load),
+    }
+}
+
+/// The state (runtime) directory's root as the other commands resolve it,
+/// or `/run/fcexec` when it cannot be resolved.
+fn runtime_root(global: &Global) -> PathBuf {
+    match &global.state_dir {
+        Some(dir) => std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+        None => fcexec::state_dir::default_root().unwrap_or_else(|_| "/run/fcexec".into()),
     }
 }
 

@@ -234,6 +234,35 @@ async fn the_users_files_keep_owner_mode_and_contents_and_a_symlinked_result_is_
 }
 
 #[tokio::test]
+async fn a_group_writable_kernel_is_bind_mounted_and_unmounted_at_the_end() {
+    use std::os::unix::fs::PermissionsExt;
+    let h = Harness::new(testkit::require_vmm!());
+    // Others may write it: a hard link would hand the VMM that mode, so it
+    // is bind-mounted read-only; the plain default is linked, no mount.
+    let kernel = h.path("group-writable-kernel");
+    std::fs::copy(&h.kernel, &kernel).unwrap();
+    std::fs::set_permissions(&kernel, std::fs::Permissions::from_mode(0o664)).unwrap();
+    let ex = h.executor("binds").await;
+    let job = Job::new().out("bound\n");
+    let request = h.request(
+        "b1",
+        json!({"agent": true, "kernel_image": kernel, "kernel_args": format!("console=ttyS0 {}", job.to_kernel_arg())}),
+    );
+    let result = ex.run(&request).await.unwrap();
+    assert_eq!(result.stdout, "bound\n", "{result:?}");
+    let iso = record(&h, "binds", "b1").isolation.unwrap();
+    assert!(iso.mounts, "{iso:?}");
+    assert_released(&iso);
+    assert_eq!(snapshot(&kernel).2 & 0o777, 0o664);
+
+    let result = ex.run(&h.agent("b2", &job)).await.unwrap();
+    assert_eq!(result.stdout, "bound\n", "{result:?}");
+    let iso = record(&h, "binds", "b2").isolation.unwrap();
+    assert!(!iso.mounts, "hard links only: {iso:?}");
+    assert_released(&iso);
+}
+
+#[tokio::test]
 async fn a_long_execution_id_still_runs_jailed_under_a_shortened_jail_id() {
     let h = Harness::new(testkit::require_vmm!());
     let executor = "node-executor";

@@ -108,6 +108,11 @@ pub struct Isolation {
     pub limits: CgroupLimits,
     /// Whether the VMM runs in a PID namespace of its own.
     pub pid_namespace: bool,
+    /// Whether files may be bind-mounted in the jail, so that its removal
+    /// must unmount first (true until staging made none; records without
+    /// the field: true).
+    #[serde(default = "yes")]
+    pub mounts: bool,
     /// The uid range and lease directory the uid came from (for release).
     pub uid_range: (u32, u32),
     /// Where the uid's lease is.
@@ -300,6 +305,7 @@ impl Jailer {
             cgroup_parent: self.settings.cgroup_parent.clone(),
             limits,
             pid_namespace: options.new_pid_ns,
+            mounts: true,
             uid_range: (self.settings.first_uid, self.settings.uid_count),
             uid_lock_dir: self.settings.uid_lock_dir.clone(),
         };
@@ -313,20 +319,24 @@ impl Jailer {
                 source,
             })
             .and_then(|()| stage::stage(plan, paths, &isolation))
-            .and_then(|copies| {
+            .and_then(|staged| {
                 std::fs::write(paths.vm_config(), plan.config_json().to_string())
-                    .map(|()| copies)
+                    .map(|()| staged)
                     .map_err(|source| JailError::Stage {
                         path: paths.vm_config(),
                         source,
                     })
             });
-        let copies = match staged {
-            Ok(copies) => copies,
+        let (copies, mounted) = match staged {
+            Ok(staged) => (staged.copies, staged.mounted),
             Err(e) => {
                 release(&isolation);
                 return Err(e);
             }
+        };
+        let isolation = Isolation {
+            mounts: mounted,
+            ..isolation
         };
         tracing::info!(%id, jail_id, uid = isolation.uid, chroot = %isolation.chroot.display(), "jail prepared");
         Ok(Prepared {
@@ -459,6 +469,11 @@ fn find_jailer(configured: Option<&Path>, firecracker: &Path) -> Result<PathBuf,
         tried.push(candidate.display().to_string());
     }
     Err(JailError::NoJailer(format!("tried {}", tried.join(", "))))
+}
+
+/// serde's default for [`Isolation::mounts`].
+fn yes() -> bool {
+    true
 }
 
 /// The longest id the jailer accepts.

@@ -3,6 +3,7 @@
 //! left behind.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use fcexec_isolation::{Cgroup, CgroupHost, UidPool, DEFAULT_REMOVE_GRACE};
 
@@ -13,11 +14,11 @@ use super::{Isolation, Jailer};
 /// and the uid lease. Every step is tried; failures are logged. Blocking.
 pub fn release(iso: &Isolation) {
     let id = &iso.jail_id;
-    remove_jail_dir(&iso.instance_dir);
+    remove_jail_dir(&iso.instance_dir, iso.mounts);
     if let Err(e) = remove_dir(&iso.copies) {
         tracing::warn!(jail_id = %id, dir = %iso.copies.display(), error = %e, "cannot remove the jail's private copies");
     }
-    let removed = CgroupHost::detect()
+    let removed = cgroup_host()
         .and_then(|host| Cgroup::open(&host, &iso.cgroup_parent, id))
         .and_then(|cgroup| cgroup.remove(DEFAULT_REMOVE_GRACE));
     if let Err(e) = removed {
@@ -37,9 +38,26 @@ pub fn release(iso: &Isolation) {
     tracing::debug!(jail_id = %id, "jail released");
 }
 
-/// Unmounts everything under a jail's instance directory, then deletes it.
-fn remove_jail_dir(dir: &Path) {
-    if let Err(e) = firecracker_api::mounts::unmount_under(dir) {
+/// The host's cgroup hierarchy, detected once per process (releases run
+/// for every execution; the hierarchy does not change under a running
+/// executor).
+fn cgroup_host() -> Result<CgroupHost, fcexec_isolation::CgroupError> {
+    static HOST: OnceLock<CgroupHost> = OnceLock::new();
+    if let Some(host) = HOST.get() {
+        return Ok(host.clone());
+    }
+    let host = CgroupHost::detect()?;
+    Ok(HOST.get_or_init(|| host).clone())
+}
+
+/// Unmounts everything under a jail's instance directory (when `mounts`:
+/// something may be mounted there), then deletes it.
+fn remove_jail_dir(dir: &Path, mounts: bool) {
+    let unmounted = match mounts {
+        true => firecracker_api::mounts::unmount_under(dir),
+        false => Ok(()),
+    };
+    if let Err(e) = unmounted {
         // Deleting through a mount point would reach the user's file.
         tracing::warn!(dir = %dir.display(), error = %e, "cannot unmount inside a jail; leaving it");
         return;
@@ -80,7 +98,7 @@ pub fn sweep_jails(jailer: &Jailer, live: &[String]) {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !keep(&name) {
                 tracing::info!(jail_id = %name, "removing a jail left by an earlier run");
-                remove_jail_dir(&entry.path());
+                remove_jail_dir(&entry.path(), true);
             }
         }
     }

@@ -28,15 +28,26 @@ use super::{Isolation, JailError};
 use crate::plan::VmPlan;
 use crate::state_dir::{ExecPaths, JAILED_VSOCK};
 
+/// What staging made.
+pub(super) struct Staged {
+    /// `(host image, private copy)` for each drive that got a copy.
+    pub copies: Vec<(PathBuf, PathBuf)>,
+    /// Whether any file was bind-mounted (rather than linked).
+    pub mounted: bool,
+}
+
 /// Stages every file of `plan` into the jail of `iso` and rewrites the plan
-/// to the paths the VMM sees. Returns `(host image, private copy)` for each
-/// drive that got a copy.
+/// to the paths the VMM sees.
 pub(super) fn stage(
     plan: &mut VmPlan,
     paths: &ExecPaths,
     iso: &Isolation,
-) -> Result<Vec<(PathBuf, PathBuf)>, JailError> {
-    let stager = Stager { paths, iso };
+) -> Result<Staged, JailError> {
+    let stager = Stager {
+        paths,
+        iso,
+        mounted: std::cell::Cell::new(false),
+    };
     let mut copies = Vec::new();
     let kernel = PathBuf::from(&plan.boot_source.kernel_image_path);
     plan.boot_source.kernel_image_path = stager.file(&kernel, "kernel", true, &mut copies)?;
@@ -55,12 +66,17 @@ pub(super) fn stage(
     if let Some(vsock) = &mut plan.vsock {
         vsock.uds_path = JAILED_VSOCK.to_string();
     }
-    Ok(copies)
+    Ok(Staged {
+        copies,
+        mounted: stager.mounted.get(),
+    })
 }
 
 struct Stager<'a> {
     paths: &'a ExecPaths,
     iso: &'a Isolation,
+    /// Set when a file was bind-mounted.
+    mounted: std::cell::Cell<bool>,
 }
 
 impl Stager<'_> {
@@ -92,7 +108,9 @@ impl Stager<'_> {
             copies.push((host.to_path_buf(), copy.clone()));
             (copy, true)
         };
-        link_or_bind(&source, &target, read_only, link).map_err(err)?;
+        if !link_or_bind(&source, &target, read_only, link).map_err(err)? {
+            self.mounted.set(true);
+        }
         Ok(format!("/{name}"))
     }
 }

@@ -9,7 +9,8 @@
 //! 3. `/dev/kvm`: exists, is a character device, opens read-write;
 //! 4. the state directory: `<root>` and `<root>/<executor id>` exist as
 //!    directories owned by this user with mode 0700, or can be created; the
-//!    socket paths fit.
+//!    socket paths fit (with jailing on, also a jailed VMM's, whose jail id
+//!    is shortened to fit but not below 17 characters).
 //!
 //! 5. network (root, `/dev/net/tun`, netlink, nftables, `/run/netns`, IPv4
 //!    forwarding): `ok` lines, or warnings when missing, since only
@@ -111,6 +112,9 @@ pub async fn run(global: &Global, args: &DoctorArgs) -> anyhow::Result<Exit> {
     ];
     checks.extend(network());
     if config.jail.enabled && geteuid().is_root() {
+        if let Some(problem) = jail_socket_room(&runtime_root(global).join(&global.executor)) {
+            checks.push(problem);
+        }
         let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         checks.extend(tuning::checks(&runtime_root(global), &mountinfo));
     }
@@ -324,6 +328,34 @@ fn state_dir(global: &Global) -> Check {
     Check::Ok(format!("state directory {} ({state})", dir.display()))
 }
 
+/// A failure when even the shortest jail id (a hash and the executor's
+/// suffix, 17 characters) makes a jailed VMM's API socket path under `dir`
+/// longer than a Unix socket allows: no jailed execution could start.
+fn jail_socket_room(dir: &Path) -> Option<Check> {
+    let socket = dir
+        .join(".jail/firecracker")
+        .join("x".repeat(17))
+        .join("root")
+        .join(firecracker_api::process::JAILED_SOCKET.trim_start_matches('/'));
+    let (len, max) = (
+        socket.as_os_str().len(),
+        firecracker_api::process::MAX_SOCKET_PATH,
+    );
+    (len > max).then(|| {
+        Check::fail(
+            format!(
+                "state directory {} is too long for jailed VMMs: their API sockets would be \
+                 at least {len} bytes, more than the {max} a Unix socket allows",
+                dir.display()
+            ),
+            format!(
+                "use a --state-dir at least {} characters shorter, or --no-jail",
+                len - max
+            ),
+        )
+    })
+}
+
 /// Checks the data directory (records and output), resolved as the other
 /// commands resolve it.
 fn data_dir(global: &Global) -> Check {
@@ -419,6 +451,19 @@ mod tests {
         let user = jailing(&off, false);
         assert!(matches!(user, Check::Ok(_)), "{user}");
         assert!(user.to_string().contains("unjailed"), "{user}");
+    }
+
+    #[test]
+    fn a_state_directory_too_long_for_any_jail_fails() {
+        assert_eq!(jail_socket_room(Path::new("/run/fcexec/cli")), None);
+        let long = Path::new("/var/lib/a-service-with-a-long-name/state/fcexec/executors/node-1");
+        let problem = jail_socket_room(long).map(|c| c.to_string());
+        assert!(
+            problem.as_deref().is_some_and(|p| p.starts_with("FAIL ")
+                && p.contains("too long for jailed VMMs")
+                && p.contains("characters shorter")),
+            "{problem:?}"
+        );
     }
 
     #[test]

@@ -263,6 +263,29 @@ async fn a_group_writable_kernel_is_bind_mounted_and_unmounted_at_the_end() {
 }
 
 #[tokio::test]
+async fn descriptors_the_caller_left_inheritable_do_not_reach_a_jailed_vmm() {
+    use std::os::fd::AsRawFd;
+    let h = Harness::new(testkit::require_vmm!());
+    let secret = std::fs::File::create(h.path("secret")).unwrap();
+    // SAFETY: fcntl on a descriptor this test owns; clears close-on-exec.
+    unsafe { libc::fcntl(secret.as_raw_fd(), libc::F_SETFD, 0) };
+    let ex = h.executor("fds").await;
+    ex.start(&h.agent("d1", &Job::new().out("up\n").sleep(20_000)))
+        .await
+        .unwrap();
+    let (pid, _) = jailed_vmm(&h, "fds", "d1").await;
+    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    assert!(
+        !fds.iter().any(|target| target.ends_with("secret")),
+        "{fds:?}"
+    );
+    common::cancel_and_check(&ex, "d1").await;
+}
+
+#[tokio::test]
 async fn a_long_execution_id_still_runs_jailed_under_a_shortened_jail_id() {
     let h = Harness::new(testkit::require_vmm!());
     let executor = "node-executor";

@@ -198,10 +198,17 @@ impl Vmm {
                 });
             }
         }
-        // SAFETY: between fork and exec only async-signal-safe calls are
-        // allowed; close_range(2) is a plain system call.
-        unsafe {
-            command.pre_exec(close_inherited_fds);
+        // Descriptors the embedding process left without close-on-exec must
+        // not reach the VMM. The jailer closes every descriptor above 2
+        // itself first thing, so a jailed launch needs no `pre_exec`: std
+        // then spawns with posix_spawn (vfork) instead of copying this
+        // process's page tables with fork.
+        if jail.is_none() {
+            // SAFETY: between fork and exec only async-signal-safe calls are
+            // allowed; close_range(2) is a plain system call.
+            unsafe {
+                command.pre_exec(close_inherited_fds);
+            }
         }
         let binary = options
             .jailer

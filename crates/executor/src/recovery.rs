@@ -11,7 +11,7 @@
 //! workload that finished while no executor watched still reports its exit
 //! code. A record that cannot be read is reported as corrupt, with why.
 //!
-//! Blocking (it reads every record): run it on the blocking pool.
+//! Blocking (it reads records): run it on the blocking pool.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -58,54 +58,51 @@ pub enum FoundState {
     Corrupt(String),
 }
 
-/// What a start-up scan finds: executions loaded now (everything that may
-/// still be live, or is corrupt), and the ids of finished ones, which are
-/// loaded later or when asked for (so start-up stays flat as history grows).
+/// What a start-up scan finds: every execution that may still be live
+/// (or whose record is corrupt), loaded. Finished ones are not looked at:
+/// they are loaded by id when asked for ([`load_one`]), so start-up stays
+/// flat as history grows.
 #[derive(Debug, Default)]
 pub struct Scan {
     /// Loaded now.
     pub found: Vec<Found>,
-    /// Finished (a `result.json` exists): load with [`load_one`].
-    pub finished: Vec<String>,
 }
 
-/// Everything in `state`, with `max_output` the output cap for live ones
-/// and `firecracker` the binary their VMMs run.
-///
-/// Where the runtime and data trees are apart, the runtime tree lists the
-/// executions that may be live (an execution's runtime directory goes only
-/// after its result is saved), so the rest are deferred without a look at
-/// them: start-up does not grow with history. In one tree, each execution's
-/// `result.json` is looked for.
+/// The executions of `state` that may be live ([`StateDir::live_ids`]),
+/// loaded, with `max_output` the output cap for live ones and `firecracker`
+/// the binary their VMMs run.
 pub fn scan(state: &StateDir, max_output: u64, firecracker: &Path) -> Scan {
-    let mut scan = Scan::default();
-    let live = (state.runtime_path() != state.path()).then(|| runtime_ids(state));
-    for id in state.execution_ids() {
-        let finished = match &live {
-            Some(live) => !live.contains(&id),
-            None => state
-                .execution(&id)
-                .is_ok_and(|paths| paths.record().with_file_name("result.json").exists()),
-        };
-        if finished {
-            scan.finished.push(id);
-        } else if let Some(found) = load_one(state, &id, max_output, firecracker) {
-            scan.found.push(found);
+    let found = state
+        .live_ids()
+        .iter()
+        .filter_map(|id| load_one(state, id, max_output, firecracker))
+        .collect();
+    Scan { found }
+}
+
+/// When the finished execution `id` of `state` may be forgotten (Unix ms),
+/// from its record; `None` when it has no readable record or no retention.
+/// For the retention sweep: reads one record, changes nothing.
+pub fn expiry_of(state: &StateDir, id: &str) -> Option<u64> {
+    let paths = state.execution(id).ok()?;
+    ExecutionRecord::load(&paths.record()).ok()?.expires_ms()
+}
+
+/// Deletes the files of execution `id` of `state` when its record says its
+/// retention ran out by `now` (Unix ms), read again here, so that a newer
+/// execution with this id is left alone. True when it deleted them.
+pub fn remove_if_expired(state: &StateDir, id: &str, now: u64) -> bool {
+    let Ok(paths) = state.execution(id) else {
+        return false;
+    };
+    let expired = ExecutionRecord::load(&paths.record())
+        .is_ok_and(|r| r.expires_ms().is_some_and(|at| at <= now));
+    if expired {
+        if let Err(e) = paths.remove() {
+            tracing::warn!(%id, error = %e, "cannot delete an expired execution");
         }
     }
-    scan
-}
-
-/// The execution ids with a directory in the runtime tree.
-fn runtime_ids(state: &StateDir) -> std::collections::HashSet<String> {
-    let Ok(entries) = std::fs::read_dir(state.runtime_path()) else {
-        return Default::default();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect()
+    expired
 }
 
 impl Scan {

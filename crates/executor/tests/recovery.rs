@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{firecracker_pids, Harness};
+use common::{eventually, firecracker_pids, Harness};
 use fcexec::{ExecutionStatus, Executor, ExecutorError, LogOptions, StateDirError};
 use test_guest::Job;
 
@@ -261,4 +261,40 @@ async fn with_separate_roots_only_the_runtime_tree_is_scanned_for_live_execution
     assert_eq!(second.list().len(), 2);
     second.cleanup().await.unwrap();
     assert!(firecracker_pids(h.dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn finished_executions_expire_after_a_restart_without_being_asked_for() {
+    let h = Harness::new(testkit::require_vmm!());
+    let config = || fcexec::ExecutorConfig {
+        data_root: Some(h.path("data")),
+        ..h.config()
+    };
+    let first = Executor::new("expiring", config()).await.unwrap();
+    let mut short = h.agent("short", &Job::new().exit(0));
+    short.persist_logs_duration = 1_000_000_000; // 1 s, in Go's nanoseconds
+    first.run(&short).await.unwrap();
+    first
+        .run(&h.agent("kept", &Job::new().exit(0)))
+        .await
+        .unwrap();
+    drop(first);
+    let second = Executor::new("expiring", config()).await.unwrap();
+    // Not read at start-up, yet found by id: its id is refused as finished.
+    let err = second
+        .start(&h.agent("kept", &Job::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecutorError::AlreadyFinished(_)), "{err}");
+    // Never asked for, "short" goes when its retention runs out (the
+    // background sweep finds it a few seconds after start-up).
+    let dir = h.path("data/expiring/short");
+    assert!(
+        eventually(Duration::from_secs(8), || !dir.exists()).await,
+        "{} is still there",
+        dir.display()
+    );
+    assert!(second.status("short").is_err());
+    assert_eq!(second.list().len(), 1);
+    second.cleanup().await.unwrap();
 }

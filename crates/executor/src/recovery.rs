@@ -80,6 +80,54 @@ pub fn scan(state: &StateDir, max_output: u64, firecracker: &Path) -> Scan {
     Scan { found }
 }
 
+/// Loads execution `id` of `state` when asked for by id: a finished one
+/// (or one whose record cannot be read). Unlike [`load_one`] it never
+/// touches a process and never deletes a directory it does not understand
+/// (a start of this id may be creating it): `None` when there is no record,
+/// or the record is of a live execution (the executor has it already, or is
+/// starting it). The exception is a record that says live without a
+/// runtime directory while the trees are apart: its VMM went with that
+/// directory (a host restart clears `/run`), so it comes back failed, with
+/// the reason. An expired one is deleted, and `None`. Blocking, small: one
+/// record read and a few `stat`s.
+pub fn load_finished(state: &StateDir, id: &str) -> Option<Found> {
+    let paths = state.execution(id).ok()?;
+    let found = |state| {
+        Some(Found {
+            id: id.to_string(),
+            paths: paths.clone(),
+            state,
+        })
+    };
+    let mut record = match ExecutionRecord::load(&paths.record()) {
+        Ok(record) => record,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "an execution's record cannot be read");
+            return found(FoundState::Corrupt(format!(
+                "its record {} cannot be read: {e}",
+                paths.record().display()
+            )));
+        }
+    };
+    if record.expires_ms().is_some_and(|at| at <= now_ms()) {
+        let _ = paths.remove();
+        return None;
+    }
+    if !record.phase.is_terminal() {
+        let apart = state.runtime_path() != state.path();
+        if !apart || paths.runtime_dir().exists() {
+            return None;
+        }
+        tracing::warn!(%id, "an execution recorded as live has no runtime directory; its VMM is gone");
+        record.phase = crate::lifecycle::Phase::Failed;
+        record.result = Some(crate::result::ExecutionResult::failed(
+            "the VMM is gone: the execution's runtime directory was removed (did the host restart?)",
+        ));
+    }
+    found(FoundState::Finished(record))
+}
+
 /// When the finished execution `id` of `state` may be forgotten (Unix ms),
 /// from its record; `None` when it has no readable record or no retention.
 /// For the retention sweep: reads one record, changes nothing.

@@ -298,3 +298,27 @@ async fn finished_executions_expire_after_a_restart_without_being_asked_for() {
     assert_eq!(second.list().len(), 1);
     second.cleanup().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_live_record_without_a_runtime_directory_is_failed_when_asked_for() {
+    let h = Harness::new(testkit::require_vmm!());
+    // As a host restart leaves it: the data tree says running, `/run` is empty.
+    let dir = h.path("data/restarted/gone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "version": 1, "job_id": "j", "execution_id": "gone", "phase": "running",
+        "mode": "plain", "created_ms": 1
+    });
+    std::fs::write(dir.join("record.json"), record.to_string()).unwrap();
+    let config = fcexec::ExecutorConfig {
+        data_root: Some(h.path("data")),
+        ..h.config()
+    };
+    let ex = Executor::new("restarted", config).await.unwrap();
+    assert_eq!(ex.status("gone").unwrap(), ExecutionStatus::Failed);
+    let result = ex.wait("gone").await.unwrap();
+    assert!(result.error_msg.contains("VMM is gone"), "{result:?}");
+    assert!(ex.status("never-was").is_err());
+    ex.cleanup().await.unwrap();
+    assert!(!dir.exists());
+}

@@ -71,10 +71,8 @@ impl Executor {
     /// registers it unless one with its id is registered meanwhile
     /// (blocking, small: a stat and one record read).
     pub(super) fn load(&self, id: &str) {
-        let firecracker = &self.ctx.launcher.firecracker;
-        let found = crate::recovery::load_one(&self.state, id, self.config.max_output, firecracker);
-        if let Some(found) = found {
-            settle(&self.registry, &self.ctx.stop, found);
+        if let Some(found) = crate::recovery::load_finished(&self.state, id) {
+            adopt_settled(&self.registry, &self.ctx.stop, found, true);
         }
     }
 
@@ -180,22 +178,6 @@ const HISTORY_DELAY: Duration = Duration::from_secs(2);
 
 /// How many records the retention sweep reads per blocking task.
 const SWEEP_BATCH: usize = 64;
-
-/// Registers an execution loaded on demand, unless another caller
-/// registered one with its id first.
-fn settle(registry: &Registry, released: &tokio_util::sync::CancellationToken, found: Found) {
-    // A record that says live without a runtime directory: its VMM is gone
-    // with that directory (a host restart clears /run).
-    if let Some((id, paths, mut record, _, _)) = adopt_settled(registry, released, found, true) {
-        tracing::warn!(%id, "an execution recorded as live has no runtime directory; its VMM is gone");
-        record.phase = Phase::Failed;
-        record.result = Some(ExecutionResult::failed(
-            "the VMM is gone: the execution's runtime directory was removed (did the host restart?)",
-        ));
-        let state = FoundState::Finished(record);
-        adopt_settled(registry, released, Found { id, paths, state }, true);
-    }
-}
 
 /// A live execution found at start-up: what its supervisor needs.
 type LiveFound = (

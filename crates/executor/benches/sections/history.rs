@@ -42,6 +42,12 @@ use fill::Template;
 
 /// The executor id of the history.
 const EXECUTOR: &str = "hist";
+/// The id of `fcexec run`'s execution, deleted after each run: short, so
+/// that a jailed VMM's socket path (`<runtime root>/hist/.jail/firecracker/
+/// <id>-<hash>/root/run/firecracker.socket`) fits a Unix socket address in
+/// the bench's temporary directory (the CLI's own ids, `run-<ms>-<pid>`, do
+/// not).
+const CLI_RUN: &str = "hcli";
 /// Removing one execution (not timed).
 const REMOVE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -131,8 +137,11 @@ pub async fn history(
         tokio::task::spawn_blocking(move || t.stamp(&d, have, n.max(have)))
             .await
             .map_err(|e| e.to_string())??;
+        // Written back before measuring: otherwise a run's durable record
+        // save waits for the copies' writeback in the same journal.
+        let _ = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await;
         eprintln!(
-            "H: N={n}: copies written in {:.1} s",
+            "H: N={n}: copies written and synced in {:.1} s",
             began.elapsed().as_secs_f64()
         );
         have = have.max(n);
@@ -305,7 +314,9 @@ async fn measure(
                     },
                     _ => {
                         let run = cli
-                            .run(root, &args(&base, &["run"]), &out, |s| s == greeting)
+                            .run(root, &args(&base, &["run", "--id", CLI_RUN]), &out, |s| {
+                                s == greeting
+                            })
                             .await;
                         remove_cli_runs(&roots.run.join(EXECUTOR));
                         remove_cli_runs(&roots.data.join(EXECUTOR));
@@ -323,18 +334,9 @@ fn args<'a>(base: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
     [base, rest].concat()
 }
 
-/// Deletes the executions `fcexec run` left (ids `run-...`).
+/// Deletes the execution `fcexec run` left ([`CLI_RUN`]) under `dir`.
 fn remove_cli_runs(dir: &Path) {
-    let runs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
-        .map(|e| e.path())
-        .collect();
-    for path in runs {
-        let _ = std::fs::remove_dir_all(path);
-    }
+    let _ = std::fs::remove_dir_all(dir.join(CLI_RUN));
 }
 
 /// The table: one column per N, then each N's ratio to the first, then the

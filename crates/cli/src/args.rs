@@ -63,7 +63,7 @@ pub enum Command {
     /// Run a job in a new microVM and stream its output; exits with the
     /// workload's exit code.
     Run(Box<RunArgs>),
-    /// List this executor's executions.
+    /// List this executor's live executions (`-a`: every one kept).
     Ps(PsArgs),
     /// Print an execution's output.
     Logs(LogsArgs),
@@ -269,6 +269,10 @@ pub struct RunArgs {
 /// `fcexec ps`.
 #[derive(Debug, Args)]
 pub struct PsArgs {
+    /// List every execution kept, finished ones too (reads every record);
+    /// without it, only the live ones.
+    #[arg(short, long)]
+    pub all: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,

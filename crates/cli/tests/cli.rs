@@ -83,7 +83,9 @@ fn ps_lists_and_logs_print_after_the_end() {
     .expect(0);
     f.run(&["run", "--id", "second", "--job", "exit:9"])
         .expect(9);
-    let ps = f.run(&["ps"]).expect(0);
+    // Plain `ps` lists live executions only; `-a` every one.
+    assert_eq!(f.run(&["ps"]).expect(0).stdout.lines().count(), 1);
+    let ps = f.run(&["ps", "-a"]).expect(0);
     let lines: Vec<&str> = ps.stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{ps:?}");
     assert!(lines[0].starts_with("ID"), "{ps:?}");
@@ -100,7 +102,7 @@ fn ps_lists_and_logs_print_after_the_end() {
         assert_eq!(cells[5], exit, "{line}");
         assert_eq!(cells.last(), Some(&"-"), "no network: {line}");
     }
-    let json = f.run(&["ps", "--json"]).expect(0);
+    let json = f.run(&["ps", "-a", "--json"]).expect(0);
     let list: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(list[1]["execution_id"], "second");
     assert_eq!(list[1]["exit_code"], 9);
@@ -145,7 +147,7 @@ fn detach_then_wait_then_rm() {
     );
     f.run(&["rm", "bg"]).expect(0);
     assert!(!f.state().join("cli/bg").exists());
-    assert_eq!(f.run(&["ps"]).expect(0).stdout.lines().count(), 1);
+    assert_eq!(f.run(&["ps", "-a"]).expect(0).stdout.lines().count(), 1);
     f.run(&["wait", "bg"]).expect(125);
     f.assert_nothing_left();
 }
@@ -227,14 +229,14 @@ fn ctrl_c_cancels_the_run_and_exits_130() {
     kill(Pid::from_raw(run.id() as i32), Signal::SIGINT).unwrap();
     let run = common::Run::from(finish(run, LIMIT)).expect(130);
     assert!(run.stderr.contains("cancelled"), "{run:?}");
-    let ps = f.run(&["ps", "--json"]).expect(0);
+    let ps = f.run(&["ps", "-a", "--json"]).expect(0);
     let list: serde_json::Value = serde_json::from_str(&ps.stdout).unwrap();
     assert_eq!(
         (list[0]["status"].as_str(), list[0]["killed"].as_bool()),
         (Some("failed"), Some(true))
     );
     f.run(&["cleanup"]).expect(0);
-    assert_eq!(f.run(&["ps"]).expect(0).stdout.lines().count(), 1);
+    assert_eq!(f.run(&["ps", "-a"]).expect(0).stdout.lines().count(), 1);
     f.assert_nothing_left();
 }
 

@@ -30,7 +30,7 @@ fn a_killed_run_leaves_no_vmm_that_ps_and_cleanup_cannot_see() {
         std::thread::sleep(Duration::from_millis(500));
         child.kill().unwrap();
         child.wait().unwrap();
-        let ps = f.run(&["ps"]).expect(0);
+        let ps = f.run(&["ps", "-a"]).expect(0);
         assert!(ps.stdout.contains('k'), "{step}: {ps:?}");
         f.run(&["cleanup"]).expect(0);
         f.assert_nothing_left();

@@ -117,7 +117,7 @@ fn run_request_runs_the_readme_request_as_the_node_sends_it() {
         (&json!(3), &json!(false), &json!("")),
     );
     // The execution took the request's id, and its output came back.
-    let ps = f.run(&["ps", "--json"]).expect(0);
+    let ps = f.run(&["ps", "-a", "--json"]).expect(0);
     let list: Value = serde_json::from_str(&ps.stdout).unwrap();
     assert_eq!(
         (list[0]["execution_id"].as_str(), list[0]["job_id"].as_str()),

@@ -133,7 +133,7 @@ fn corrupt_executions_are_listed_and_removed() {
         std::fs::write(dir.join(id).join("record.json"), bytes).unwrap();
     }
     let check_ps = |how: &str| {
-        let ps = f.run(&["ps"]).expect(0);
+        let ps = f.run(&["ps", "-a"]).expect(0);
         for (id, _) in records {
             let line = ps.stdout.lines().find(|l| l.starts_with(&format!("{id} ")));
             let cells: Vec<&str> = line
@@ -147,7 +147,7 @@ fn corrupt_executions_are_listed_and_removed() {
             );
             assert!(ps.stderr.contains(&reason), "{how}: {ps:?}");
         }
-        let json = f.run(&["ps", "--json"]).expect(0);
+        let json = f.run(&["ps", "--all", "--json"]).expect(0);
         let list: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
         let list = list.as_array().unwrap();
         assert_eq!(list.len(), records.len(), "{how}: {json:?}");
@@ -183,7 +183,7 @@ fn corrupt_executions_are_listed_and_removed() {
     assert_eq!(executions(&dir), ["cut", "garbage"]);
     f.run(&["cleanup"]).expect(0);
     assert!(executions(&dir).is_empty(), "{:?}", executions(&dir));
-    assert_eq!(f.run(&["ps"]).expect(0).stdout.lines().count(), 1);
+    assert_eq!(f.run(&["ps", "-a"]).expect(0).stdout.lines().count(), 1);
     f.assert_nothing_left();
 }
 

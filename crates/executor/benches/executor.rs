@@ -38,8 +38,9 @@
 //!   with fds, threads, memory, files, sockets and processes before and after;
 //! - C: the CLI as users start it: `fcexec run` (demo guest) as a whole
 //!   process vs the raw VMM on the same guest, and where its time goes;
-//! - H: start-up, `list`/`fcexec ps`, `logs` and `run` with 0, 1,000 and
-//!   10,000 finished executions in the state directory.
+//! - H: start-up, `fcexec ps` (and `ps -a`, `list`), `logs` and `run` with 0,
+//!   1,000 and 10,000 finished executions in the data tree (runtime and data
+//!   trees apart, as fcexec's defaults keep them).
 //!
 //! Environment (all optional):
 //!

@@ -11,7 +11,7 @@
 //! workload that finished while no executor watched still reports its exit
 //! code. A record that cannot be read is reported as corrupt, with why.
 //!
-//! Blocking (it reads every record): run it on the blocking pool.
+//! Blocking (it reads records): run it on the blocking pool.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -58,54 +58,99 @@ pub enum FoundState {
     Corrupt(String),
 }
 
-/// What a start-up scan finds: executions loaded now (everything that may
-/// still be live, or is corrupt), and the ids of finished ones, which are
-/// loaded later or when asked for (so start-up stays flat as history grows).
+/// What a start-up scan finds: every execution that may still be live
+/// (or whose record is corrupt), loaded. Finished ones are not looked at:
+/// they are loaded by id when asked for ([`load_one`]), so start-up stays
+/// flat as history grows.
 #[derive(Debug, Default)]
 pub struct Scan {
     /// Loaded now.
     pub found: Vec<Found>,
-    /// Finished (a `result.json` exists): load with [`load_one`].
-    pub finished: Vec<String>,
 }
 
-/// Everything in `state`, with `max_output` the output cap for live ones
-/// and `firecracker` the binary their VMMs run.
-///
-/// Where the runtime and data trees are apart, the runtime tree lists the
-/// executions that may be live (an execution's runtime directory goes only
-/// after its result is saved), so the rest are deferred without a look at
-/// them: start-up does not grow with history. In one tree, each execution's
-/// `result.json` is looked for.
+/// The executions of `state` that may be live ([`StateDir::live_ids`]),
+/// loaded, with `max_output` the output cap for live ones and `firecracker`
+/// the binary their VMMs run.
 pub fn scan(state: &StateDir, max_output: u64, firecracker: &Path) -> Scan {
-    let mut scan = Scan::default();
-    let live = (state.runtime_path() != state.path()).then(|| runtime_ids(state));
-    for id in state.execution_ids() {
-        let finished = match &live {
-            Some(live) => !live.contains(&id),
-            None => state
-                .execution(&id)
-                .is_ok_and(|paths| paths.record().with_file_name("result.json").exists()),
-        };
-        if finished {
-            scan.finished.push(id);
-        } else if let Some(found) = load_one(state, &id, max_output, firecracker) {
-            scan.found.push(found);
+    let found = state
+        .live_ids()
+        .iter()
+        .filter_map(|id| load_one(state, id, max_output, firecracker))
+        .collect();
+    Scan { found }
+}
+
+/// Loads execution `id` of `state` when asked for by id: a finished one
+/// (or one whose record cannot be read). Unlike [`load_one`] it never
+/// touches a process and never deletes a directory it does not understand
+/// (a start of this id may be creating it): `None` when there is no record,
+/// or the record is of a live execution (the executor has it already, or is
+/// starting it). The exception is a record that says live without a
+/// runtime directory while the trees are apart: its VMM went with that
+/// directory (a host restart clears `/run`), so it comes back failed, with
+/// the reason. An expired one is deleted, and `None`. Blocking, small: one
+/// record read and a few `stat`s.
+pub fn load_finished(state: &StateDir, id: &str) -> Option<Found> {
+    let paths = state.execution(id).ok()?;
+    let found = |state| {
+        Some(Found {
+            id: id.to_string(),
+            paths: paths.clone(),
+            state,
+        })
+    };
+    let mut record = match ExecutionRecord::load(&paths.record()) {
+        Ok(record) => record,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(%id, error = %e, "an execution's record cannot be read");
+            return found(FoundState::Corrupt(format!(
+                "its record {} cannot be read: {e}",
+                paths.record().display()
+            )));
+        }
+    };
+    if record.expires_ms().is_some_and(|at| at <= now_ms()) {
+        let _ = paths.remove();
+        return None;
+    }
+    if !record.phase.is_terminal() {
+        let apart = state.runtime_path() != state.path();
+        if !apart || paths.runtime_dir().exists() {
+            return None;
+        }
+        tracing::warn!(%id, "an execution recorded as live has no runtime directory; its VMM is gone");
+        record.phase = crate::lifecycle::Phase::Failed;
+        record.result = Some(crate::result::ExecutionResult::failed(
+            "the VMM is gone: the execution's runtime directory was removed (did the host restart?)",
+        ));
+    }
+    found(FoundState::Finished(record))
+}
+
+/// When the finished execution `id` of `state` may be forgotten (Unix ms),
+/// from its record; `None` when it has no readable record or no retention.
+/// For the retention sweep: reads one record, changes nothing.
+pub fn expiry_of(state: &StateDir, id: &str) -> Option<u64> {
+    let paths = state.execution(id).ok()?;
+    ExecutionRecord::load(&paths.record()).ok()?.expires_ms()
+}
+
+/// Deletes the files of execution `id` of `state` when its record says its
+/// retention ran out by `now` (Unix ms), read again here, so that a newer
+/// execution with this id is left alone. True when it deleted them.
+pub fn remove_if_expired(state: &StateDir, id: &str, now: u64) -> bool {
+    let Ok(paths) = state.execution(id) else {
+        return false;
+    };
+    let expired = ExecutionRecord::load(&paths.record())
+        .is_ok_and(|r| r.expires_ms().is_some_and(|at| at <= now));
+    if expired {
+        if let Err(e) = paths.remove() {
+            tracing::warn!(%id, error = %e, "cannot delete an expired execution");
         }
     }
-    scan
-}
-
-/// The execution ids with a directory in the runtime tree.
-fn runtime_ids(state: &StateDir) -> std::collections::HashSet<String> {
-    let Ok(entries) = std::fs::read_dir(state.runtime_path()) else {
-        return Default::default();
-    };
-    entries
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .collect()
+    expired
 }
 
 impl Scan {

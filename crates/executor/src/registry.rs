@@ -5,8 +5,12 @@
 //! *reserved* when its start is accepted (which checks the id is free and
 //! its memory fits the budget), *released* when it ends (its memory goes
 //! back), and *removed* by `remove`, `cleanup` or expiry.
+//!
+//! Finished executions of earlier executors are not in the map until asked
+//! for (see `executor::history`); their expiry can be scheduled by id
+//! before that ([`Registry::expire_on_disk`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::Notify;
@@ -36,10 +40,27 @@ struct Inner {
     used_mib: u64,
     live: usize,
     /// Finished executions by expiry time (Unix ms, then a sequence number).
-    expiries: BTreeMap<(u64, u64), Weak<Execution>>,
+    expiries: BTreeMap<(u64, u64), Due>,
     next_seq: u64,
-    /// Finished executions found at start-up and not loaded yet.
-    deferred: HashSet<String>,
+}
+
+/// A scheduled expiry.
+#[derive(Debug)]
+enum Due {
+    /// An execution in the map.
+    Loaded(Weak<Execution>),
+    /// A finished execution known by id only (on disk, not loaded).
+    OnDisk(String),
+}
+
+/// What expired (see [`Registry::take_expired`]).
+#[derive(Debug)]
+pub enum Expired {
+    /// An execution in the map: delete its files, then remove it.
+    Loaded(Arc<Execution>),
+    /// The id of a finished execution on disk, not in the map: delete its
+    /// files if its record still says so.
+    OnDisk(String),
 }
 
 /// The map of executions and the budget.
@@ -130,37 +151,38 @@ impl Registry {
         }
     }
 
-    /// Notes finished executions to load later (see `recovery::scan`).
-    pub fn defer(&self, ids: Vec<String>) {
-        self.lock().deferred.extend(ids);
-    }
-
-    /// True when `id` is a finished execution not loaded yet.
-    pub fn is_deferred(&self, id: &str) -> bool {
-        self.lock().deferred.contains(id)
-    }
-
-    /// Up to `n` deferred ids, left on the list until settled (so that a
-    /// lookup meanwhile still finds them deferred, never missing).
-    pub fn deferred_batch(&self, n: usize) -> Vec<String> {
-        self.lock().deferred.iter().take(n).cloned().collect()
-    }
-
-    /// Registers a deferred execution just loaded, unless another caller
-    /// did first. True when this one was registered.
-    pub fn settle_deferred(&self, exec: Arc<Execution>) -> bool {
+    /// Registers an execution loaded from disk on demand (a finished one),
+    /// unless one with its id is registered already (another caller loaded
+    /// it first, or it was started meanwhile). Returns the one registered,
+    /// and true when it is `exec`.
+    pub fn insert_loaded(&self, exec: Arc<Execution>) -> (Arc<Execution>, bool) {
         let mut inner = self.lock();
-        if !inner.deferred.remove(&exec.id) {
-            return false;
+        if let Some(existing) = inner.entries.get(&exec.id) {
+            return (existing.exec.clone(), false);
         }
         let id = exec.id.clone();
-        inner.entries.insert(id, Entry { exec, holds: None });
-        true
+        inner.entries.insert(
+            id,
+            Entry {
+                exec: exec.clone(),
+                holds: None,
+            },
+        );
+        (exec, true)
     }
 
-    /// Takes `id` off the deferred list (it could not be loaded, or expired).
-    pub fn drop_deferred(&self, id: &str) {
-        self.lock().deferred.remove(id);
+    /// Runs `f` unless an execution with this id is registered, holding the
+    /// map meanwhile, so that no execution with this id is registered (and
+    /// its directory created) while `f` deletes the files of an old one.
+    /// Blocking while `f` runs: call it on the blocking pool.
+    pub fn unless_registered<R>(&self, id: &str, f: impl FnOnce() -> R) -> Option<R> {
+        let inner = self.lock();
+        (!inner.entries.contains_key(id)).then(f)
+    }
+
+    /// True when an execution with this id is registered.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().entries.contains_key(id)
     }
 
     /// Gives back the budget `exec` holds (it ended).
@@ -217,39 +239,55 @@ impl Registry {
 
     /// Schedules `exec` to be forgotten at `at_ms` (Unix ms).
     pub fn expire_at(&self, exec: &Arc<Execution>, at_ms: u64) {
+        self.schedule(at_ms, Due::Loaded(Arc::downgrade(exec)));
+    }
+
+    /// Schedules the finished execution `id`, on disk and not loaded, to be
+    /// deleted at `at_ms` (Unix ms) unless one with its id is registered then.
+    pub fn expire_on_disk(&self, id: String, at_ms: u64) {
+        self.schedule(at_ms, Due::OnDisk(id));
+    }
+
+    fn schedule(&self, at_ms: u64, due: Due) {
         let mut inner = self.lock();
         let seq = inner.next_seq;
         inner.next_seq += 1;
         let earliest = inner.expiries.keys().next().map(|k| k.0);
-        inner.expiries.insert((at_ms, seq), Arc::downgrade(exec));
+        inner.expiries.insert((at_ms, seq), due);
         drop(inner);
         if earliest.map_or(true, |e| at_ms < e) {
             self.expiry_changed.notify_one();
         }
     }
 
-    /// Takes the executions whose expiry is at or before `now_ms` out of the
-    /// map, and returns them with the time of the next expiry.
-    pub fn take_expired(&self, now_ms: u64) -> (Vec<Arc<Execution>>, Option<u64>) {
+    /// The executions whose expiry is at or before `now_ms` (left in the map
+    /// until [`Registry::remove`], once their files are gone), the ids of
+    /// those on disk due (and not registered), and the time of the next
+    /// expiry.
+    pub fn take_expired(&self, now_ms: u64) -> (Vec<Expired>, Option<u64>) {
         let mut inner = self.lock();
-        let mut expired = Vec::new();
+        let mut due = Vec::new();
         while let Some(entry) = inner.expiries.first_entry() {
             if entry.key().0 > now_ms {
                 break;
             }
-            if let Some(exec) = entry.remove().upgrade() {
-                expired.push(exec);
+            due.push(entry.remove());
+        }
+        let mut expired = Vec::new();
+        for d in due {
+            match d {
+                Due::Loaded(exec) => {
+                    let Some(exec) = exec.upgrade() else { continue };
+                    let registered = inner.entries.get(&exec.id);
+                    if registered.is_some_and(|e| Arc::ptr_eq(&e.exec, &exec)) {
+                        expired.push(Expired::Loaded(exec));
+                    }
+                }
+                // Registered meanwhile: its own expiry, if any, decides.
+                Due::OnDisk(id) if inner.entries.contains_key(&id) => {}
+                Due::OnDisk(id) => expired.push(Expired::OnDisk(id)),
             }
         }
-        expired.retain(|exec| match inner.entries.get(&exec.id) {
-            Some(entry) if Arc::ptr_eq(&entry.exec, exec) => {
-                if let Some(entry) = inner.entries.remove(&exec.id) {
-                    release_entry(&mut inner, entry);
-                }
-                true
-            }
-            _ => false,
-        });
         let next = inner.expiries.keys().next().map(|k| k.0);
         (expired, next)
     }
@@ -354,11 +392,29 @@ mod tests {
         r.expire_at(&b, 200);
         r.expire_at(&a, 100);
         let (due, next) = r.take_expired(150);
-        assert_eq!(due.len(), 1);
-        assert_eq!(due[0].id, "a");
+        assert!(matches!(&due[..], [Expired::Loaded(e)] if e.id == "a"));
         assert_eq!(next, Some(200));
+        assert!(r.remove(&a));
         assert!(r.get("a").is_err() && r.get("b").is_ok());
         assert_eq!(r.take_expired(250).0.len(), 1);
+        assert!(r.remove(&b));
         assert_eq!(r.used(), (0, 0));
+    }
+
+    #[test]
+    fn an_expiry_on_disk_yields_to_an_execution_registered_meanwhile() {
+        let r = registry(1000, 10);
+        r.expire_on_disk("a".into(), 100);
+        r.expire_on_disk("b".into(), 100);
+        let (loaded, fresh) = r.insert_loaded(exec("b"));
+        assert!(fresh && r.contains("b"));
+        assert!(!r.insert_loaded(exec("b")).1);
+        assert!(Arc::ptr_eq(&r.get("b").unwrap(), &loaded));
+        let (due, next) = r.take_expired(100);
+        assert!(matches!(&due[..], [Expired::OnDisk(id)] if id == "a"));
+        assert_eq!(next, None);
+        assert!(r.get("b").is_ok());
+        assert_eq!(r.unless_registered("b", || ()), None);
+        assert_eq!(r.unless_registered("a", || 1), Some(1));
     }
 }

@@ -214,20 +214,51 @@ impl StateDir {
         })
     }
 
-    /// The ids of the execution directories present (in the data directory).
+    /// The ids of every execution directory present (in the data tree),
+    /// sorted: one entry per execution ever kept, so O(history); for
+    /// `list`, `cleanup` and the retention sweep, never for start-up.
     pub fn execution_ids(&self) -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(&self.data) else {
-            return Vec::new();
-        };
-        let mut ids: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|id| check_id("execution_id", id).is_ok())
-            .collect();
+        let mut ids = dir_ids(&self.data);
         ids.sort();
         ids
     }
+
+    /// The ids of the executions that may be live, found without reading a
+    /// record (see [`live_ids`]).
+    pub fn live_ids(&self) -> Vec<String> {
+        live_ids(&self.run, &self.data)
+    }
+}
+
+/// The ids of the executions under `runtime_dir` (`<runtime root>/<executor
+/// id>`) and `data_dir` (`<data root>/<executor id>`) that may be live,
+/// sorted, without reading a record. Where the trees are apart, those with
+/// a directory in the runtime tree: an execution's runtime directory goes
+/// only after its result is saved, so that tree holds live ones only and
+/// the answer does not grow with history. In one tree, the directories
+/// without a `result.json` (one name listing, one `stat` each).
+pub fn live_ids(runtime_dir: &Path, data_dir: &Path) -> Vec<String> {
+    let mut ids = dir_ids(runtime_dir);
+    if runtime_dir == data_dir {
+        ids.retain(|id| !data_dir.join(id).join("result.json").exists());
+    }
+    ids.sort();
+    ids
+}
+
+/// The names of the directories in `dir` that are valid execution ids
+/// (which leaves out `.cache`, `.jail` and the lock); none when `dir` is
+/// missing.
+fn dir_ids(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| check_id("execution_id", id).is_ok())
+        .collect()
 }
 
 /// Takes the lock, trying for up to 200 ms: a lock its owner just released
@@ -617,6 +648,9 @@ mod tests {
             dir.execution(id).unwrap().create().unwrap();
         }
         assert_eq!(dir.execution_ids(), ["a", "b"]);
+        // In one tree, an execution with a result is not live.
+        std::fs::write(dir.execution("a").unwrap().dir().join("result.json"), b"{}").unwrap();
+        assert_eq!(dir.live_ids(), ["b"]);
     }
 
     #[test]
@@ -634,7 +668,9 @@ mod tests {
             std::io::ErrorKind::AlreadyExists
         );
         assert_eq!(dir.execution_ids(), ["e"]);
+        assert_eq!(dir.live_ids(), ["e"]);
         paths.remove_runtime().unwrap();
+        assert!(dir.live_ids().is_empty());
         assert!(!run.path().join("ex/e").exists() && data.path().join("ex/e").exists());
         paths.remove().unwrap();
         assert!(!data.path().join("ex/e").exists());

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{firecracker_pids, Harness};
+use common::{eventually, firecracker_pids, Harness};
 use fcexec::{ExecutionStatus, Executor, ExecutorError, LogOptions, StateDirError};
 use test_guest::Job;
 
@@ -261,4 +261,64 @@ async fn with_separate_roots_only_the_runtime_tree_is_scanned_for_live_execution
     assert_eq!(second.list().len(), 2);
     second.cleanup().await.unwrap();
     assert!(firecracker_pids(h.dir.path()).is_empty());
+}
+
+#[tokio::test]
+async fn finished_executions_expire_after_a_restart_without_being_asked_for() {
+    let h = Harness::new(testkit::require_vmm!());
+    let config = || fcexec::ExecutorConfig {
+        data_root: Some(h.path("data")),
+        ..h.config()
+    };
+    let first = Executor::new("expiring", config()).await.unwrap();
+    let mut short = h.agent("short", &Job::new().exit(0));
+    short.persist_logs_duration = 1_000_000_000; // 1 s, in Go's nanoseconds
+    first.run(&short).await.unwrap();
+    first
+        .run(&h.agent("kept", &Job::new().exit(0)))
+        .await
+        .unwrap();
+    drop(first);
+    let second = Executor::new("expiring", config()).await.unwrap();
+    // Not read at start-up, yet found by id: its id is refused as finished.
+    let err = second
+        .start(&h.agent("kept", &Job::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ExecutorError::AlreadyFinished(_)), "{err}");
+    // Never asked for, "short" goes when its retention runs out (the
+    // background sweep finds it a few seconds after start-up).
+    let dir = h.path("data/expiring/short");
+    assert!(
+        eventually(Duration::from_secs(8), || !dir.exists()).await,
+        "{} is still there",
+        dir.display()
+    );
+    assert!(second.status("short").is_err());
+    assert_eq!(second.list().len(), 1);
+    second.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_live_record_without_a_runtime_directory_is_failed_when_asked_for() {
+    let h = Harness::new(testkit::require_vmm!());
+    // As a host restart leaves it: the data tree says running, `/run` is empty.
+    let dir = h.path("data/restarted/gone");
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = serde_json::json!({
+        "version": 1, "job_id": "j", "execution_id": "gone", "phase": "running",
+        "mode": "plain", "created_ms": 1
+    });
+    std::fs::write(dir.join("record.json"), record.to_string()).unwrap();
+    let config = fcexec::ExecutorConfig {
+        data_root: Some(h.path("data")),
+        ..h.config()
+    };
+    let ex = Executor::new("restarted", config).await.unwrap();
+    assert_eq!(ex.status("gone").unwrap(), ExecutionStatus::Failed);
+    let result = ex.wait("gone").await.unwrap();
+    assert!(result.error_msg.contains("VMM is gone"), "{result:?}");
+    assert!(ex.status("never-was").is_err());
+    ex.cleanup().await.unwrap();
+    assert!(!dir.exists());
 }

@@ -1,19 +1,24 @@
-//! `fcexec ps`: the executor's executions as a table (ID, STATUS, JOB,
-//! CREATED, EXIT, ISOLATION, NETWORK: the guest's address and published
-//! ports) or as JSON; `fcexec inspect ID`: one of them
-//! as JSON, with its isolation in full (uid, chroot, cgroup, limits).
+//! `fcexec ps [-a]`: the executor's live executions (with `-a`, every one
+//! kept, finished ones too) as a table (ID, STATUS, JOB, CREATED, EXIT,
+//! ISOLATION, NETWORK: the guest's address and published ports) or as JSON;
+//! `fcexec inspect ID`: one of them as JSON, with its isolation in full
+//! (uid, chroot, cgroup, limits).
 //!
-//! The columns come from the persisted records ([`fcexec::inspect::list`]).
+//! The columns come from the persisted records. Plain `ps`, like `docker
+//! ps`, finds the live executions in the runtime tree
+//! ([`fcexec::inspect::list_live`]) and reads their records only, so it does
+//! not grow with history; `-a` reads every record ([`fcexec::inspect::list`]).
 //! When this process can open the executor, it does, so that VMs left running
 //! are re-attached and those that ended while nobody watched are settled; the
 //! executor's statuses then win over the records', and it is shut down (its
-//! VMs left running) before the table is printed. Otherwise (another process
-//! owns it) the records are shown as they are.
+//! VMs left running) before the table is printed (without `-a`, those that
+//! turned out to have ended are left out). Otherwise (another process owns
+//! it) the records are shown as they are.
 //!
-//! An execution whose record cannot be read is listed as corrupt: STATUS
-//! `corrupt` in the table, with the reason on stderr (and `fcexec rm ID` to
-//! delete it); in JSON, status `failed`, the reason in `corrupt` and, as the
-//! executor reports it, `error_msg`.
+//! With `-a`, an execution whose record cannot be read is listed as corrupt:
+//! STATUS `corrupt` in the table, with the reason on stderr (and `fcexec rm
+//! ID` to delete it); in JSON, status `failed`, the reason in `corrupt` and,
+//! as the executor reports it, `error_msg`.
 
 use std::time::Duration;
 
@@ -31,10 +36,14 @@ const SETTLE: Duration = Duration::from_millis(100);
 
 /// Runs `fcexec ps`.
 pub async fn run(ctx: &Context, args: PsArgs) -> anyhow::Result<Exit> {
-    let all = match ctx.open_or_view().await? {
+    let listed = |data: &std::path::Path, runtime: &std::path::Path| match args.all {
+        true => inspect::list(data),
+        false => inspect::list_live(data, runtime),
+    };
+    let mut all = match ctx.open_or_view().await? {
         Access::Owner(executor) => {
             // Each record is read once; only the live ones are asked again.
-            let mut all = inspect::list(executor.state_dir());
+            let mut all = listed(executor.state_dir(), executor.runtime_dir());
             let deadline = tokio::time::Instant::now() + SETTLE;
             for summary in all.iter_mut().filter(|s| !s.status.is_terminal()) {
                 let id = summary.execution_id.clone();
@@ -50,8 +59,11 @@ pub async fn run(ctx: &Context, args: PsArgs) -> anyhow::Result<Exit> {
             executor.shutdown().await;
             all
         }
-        Access::ReadOnly { dir, .. } => inspect::list(&dir),
+        Access::ReadOnly { dir, runtime } => listed(&dir, &runtime),
     };
+    if !args.all {
+        all.retain(|s| !s.status.is_terminal());
+    }
     if args.json {
         output::print_json(&all)?;
     } else {

@@ -1,23 +1,25 @@
 //! Section H: does the executor stay flat as history grows? Start-up,
-//! `list`/`fcexec ps`, `logs` and `run` with N finished executions in the
-//! state directory.
+//! `fcexec ps`, `logs` and `run` with N finished executions kept, and the
+//! two answers that are O(N) by nature, `list()` and `fcexec ps -a`.
 //!
-//! Setup: an executor `hist` (state under `<bench dir>/h`) runs the one-line
-//! job once for real and keeps it; its files are then stamped N times under
-//! new ids (`history/fill.rs`), growing the directory from one N to the next.
-//! So at "N" the directory holds N copies plus that real execution, whose
-//! logs are the ones read.
+//! Setup, in fcexec's default shape: the runtime tree (`<bench dir>/h`, as
+//! `/run/fcexec`) apart from the data tree (`<bench dir>/h-data`, as
+//! `/var/lib/fcexec`). An executor `hist` runs the one-line job once for real
+//! and keeps it; its data files are then stamped N times under new ids
+//! (`history/fill.rs`), growing the data tree from one N to the next. So at
+//! "N" the data tree holds N copies plus that real execution, whose logs are
+//! the ones read, and the runtime tree no execution (none is live).
 //!
 //! Per N, `runs` times each (medians), in this process first:
 //! `Executor::new` (lock, the remembered firecracker version, the start-up
-//! scan; since 24cbf3c finished executions are not loaded there but lazily:
-//! by id, by `list`, or by a background task), the heap it then holds (glibc
-//! `mallinfo2`), `list()` (which loads every finished execution not loaded
-//! yet) and the heap held after it, `logs(id)` read to the end, and one `run` (then
-//! `remove`d, not timed), each with a fresh executor that is shut down after;
-//! then the CLI as whole processes, in rotating order: `fcexec ps`, `fcexec
-//! logs ID`, `fcexec run` (the demo guest; the execution it leaves is deleted
-//! afterwards, not timed). The page cache is warm (the same files are read
+//! scan of the runtime tree; finished executions are read only when asked
+//! for by id), the heap it then holds (glibc `mallinfo2`), `list()` (which
+//! reads every finished execution) and the heap held after it, `logs(id)`
+//! read to the end, and one `run` (then `remove`d, not timed), each with a
+//! fresh executor that is shut down after; then the CLI as whole processes,
+//! in rotating order: `fcexec ps` (live executions: none), `fcexec ps -a`
+//! (all N + 1), `fcexec logs ID`, `fcexec run` (the demo guest; the execution
+//! it leaves is deleted afterwards, not timed). The page cache is warm (the same files are read
 //! every time), as for a restarted service on a running host. No raw
 //! baseline: the in-process executions use the executor's default transport
 //! (protocol 2 over vsock), as `fcexec run` does.
@@ -40,6 +42,12 @@ use fill::Template;
 
 /// The executor id of the history.
 const EXECUTOR: &str = "hist";
+/// The id of `fcexec run`'s execution, deleted after each run: short, so
+/// that a jailed VMM's socket path (`<runtime root>/hist/.jail/firecracker/
+/// <id>-<hash>/root/run/firecracker.socket`) fits a Unix socket address in
+/// the bench's temporary directory (the CLI's own ids, `run-<ms>-<pid>`, do
+/// not).
+const CLI_RUN: &str = "hcli";
 /// Removing one execution (not timed).
 const REMOVE_LIMIT: Duration = Duration::from_secs(10);
 
@@ -54,12 +62,15 @@ struct Column {
     logs: Vec<Duration>,
     run: Vec<Duration>,
     ps: Vec<Proc>,
+    ps_all: Vec<Proc>,
     cli_logs: Vec<Proc>,
     cli_run: Vec<Proc>,
     /// `list()` answers that missed executions: (count, fewest listed).
     short_lists: (usize, usize),
-    /// `fcexec ps` tables that missed executions: (count, fewest rows).
+    /// `fcexec ps -a` tables that missed executions: (count, fewest rows).
     short_ps: (usize, usize),
+    /// `fcexec ps` tables that listed a finished execution: (count, most rows).
+    long_ps: (usize, usize),
     /// `fcexec logs ID` runs that failed, and the first error.
     failed_logs: (usize, Option<String>),
     /// `logs(id)` calls in this process that failed, and the first error.
@@ -80,10 +91,16 @@ impl Column {
         }
         if self.short_ps.0 > 0 {
             said.push(format!(
-                "`fcexec ps` missed executions in {} of {runs} runs (fewest: {} of {})",
+                "`fcexec ps -a` missed executions in {} of {runs} runs (fewest: {} of {})",
                 self.short_ps.0,
                 self.short_ps.1,
                 self.n + 1
+            ));
+        }
+        if self.long_ps.0 > 0 {
+            said.push(format!(
+                "`fcexec ps` listed finished executions in {} of {runs} runs (most: {})",
+                self.long_ps.0, self.long_ps.1
             ));
         }
         if let (k @ 1.., Some(e)) = (self.failed_in_logs.0, &self.failed_in_logs.1) {
@@ -106,9 +123,12 @@ pub async fn history(
     cli: Option<&CliBin>,
 ) -> Result<(), String> {
     eprintln!("H: history of {sizes:?} finished executions, {runs} runs each");
-    let root = ctx.dir.join("h");
-    let (template, real) = seed(ctx).await?;
-    let dir = root.join(EXECUTOR);
+    let roots = Roots {
+        run: ctx.dir.join("h"),
+        data: ctx.dir.join("h-data"),
+    };
+    let (template, real) = seed(ctx, &roots).await?;
+    let dir = roots.data.join(EXECUTOR);
     let mut columns = Vec::new();
     let mut have = 0;
     for &n in sizes {
@@ -117,21 +137,26 @@ pub async fn history(
         tokio::task::spawn_blocking(move || t.stamp(&d, have, n.max(have)))
             .await
             .map_err(|e| e.to_string())??;
+        // Written back before measuring: otherwise a run's durable record
+        // save waits for the copies' writeback in the same journal.
+        let _ = tokio::task::spawn_blocking(|| std::process::Command::new("sync").status()).await;
         eprintln!(
-            "H: N={n}: copies written in {:.1} s",
+            "H: N={n}: copies written and synced in {:.1} s",
             began.elapsed().as_secs_f64()
         );
         have = have.max(n);
-        let column = measure(ctx, &root, &real, n, runs, cli).await?;
+        let column = measure(ctx, &roots, &real, n, runs, cli).await?;
         if let Some(problems) = column.problems(runs) {
             eprintln!("H: {problems}");
             ctx.report.lock().unwrap().notes.push(problems);
         }
         columns.push(column);
     }
-    let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
-    if !matches!(removed, Ok(Ok(()))) {
-        eprintln!("H: could not remove the history: {removed:?}");
+    for root in [roots.run, roots.data] {
+        let removed = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(root)).await;
+        if !matches!(removed, Ok(Ok(()))) {
+            eprintln!("H: could not remove the history: {removed:?}");
+        }
     }
     let mut report = ctx.report.lock().unwrap();
     report.history = table(&columns);
@@ -142,9 +167,17 @@ pub async fn history(
     Ok(())
 }
 
+/// The two trees of the history's executor.
+struct Roots {
+    /// Runtime tree (`--state-dir`): lock, sockets, live VMs' files.
+    run: PathBuf,
+    /// Data tree (`--data-dir`): records and output.
+    data: PathBuf,
+}
+
 /// One real execution of the one-line job, kept: its files and its id.
-async fn seed(ctx: &Ctx) -> Result<(Arc<Template>, String), String> {
-    let executor = open(ctx).await?;
+async fn seed(ctx: &Ctx, roots: &Roots) -> Result<(Arc<Template>, String), String> {
+    let executor = open(ctx, roots).await?;
     let request = ctx.request_default("real", &hi_job());
     let result = tokio::time::timeout(RUN_LIMIT, executor.run(&request)).await;
     check_output(result, HI)?;
@@ -154,8 +187,13 @@ async fn seed(ctx: &Ctx) -> Result<(Arc<Template>, String), String> {
     Ok((Arc::new(Template::read(&dir)?), request.execution_id))
 }
 
-async fn open(ctx: &Ctx) -> Result<Executor, String> {
-    Executor::new(EXECUTOR, ctx.executor_config("h"))
+async fn open(ctx: &Ctx, roots: &Roots) -> Result<Executor, String> {
+    let config = fcexec::ExecutorConfig {
+        state_root: Some(roots.run.clone()),
+        data_root: Some(roots.data.clone()),
+        ..ctx.executor_config("h")
+    };
+    Executor::new(EXECUTOR, config)
         .await
         .map_err(|e| format!("Executor::new ({EXECUTOR}): {e}"))
 }
@@ -163,7 +201,7 @@ async fn open(ctx: &Ctx) -> Result<Executor, String> {
 /// Every measurement at one N.
 async fn measure(
     ctx: &Ctx,
-    root: &Path,
+    roots: &Roots,
     real: &str,
     n: usize,
     runs: usize,
@@ -176,7 +214,7 @@ async fn measure(
     for _ in 0..runs {
         let heap = procfs::heap_in_use().unwrap_or(0);
         let began = Instant::now();
-        let executor = open(ctx).await?;
+        let executor = open(ctx, roots).await?;
         c.new.push(began.elapsed());
         c.heap
             .push(procfs::heap_in_use().unwrap_or(0) as f64 / 1024.0 - heap as f64 / 1024.0);
@@ -226,34 +264,46 @@ async fn measure(
     if let Some(cli) = cli {
         let out = ctx.dir.join("h-cli.out");
         let greeting = format!("{}\n", test_guest::GREETING);
-        let rows = n + 2; // header, the real execution, the copies
+        let data = roots
+            .data
+            .to_str()
+            .ok_or("the bench directory is not UTF-8")?;
+        let base = ["--data-dir", data, "--executor", EXECUTOR];
+        let rows = |out: &Path| {
+            std::fs::read_to_string(out)
+                .map(|s| s.lines().count())
+                .unwrap_or(0)
+        };
+        let root = roots.run.as_path();
         for i in 0..runs {
-            for k in 0..3 {
-                match (i + k) % 3 {
+            for k in 0..4 {
+                match (i + k) % 4 {
                     0 => {
-                        let ps = cli
-                            .run(root, &["--executor", EXECUTOR, "ps"], &out, |s| {
-                                s.lines().count() >= 1
-                            })
-                            .await?;
-                        let listed = std::fs::read_to_string(&out)
-                            .map(|s| s.lines().count())
-                            .unwrap_or(0);
-                        if listed != rows {
-                            let fewest = listed.saturating_sub(1);
-                            let fewest = if c.short_ps.0 == 0 {
-                                fewest
-                            } else {
-                                c.short_ps.1.min(fewest)
-                            };
-                            c.short_ps = (c.short_ps.0 + 1, fewest);
+                        let ps = cli.run(root, &args(&base, &["ps"]), &out, |_| true).await?;
+                        // The header only: nothing is live.
+                        let listed = rows(&out).saturating_sub(1);
+                        if listed != 0 {
+                            c.long_ps = (c.long_ps.0 + 1, c.long_ps.1.max(listed));
                         }
                         c.ps.push(ps);
                     }
-                    1 => match cli
-                        .run(root, &["--executor", EXECUTOR, "logs", real], &out, |s| {
-                            s == HI
-                        })
+                    1 => {
+                        let ps = cli
+                            .run(root, &args(&base, &["ps", "-a"]), &out, |_| true)
+                            .await?;
+                        // The header, the real execution, the copies.
+                        let listed = rows(&out).saturating_sub(1);
+                        if listed != n + 1 {
+                            let fewest = match c.short_ps.0 {
+                                0 => listed,
+                                _ => c.short_ps.1.min(listed),
+                            };
+                            c.short_ps = (c.short_ps.0 + 1, fewest);
+                        }
+                        c.ps_all.push(ps);
+                    }
+                    2 => match cli
+                        .run(root, &args(&base, &["logs", real]), &out, |s| s == HI)
                         .await
                     {
                         Ok(p) => c.cli_logs.push(p),
@@ -264,11 +314,12 @@ async fn measure(
                     },
                     _ => {
                         let run = cli
-                            .run(root, &["--executor", EXECUTOR, "run"], &out, |s| {
+                            .run(root, &args(&base, &["run", "--id", CLI_RUN]), &out, |s| {
                                 s == greeting
                             })
                             .await;
-                        remove_cli_runs(&root.join(EXECUTOR));
+                        remove_cli_runs(&roots.run.join(EXECUTOR));
+                        remove_cli_runs(&roots.data.join(EXECUTOR));
                         c.cli_run.push(run?);
                     }
                 }
@@ -278,18 +329,14 @@ async fn measure(
     Ok(c)
 }
 
-/// Deletes the executions `fcexec run` left (ids `run-...`).
+/// `base`, then `rest`: one command line.
+fn args<'a>(base: &[&'a str], rest: &[&'a str]) -> Vec<&'a str> {
+    [base, rest].concat()
+}
+
+/// Deletes the execution `fcexec run` left ([`CLI_RUN`]) under `dir`.
 fn remove_cli_runs(dir: &Path) {
-    let runs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
-        .map(|e| e.path())
-        .collect();
-    for path in runs {
-        let _ = std::fs::remove_dir_all(path);
-    }
+    let _ = std::fs::remove_dir_all(dir.join(CLI_RUN));
 }
 
 /// The table: one column per N, then each N's ratio to the first, then the
@@ -342,7 +389,7 @@ fn table(columns: &[Column]) -> Table {
     };
     row(
         &mut t,
-        "`Executor::new` (lock, version remembered, start-up scan; history loaded lazily)",
+        "`Executor::new` (lock, version remembered, scan of the runtime tree)",
         &|c| med(&c.new),
         &d,
     );
@@ -354,7 +401,7 @@ fn table(columns: &[Column]) -> Table {
     );
     row(
         &mut t,
-        "`list()` (loads every finished execution not loaded yet)",
+        "`list()` (reads every finished execution: O(N) by design)",
         &|c| med(&c.list),
         &d,
     );
@@ -376,9 +423,22 @@ fn table(columns: &[Column]) -> Table {
         &|c| med(&c.run),
         &d,
     );
-    row(&mut t, "`fcexec ps` process: wall", &|c| wall(&c.ps), &d);
+    row(
+        &mut t,
+        "`fcexec ps` process (live ones): wall",
+        &|c| wall(&c.ps),
+        &d,
+    );
     row(&mut t, "  CPU (user+sys, wait4)", &|c| cpu(&c.ps), &d);
     row(&mut t, "  max RSS", &|c| rss(&c.ps), &|v| kib(v));
+    row(
+        &mut t,
+        "`fcexec ps -a` process (all: O(N) by design): wall",
+        &|c| wall(&c.ps_all),
+        &d,
+    );
+    row(&mut t, "  CPU (user+sys, wait4)", &|c| cpu(&c.ps_all), &d);
+    row(&mut t, "  max RSS", &|c| rss(&c.ps_all), &|v| kib(v));
     row(
         &mut t,
         "`fcexec logs ID` process: wall",

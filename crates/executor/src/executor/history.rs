@@ -1,7 +1,15 @@
-//! The executor's history: executions found at start-up. Live ones get a
-//! supervisor at once; finished ones are loaded lazily (by id, by `list`, or
-//! by a background task that enforces their retention), so start-up does not
-//! grow with history; and one task forgets them when their retention runs out.
+//! The executor's history: executions found at start-up, and finished ones
+//! kept on disk.
+//!
+//! - Live ones (found from the runtime tree, which holds no others) get a
+//!   supervisor at start-up.
+//! - Finished ones are not listed or read at start-up: one is loaded by id
+//!   when asked for (`status`, `wait`, `logs`, `remove`, a `start` reusing
+//!   its id), and all of them by `list` and `cleanup`. So start-up, and a
+//!   short command that asks for one id, do not grow with history.
+//! - Their retention: [`HISTORY_DELAY`] after start-up, a background sweep
+//!   reads the records of those not loaded and schedules their expiry by
+//!   id; one task deletes whatever expires, loaded or not.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,9 +23,10 @@ use crate::inspect::file_len;
 use crate::lifecycle::Phase;
 use crate::record::now_ms;
 use crate::recovery::{Found, FoundState};
-use crate::registry::Registry;
+use crate::registry::{Expired, Registry};
 use crate::result::ExecutionResult;
 use crate::spec::Mode;
+use crate::state_dir::StateDir;
 use crate::supervisor::Deadlines;
 
 impl Executor {
@@ -58,59 +67,59 @@ impl Executor {
         self.tasks.spawn(task);
     }
 
-    /// Loads one deferred finished execution (blocking, small).
+    /// Loads the finished execution `id` from disk, if there is one, and
+    /// registers it unless one with its id is registered meanwhile
+    /// (blocking, small: a stat and one record read).
     pub(super) fn load(&self, id: &str) {
-        let firecracker = &self.ctx.launcher.firecracker;
-        let found = crate::recovery::load_one(&self.state, id, self.config.max_output, firecracker);
-        settle(&self.registry, &self.ctx.stop, id, found);
+        if let Some(found) = crate::recovery::load_finished(&self.state, id) {
+            adopt_settled(&self.registry, &self.ctx.stop, found, true);
+        }
     }
 
-    /// Loads every finished execution not loaded yet (for `list`).
+    /// Loads every execution on disk not registered yet (for `list` and
+    /// `cleanup`, which are O(history) by nature).
     pub(super) fn load_all(&self) {
-        loop {
-            let batch = self.registry.deferred_batch(256);
-            if batch.is_empty() {
-                return;
-            }
-            for id in batch {
+        for id in self.state.execution_ids() {
+            if !self.registry.contains(&id) {
                 self.load(&id);
             }
         }
     }
 
-    /// Loads the finished executions found at start-up in the background,
-    /// so that their retention is enforced without start-up paying for them.
-    /// It starts after [`HISTORY_DELAY`]: a short-lived command (most CLI
-    /// runs) never pays for it.
-    pub(super) fn spawn_history_loader(&self) {
+    /// Schedules the retention of the finished executions on disk: after
+    /// [`HISTORY_DELAY`] (a short-lived command, most CLI runs, never pays
+    /// for it), lists the data tree and reads the record of each execution
+    /// not registered, in batches on the blocking pool, scheduling its
+    /// expiry by id. Nothing is loaded into the registry.
+    pub(super) fn spawn_retention_sweep(&self) {
         let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
-        let (state, max_output) = (Arc::new(self.state.view()), self.config.max_output);
-        let firecracker = self.ctx.launcher.firecracker.clone();
+        let state = Arc::new(self.state.view());
         self.tasks.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(HISTORY_DELAY) => {}
                 _ = stop.cancelled() => return,
             }
-            while !stop.is_cancelled() {
-                let batch = registry.deferred_batch(64);
-                if batch.is_empty() {
+            let listed = state.clone();
+            let ids = tokio::task::spawn_blocking(move || listed.execution_ids());
+            let ids = ids.await.unwrap_or_default();
+            for batch in ids.chunks(SWEEP_BATCH) {
+                if stop.is_cancelled() {
                     return;
                 }
-                let (state, firecracker) = (state.clone(), firecracker.clone());
-                let loaded = tokio::task::spawn_blocking(move || {
+                let batch: Vec<String> = batch
+                    .iter()
+                    .filter(|id| !registry.contains(id))
+                    .cloned()
+                    .collect();
+                let state = state.clone();
+                let due = tokio::task::spawn_blocking(move || {
                     batch
                         .into_iter()
-                        .map(|id| {
-                            let found =
-                                crate::recovery::load_one(&state, &id, max_output, &firecracker);
-                            (id, found)
-                        })
+                        .filter_map(|id| Some((crate::recovery::expiry_of(&state, &id)?, id)))
                         .collect::<Vec<_>>()
-                })
-                .await
-                .unwrap_or_default();
-                for (id, found) in loaded {
-                    settle(&registry, &stop, &id, found);
+                });
+                for (at, id) in due.await.unwrap_or_default() {
+                    registry.expire_on_disk(id, at);
                 }
             }
         });
@@ -120,13 +129,14 @@ impl Executor {
     /// retention runs out: one task for all of them.
     pub(super) fn spawn_expiry(&self) {
         let (registry, stop) = (self.registry.clone(), self.ctx.stop.clone());
+        let state = Arc::new(self.state.view());
         self.tasks.spawn(async move {
             loop {
                 let (expired, next) = registry.take_expired(now_ms());
-                for exec in expired {
-                    tracing::debug!(id = %exec.id, "retention ran out; removing the execution");
-                    let paths = exec.paths.clone();
-                    let _ = tokio::task::spawn_blocking(move || paths.remove()).await;
+                for due in expired {
+                    let (state, registry) = (state.clone(), registry.clone());
+                    let _ =
+                        tokio::task::spawn_blocking(move || expire(&registry, &state, due)).await;
                 }
                 let sleep = next.map(|at| Duration::from_millis(at.saturating_sub(now_ms())));
                 tokio::select! {
@@ -139,33 +149,35 @@ impl Executor {
     }
 }
 
-/// How long after start-up the finished executions not asked for are loaded.
-const HISTORY_DELAY: Duration = Duration::from_secs(2);
-
-/// Registers a deferred finished execution just loaded (`None`: it expired
-/// or vanished), unless another caller registered it first.
-fn settle(
-    registry: &Registry,
-    released: &tokio_util::sync::CancellationToken,
-    id: &str,
-    found: Option<Found>,
-) {
-    let Some(found) = found else {
-        registry.drop_deferred(id);
-        return;
-    };
-    // A record that says live without a runtime directory: its VMM is gone
-    // with that directory (a host restart clears /run).
-    if let Some((id, paths, mut record, _, _)) = adopt_settled(registry, released, found, true) {
-        tracing::warn!(%id, "an execution recorded as live has no runtime directory; its VMM is gone");
-        record.phase = Phase::Failed;
-        record.result = Some(ExecutionResult::failed(
-            "the VMM is gone: the execution's runtime directory was removed (did the host restart?)",
-        ));
-        let state = FoundState::Finished(record);
-        adopt_settled(registry, released, Found { id, paths, state }, true);
+/// Deletes the files of an execution whose retention ran out, then (when
+/// it was loaded) forgets it: registered until its files are gone, it
+/// keeps its id taken meanwhile. Blocking.
+fn expire(registry: &Registry, state: &StateDir, due: Expired) {
+    match due {
+        Expired::Loaded(exec) => {
+            tracing::debug!(id = %exec.id, "retention ran out; removing the execution");
+            if let Err(e) = exec.paths.remove() {
+                tracing::warn!(id = %exec.id, error = %e, "cannot delete an expired execution");
+            }
+            registry.remove(&exec);
+        }
+        Expired::OnDisk(id) => {
+            let removed = registry.unless_registered(&id, || {
+                crate::recovery::remove_if_expired(state, &id, now_ms())
+            });
+            if removed == Some(true) {
+                tracing::debug!(%id, "retention ran out; removed the execution");
+            }
+        }
     }
 }
+
+/// How long after start-up the retention of the finished executions not
+/// asked for is scheduled.
+const HISTORY_DELAY: Duration = Duration::from_secs(2);
+
+/// How many records the retention sweep reads per blocking task.
+const SWEEP_BATCH: usize = 64;
 
 /// A live execution found at start-up: what its supervisor needs.
 type LiveFound = (
@@ -179,17 +191,19 @@ type LiveFound = (
     ),
 );
 
-/// Registers an execution found at start-up that needs no supervisor (it
-/// ended, or its record is corrupt); hands a live one back.
+/// Registers an execution found at start-up (`on_demand` false) or loaded
+/// on demand that needs no supervisor (it ended, or its record is corrupt);
+/// hands a live one back. One loaded on demand is registered only when its
+/// id is free.
 fn adopt_settled(
     registry: &Registry,
     released: &tokio_util::sync::CancellationToken,
     found: Found,
-    deferred: bool,
+    on_demand: bool,
 ) -> Option<LiveFound> {
     let register = |exec: Arc<Execution>| {
-        if deferred {
-            registry.settle_deferred(exec)
+        if on_demand {
+            registry.insert_loaded(exec).1
         } else {
             registry.insert_recovered(exec, 0);
             true

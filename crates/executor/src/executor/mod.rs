@@ -10,8 +10,8 @@
 //! task giving its budget back and scheduling its expiry.
 //!
 //! `start.rs` is the start (in a task of its own), `history.rs` what is found
-//! at start-up (live executions re-supervised, finished ones loaded lazily)
-//! and the expiry of finished ones.
+//! at start-up (live executions re-supervised), finished ones loaded by id
+//! on demand, and their expiry.
 
 mod history;
 mod start;
@@ -61,7 +61,9 @@ pub struct Executor {
 impl Executor {
     /// Builds an executor: checks firecracker (present, supported version) and
     /// `/dev/kvm`, locks its state directory, and re-attaches to the VMs a
-    /// previous executor with this id left running.
+    /// previous executor with this id left running. Finished executions are
+    /// not read here (it stays flat as history grows): each is loaded when
+    /// asked for by id.
     pub async fn new(id: &str, config: ExecutorConfig) -> Result<Executor, ExecutorError> {
         let firecracker = find_firecracker(config.firecracker.as_deref())?;
         crate::state_dir::check_id("executor id", id)?;
@@ -168,9 +170,8 @@ impl Executor {
         for f in found.found {
             executor.adopt(f);
         }
-        executor.registry.defer(found.finished);
         executor.spawn_expiry();
-        executor.spawn_history_loader();
+        executor.spawn_retention_sweep();
         tracing::info!(executor = id, dir = %executor.state.path().display(), "executor ready");
         Ok(executor)
     }
@@ -304,7 +305,8 @@ impl Executor {
         }
     }
 
-    /// Every execution this executor knows, with its status.
+    /// Every execution this executor knows, with its status. It reads every
+    /// finished execution kept on disk (O(history)).
     pub fn list(&self) -> Vec<ListItem> {
         self.load_all();
         let mut items: Vec<ListItem> = self
@@ -411,7 +413,8 @@ impl Executor {
                 }
             })??;
         }
-        self.registry.remove(&exec);
+        // The files go first: while they are there, the execution stays
+        // registered, so a lookup by id meanwhile does not load it again.
         let paths = exec.paths.clone();
         tokio::task::spawn_blocking(move || paths.remove())
             .await
@@ -423,7 +426,9 @@ impl Executor {
                 context: "cannot remove",
                 path: exec.paths.dir().to_path_buf(),
                 source,
-            })
+            })?;
+        self.registry.remove(&exec);
+        Ok(())
     }
 
     /// Stops and removes every VM this executor owns and deletes their
@@ -471,15 +476,13 @@ impl Executor {
         self.tasks.shutdown().await;
     }
 
-    /// The execution with this id, loading it first when it is a finished
-    /// one not loaded yet.
+    /// The execution with this id, loading it from disk first when it is a
+    /// finished one not loaded yet.
     fn get(&self, id: &str) -> Result<Arc<Execution>, ExecutorError> {
         if let ok @ Ok(_) = self.registry.get(id) {
             return ok;
         }
-        if self.registry.is_deferred(id) {
-            self.load(id);
-        }
+        self.load(id);
         self.registry.get(id)
     }
 }

@@ -12,6 +12,8 @@
 //!    version) is listed as a failed, corrupt execution with the reason, as
 //!    the owning executor lists it (which is also what `rm` and `cleanup`
 //!    act on); a directory without a record (a launch under way) is skipped.
+//!    It reads every record (O(history)); [`list_live`] reads only those of
+//!    the executions that may be live ([`crate::state_dir::live_ids`]).
 //! 2. [`record`] reads one execution's record (its result once terminal).
 //! 3. [`logs`] reads an execution's output:
 //!    - in plain mode `serial.log` is stdout;
@@ -214,11 +216,30 @@ pub fn list(executor_dir: &Path) -> Vec<Summary> {
     let Ok(entries) = std::fs::read_dir(executor_dir) else {
         return Vec::new();
     };
-    let mut all: Vec<Summary> = entries
+    let ids = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|id| check_id("execution_id", id).is_ok())
+        .filter(|id| check_id("execution_id", id).is_ok());
+    summaries(executor_dir, ids)
+}
+
+/// The live executions under `executor_dir` (`<data root>/<executor id>`),
+/// found from `runtime_dir` (`<runtime root>/<executor id>`) as
+/// [`crate::state_dir::live_ids`] finds them, so that only their records are
+/// read (not the history's), oldest first. Those whose record says they
+/// ended (a runtime directory on its way out) are left out, and so are
+/// corrupt records: [`list`] shows them.
+pub fn list_live(executor_dir: &Path, runtime_dir: &Path) -> Vec<Summary> {
+    let ids = crate::state_dir::live_ids(runtime_dir, executor_dir);
+    let mut live = summaries(executor_dir, ids.into_iter());
+    live.retain(|s| s.corrupt.is_none() && !s.phase.is_terminal());
+    live
+}
+
+/// The summaries of executions `ids` under `executor_dir`, oldest first.
+fn summaries(executor_dir: &Path, ids: impl Iterator<Item = String>) -> Vec<Summary> {
+    let mut all: Vec<Summary> = ids
         .filter_map(|id| {
             let path = executor_dir.join(&id).join("record.json");
             match ExecutionRecord::load(&path) {

@@ -78,6 +78,23 @@ mod listing {
     }
 
     #[test]
+    fn lists_live_ones_from_the_runtime_tree() {
+        let (run, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ended = || Some(ExecutionResult::failed("x"));
+        save(data.path(), "live", Phase::Running, Mode::Agent, None);
+        save(data.path(), "ending", Phase::Failed, Mode::Agent, ended());
+        save(data.path(), "old", Phase::Failed, Mode::Agent, ended());
+        for id in ["live", "ending", ".jail"] {
+            std::fs::create_dir(run.path().join(id)).unwrap();
+        }
+        let ids = |all: Vec<Summary>| all.into_iter().map(|s| s.execution_id).collect::<Vec<_>>();
+        assert_eq!(ids(list_live(data.path(), run.path())), ["live"]);
+        // In one tree, every directory is looked at by name.
+        assert_eq!(ids(list_live(data.path(), data.path())), ["live"]);
+        assert_eq!(ids(list(data.path())).len(), 3);
+    }
+
+    #[test]
     fn record_rejects_bad_ids_and_reports_missing_ones() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(

@@ -1,7 +1,7 @@
 //! Section H's history, built cheaply: the files of one real finished
 //! execution, stamped again under new ids.
 //!
-//! An execution's data directory (`<root>/<executor id>/<execution id>/`)
+//! An execution's data directory (`<data root>/<executor id>/<execution id>/`)
 //! holds `record.json` (which names the execution: `execution_id`),
 //! `result.json` (its end), `serial.log`, `stdout` and `firecracker.log`; the
 //! runtime files (`vm.json`, the config drive, the socket) are gone once it

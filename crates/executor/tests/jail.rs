@@ -274,10 +274,8 @@ async fn descriptors_the_caller_left_inheritable_do_not_reach_a_jailed_vmm() {
         .await
         .unwrap();
     let (pid, _) = jailed_vmm(&h, "fds", "d1").await;
-    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .collect();
+    let fds = testkit::open_files(pid);
+    assert!(!fds.is_empty(), "no descriptors read");
     assert!(
         !fds.iter().any(|target| target.ends_with("secret")),
         "{fds:?}"

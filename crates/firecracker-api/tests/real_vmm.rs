@@ -405,10 +405,8 @@ async fn descriptors_the_caller_left_inheritable_do_not_reach_the_vmm() {
     vm.wait_ready(std::time::Duration::from_secs(5))
         .await
         .unwrap();
-    let fds: Vec<_> = std::fs::read_dir(format!("/proc/{}/fd", vm.pid()))
-        .unwrap()
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .collect();
+    let fds = testkit::open_files(vm.pid());
+    assert!(!fds.is_empty(), "no descriptors read");
     assert!(
         !fds.iter().any(|target| target.ends_with("secret")),
         "{fds:?}"

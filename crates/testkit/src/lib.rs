@@ -159,6 +159,17 @@ fn root_of(pid: u32) -> Option<(u64, u64)> {
     Some((m.dev(), m.ino()))
 }
 
+/// What process `pid`'s open descriptors point at (`/proc/<pid>/fd`).
+pub fn open_files(pid: u32) -> Vec<PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Every file under `dir`, relative to it, sorted.
 pub fn files_under(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {

@@ -458,7 +458,15 @@ impl Executor {
                 .all()
                 .iter()
                 .filter(|e| !e.phase().is_terminal())
-                .map(|e| jail.jail_id(&e.id))
+                // The jail it got (`<base>/<exec name>/<jail id>/root`), so
+                // that a jail named by an earlier version is still its own.
+                .map(|e| {
+                    e.paths
+                        .chroot()
+                        .and_then(|root| root.parent()?.file_name())
+                        .map(|name| name.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| jail.jail_id(&e.id))
+                })
                 .collect();
             let _ = tokio::task::spawn_blocking(move || jail.sweep(&live)).await;
         }

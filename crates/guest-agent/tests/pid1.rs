@@ -533,6 +533,13 @@ fn dns_spec() -> Value {
     })
 }
 
+/// [`dns_spec`] running `script` with `/bin/sh -c`.
+fn dns_shell(script: &str) -> Value {
+    let mut spec = dns_spec();
+    spec["command"] = json!(["/bin/sh", "-c", script]);
+    spec
+}
+
 const IMAGE_RESOLV: &str = "nameserver 192.0.2.1\nsearch example.test\n";
 
 #[test]
@@ -541,12 +548,7 @@ fn network_dns_covers_resolv_conf_without_changing_the_image() {
     let vm =
         Vm::with_root(|tree| std::fs::write(tree.join("etc/resolv.conf"), IMAGE_RESOLV).unwrap());
     // As a user, who can read it but not write it.
-    let mut spec = dns_spec();
-    spec["command"] = json!([
-        "/bin/sh",
-        "-c",
-        "cat /etc/resolv.conf; echo x >> /etc/resolv.conf 2>/dev/null && echo WROTE || echo READ-ONLY"
-    ]);
+    let mut spec = dns_shell("cat /etc/resolv.conf; echo x >> /etc/resolv.conf 2>/dev/null && echo WROTE || echo READ-ONLY");
     spec["user"] = json!("alice");
     let run = vm.run(spec);
     assert_eq!(
@@ -558,12 +560,8 @@ fn network_dns_covers_resolv_conf_without_changing_the_image() {
     );
     assert_eq!(run.status(), Some(ExitStatus::Code(0)));
     // As root, who can write neither.
-    let mut spec = dns_spec();
-    spec["command"] = json!([
-        "/bin/sh",
-        "-c",
-        "echo x > /etc/resolv.conf 2>/dev/null && echo WROTE; cat /etc/resolv.conf"
-    ]);
+    let spec =
+        dns_shell("echo x > /etc/resolv.conf 2>/dev/null && echo WROTE; cat /etc/resolv.conf");
     let run = vm.run(spec);
     assert_eq!(
         run.stored.out(),
@@ -636,12 +634,7 @@ fn network_dns_follows_a_symlink_onto_run_and_leaves_others() {
         )
         .unwrap();
     });
-    let mut spec = dns_spec();
-    spec["command"] = json!([
-        "/bin/sh",
-        "-c",
-        "cat /etc/resolv.conf; readlink /etc/resolv.conf"
-    ]);
+    let spec = dns_shell("cat /etc/resolv.conf; readlink /etc/resolv.conf");
     let run = vm.run(spec);
     assert_eq!(
         run.stored.out(),

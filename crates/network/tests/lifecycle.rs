@@ -118,24 +118,12 @@ async fn conflicts_are_refused_naming_the_port_and_leave_nothing() {
     let _lock = SWEEP_LOCK.read().await;
     let network = fresh(2, true).await;
     let a = network
-        .create(
-            "conflict-a",
-            &NetworkRequest {
-                ports: vec![tcp(41002, 80)],
-                ..Default::default()
-            },
-        )
+        .create("conflict-a", &publish(tcp(41002, 80)))
         .await
         .unwrap();
 
     let err = network
-        .create(
-            "conflict-b",
-            &NetworkRequest {
-                ports: vec![tcp(41002, 81)],
-                ..Default::default()
-            },
-        )
+        .create("conflict-b", &publish(tcp(41002, 81)))
         .await
         .unwrap_err();
     assert!(
@@ -152,13 +140,7 @@ async fn conflicts_are_refused_naming_the_port_and_leave_nothing() {
     let busy = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = busy.local_addr().unwrap().port();
     let err = network
-        .create(
-            "conflict-c",
-            &NetworkRequest {
-                ports: vec![tcp(port, 80)],
-                ..Default::default()
-            },
-        )
+        .create("conflict-c", &publish(tcp(port, 80)))
         .await
         .unwrap_err();
     assert!(err.to_string().contains(&format!("{port}/tcp")), "{err}");
@@ -237,10 +219,7 @@ async fn fifty_concurrent_networks_are_distinct_and_leave_nothing() {
     let creates = (0..50).map(|i| {
         let network = network.clone();
         tokio::spawn(async move {
-            let request = NetworkRequest {
-                ports: vec![tcp(42000 + i, 80)],
-                ..Default::default()
-            };
+            let request = publish(tcp(42000 + i, 80));
             network.create(&format!("many-{i}"), &request).await
         })
     });
@@ -281,23 +260,11 @@ async fn sweep_removes_unknown_executions_and_keeps_the_others() {
     let _lock = SWEEP_LOCK.write().await;
     let before_crash = fresh(4, true).await;
     let keep = before_crash
-        .create(
-            "sweep-keep",
-            &NetworkRequest {
-                ports: vec![tcp(41004, 80)],
-                ..Default::default()
-            },
-        )
+        .create("sweep-keep", &publish(tcp(41004, 80)))
         .await
         .unwrap();
     let lost = before_crash
-        .create(
-            "sweep-lost",
-            &NetworkRequest {
-                ports: vec![tcp(41005, 80)],
-                ..Default::default()
-            },
-        )
+        .create("sweep-lost", &publish(tcp(41005, 80)))
         .await
         .unwrap();
     drop(before_crash); // the executor "crashes": its table is gone, its objects stay
@@ -309,13 +276,7 @@ async fn sweep_removes_unknown_executions_and_keeps_the_others() {
     let network = Network::new(config(4, true)).await.unwrap();
     // Found objects keep their blocks and ports until swept or adopted.
     let err = network
-        .create(
-            "sweep-new",
-            &NetworkRequest {
-                ports: vec![tcp(41005, 80)],
-                ..Default::default()
-            },
-        )
+        .create("sweep-new", &publish(tcp(41005, 80)))
         .await
         .unwrap_err();
     assert!(
@@ -361,13 +322,7 @@ async fn sweep_removes_unknown_executions_and_keeps_the_others() {
 
     // The lost execution's port is free now; the kept one is adopted and removed.
     let reuse = network
-        .create(
-            "sweep-reuse",
-            &NetworkRequest {
-                ports: vec![tcp(41005, 80)],
-                ..Default::default()
-            },
-        )
+        .create("sweep-reuse", &publish(tcp(41005, 80)))
         .await
         .unwrap();
     network.adopt(&keep).unwrap();
@@ -459,23 +414,11 @@ async fn a_port_published_by_another_pool_is_refused() {
     let first = fresh(12, true).await;
     let second = fresh(13, true).await;
     let a = first
-        .create(
-            "pools-a",
-            &NetworkRequest {
-                ports: vec![tcp(41012, 80)],
-                ..Default::default()
-            },
-        )
+        .create("pools-a", &publish(tcp(41012, 80)))
         .await
         .unwrap();
     let err = second
-        .create(
-            "pools-b",
-            &NetworkRequest {
-                ports: vec![tcp(41012, 80)],
-                ..Default::default()
-            },
-        )
+        .create("pools-b", &publish(tcp(41012, 80)))
         .await
         .unwrap_err();
     assert!(
@@ -485,13 +428,7 @@ async fn a_port_published_by_another_pool_is_refused() {
     assert!(err.to_string().contains("pools-a"), "{err}");
     first.remove(&a).await.unwrap();
     let b = second
-        .create(
-            "pools-b",
-            &NetworkRequest {
-                ports: vec![tcp(41012, 80)],
-                ..Default::default()
-            },
-        )
+        .create("pools-b", &publish(tcp(41012, 80)))
         .await
         .unwrap();
     second.remove(&b).await.unwrap();

@@ -173,13 +173,7 @@ async fn published_tcp_port_dnats_to_the_execution() {
     let outside = Outside::new(9).await;
     let network = fresh(9, true).await;
     let net = network
-        .create(
-            "publish-1",
-            &NetworkRequest {
-                ports: vec![tcp(41009, 8000)],
-                ..Default::default()
-            },
-        )
+        .create("publish-1", &publish(tcp(41009, 8000)))
         .await
         .unwrap();
     let guest = attach_guest(&net).await;

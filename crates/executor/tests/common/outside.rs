@@ -6,13 +6,11 @@
 //! reach. Code given to [`Outside::spawn`] runs in a thread inside it.
 //! `testkit::network::leftovers` lists what of fcexec's networking remains.
 
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use testkit::network::ip;
+use testkit::network::{ip, spawn_in};
 
 static NEXT: AtomicU8 = AtomicU8::new(0);
 
@@ -91,13 +89,7 @@ impl Outside {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let file = File::open(&path).unwrap();
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}");
-            f()
-        })
+        spawn_in(&format!("/run/netns/{}", self.name), f)
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use fcexec_network::{
-    links, netns, ExecutionNetwork, Network, NetworkConfig, PortMapping, Protocol,
+    links, netns, ExecutionNetwork, Network, NetworkConfig, NetworkRequest, PortMapping, Protocol,
 };
 use ipnet::Ipv4Net;
 
@@ -21,6 +21,14 @@ pub fn tcp(host: u16, guest: u16) -> PortMapping {
         host,
         guest,
         protocol: Protocol::Tcp,
+    }
+}
+
+/// A request publishing one port and nothing else.
+pub fn publish(port: PortMapping) -> NetworkRequest {
+    NetworkRequest {
+        ports: vec![port],
+        ..Default::default()
     }
 }
 

@@ -4,14 +4,11 @@
 //! through [`Netns::run`] runs in a thread inside the namespace, so sockets
 //! it creates live there and traffic never leaves it.
 
-use std::ffi::c_int;
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use testkit::network::ip;
+use testkit::network::{ip, spawn_in};
 
 /// The host's side of the TAP: the guest's gateway.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(172, 31, 0, 1);
@@ -24,10 +21,7 @@ pub const TAP: &str = "tap0";
 /// The guest's MAC address.
 pub const GUEST_MAC: &str = "06:00:ac:1f:00:02";
 
-const CLONE_NEWNET: c_int = 0x4000_0000;
-
 extern "C" {
-    fn setns(fd: c_int, nstype: c_int) -> c_int;
     fn geteuid() -> u32;
 }
 
@@ -82,13 +76,9 @@ impl Netns {
 
     /// Runs `f` in a new thread inside the namespace and returns its value.
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            enter(&path);
-            f()
-        })
-        .join()
-        .expect("the thread in the namespace panicked")
+        self.spawn(f)
+            .join()
+            .expect("the thread in the namespace panicked")
     }
 
     /// Spawns `f` in a thread inside the namespace.
@@ -96,20 +86,8 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            enter(&path);
-            f()
-        })
+        spawn_in(&format!("/run/netns/{}", self.name), f)
     }
-}
-
-/// Moves the calling thread into the namespace at `path`.
-fn enter(path: &str) {
-    let file = File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-    // SAFETY: a valid namespace file descriptor; only this thread moves.
-    let rc = unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
 }
 
 impl Drop for Netns {

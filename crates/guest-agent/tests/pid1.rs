@@ -55,6 +55,18 @@ struct Run {
 }
 
 impl Run {
+    /// Asserts the stored stdout, showing stderr and the console if not.
+    #[track_caller]
+    fn assert_out(&self, expected: &str) {
+        assert_eq!(
+            self.stored.out(),
+            expected,
+            "{}\n{}",
+            self.stored.err(),
+            self.console
+        );
+    }
+
     fn status(&self) -> Option<ExitStatus> {
         self.stored.status()
     }
@@ -551,13 +563,7 @@ fn network_dns_covers_resolv_conf_without_changing_the_image() {
     let mut spec = dns_shell("cat /etc/resolv.conf; echo x >> /etc/resolv.conf 2>/dev/null && echo WROTE || echo READ-ONLY");
     spec["user"] = json!("alice");
     let run = vm.run(spec);
-    assert_eq!(
-        run.stored.out(),
-        "nameserver 10.213.0.5\nREAD-ONLY\n",
-        "{}\n{}",
-        run.stored.err(),
-        run.console
-    );
+    run.assert_out("nameserver 10.213.0.5\nREAD-ONLY\n");
     assert_eq!(run.status(), Some(ExitStatus::Code(0)));
     // As root, who can write neither.
     let spec =
@@ -636,13 +642,7 @@ fn network_dns_follows_a_symlink_onto_run_and_leaves_others() {
     });
     let spec = dns_shell("cat /etc/resolv.conf; readlink /etc/resolv.conf");
     let run = vm.run(spec);
-    assert_eq!(
-        run.stored.out(),
-        "nameserver 10.213.0.5\n../run/systemd/resolve/stub-resolv.conf\n",
-        "{}\n{}",
-        run.stored.err(),
-        run.console
-    );
+    run.assert_out("nameserver 10.213.0.5\n../run/systemd/resolve/stub-resolv.conf\n");
     // A link into the image itself: left as it is, and said so.
     let vm = Vm::with_root(|tree| {
         std::fs::create_dir_all(tree.join("usr/share")).unwrap();

@@ -187,12 +187,9 @@ pub async fn cli(ctx: &Ctx, pairs: usize, runs: usize, bin: &CliBin) -> Result<(
 }
 
 /// `fcexec run`'s flags for the unjailed variant.
-const UNJAILED: &[&str] = &["--no-jail", "--id", "c-run"];
-/// ... and for the jailed one (as root, the default). Both name the
-/// execution: the default id (`run-<ms>-<pid>`) makes the jailed VMM's
-/// socket path, under the bench's temporary directory, longer than a Unix
-/// socket allows.
-const JAILED: &[&str] = &["--id", "c-run"];
+const UNJAILED: &[&str] = &["--no-jail"];
+/// ... and for the jailed one (as root, the default): none.
+const JAILED: &[&str] = &[];
 
 /// One `fcexec --state-dir <root> run [flags]`, checked; then the execution
 /// it left is deleted (not timed).

@@ -42,11 +42,8 @@ use fill::Template;
 
 /// The executor id of the history.
 const EXECUTOR: &str = "hist";
-/// The id of `fcexec run`'s execution, deleted after each run: short, so
-/// that a jailed VMM's socket path (`<runtime root>/hist/.jail/firecracker/
-/// <id>-<hash>/root/run/firecracker.socket`) fits a Unix socket address in
-/// the bench's temporary directory (the CLI's own ids, `run-<ms>-<pid>`, do
-/// not).
+/// The id of `fcexec run`'s execution, deleted after each run: known, so
+/// that deleting it does not list the data tree's N copies.
 const CLI_RUN: &str = "hcli";
 /// Removing one execution (not timed).
 const REMOVE_LIMIT: Duration = Duration::from_secs(10);
